@@ -1,0 +1,1 @@
+//! Kernel benchmarks live in `benches/`; see issue 3.

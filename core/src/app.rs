@@ -1,0 +1,695 @@
+//! The `barellama` command line, independent of the operating system.
+//!
+//! A host implements [`Host`] (map a file, hand out zeroed memory, create an
+//! output file, print, tell the time) and calls [`main`] with the arguments;
+//! everything else — parsing, loading, planning, generating, reporting — is
+//! here, written once for every host. Arguments are bytes, not `str`: a
+//! prompt need not be valid UTF-8.
+
+use core::fmt::{self, Write as _};
+
+use crate::arena::{Options, Plan, TokenizerPlan};
+use crate::error::{Error, Result};
+use crate::generate::{Session, TextStream, Vocab};
+use crate::image::{synth, Format, Model};
+use crate::kernels::cast_slice_mut;
+use crate::model::Transformer;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tensor::WeightRef;
+use crate::tokenizer::{llama2c_vocab_size, Tokenizer};
+
+/// A byte sink: stdout, stderr or a created file.
+pub trait Output {
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// What the CLI needs from an operating system.
+pub trait Host {
+    type File: Output;
+
+    /// Maps the whole file read-only; it stays mapped while the host lives.
+    fn map(&self, path: &[u8]) -> Result<&[u8]>;
+
+    /// Zeroed, writable, 64-byte-aligned memory that lives as long as the
+    /// host. Each call returns a distinct region.
+    #[allow(clippy::mut_from_ref)]
+    fn memory(&self, bytes: usize) -> Result<&mut [u8]>;
+
+    /// Creates (or truncates) an output file.
+    fn create(&self, path: &[u8]) -> Result<Self::File>;
+
+    /// Writes to standard output.
+    fn print(&self, bytes: &[u8]) -> Result<()>;
+
+    /// Writes to standard error; failures there have nowhere to go.
+    fn eprint(&self, bytes: &[u8]);
+
+    /// A monotonic clock in nanoseconds.
+    fn now_ns(&self) -> u64;
+
+    /// Peak resident memory of the process so far, 0 if unknown.
+    fn peak_rss_bytes(&self) -> u64;
+
+    /// Heap allocations performed by the process so far.
+    fn allocations(&self) -> u64;
+}
+
+const USAGE: &str = "\
+usage: barellama <command> [options]
+commands:
+  run       generate text from a prompt
+  bench     measure decode speed (no -m: a synthetic stories110M-shape model)
+  logits    teacher-forced logits of a token list, in L2CG format
+  tokenize  print the token ids of a text
+  inspect   print a model's configuration and tensors
+barellama <command> --help shows the command's options
+";
+
+const RUN_USAGE: &str = "\
+usage: barellama run -m MODEL [-z TOKENIZER] [options]
+  -m MODEL      llama2.c .bin checkpoint
+  -z TOKENIZER  llama2.c tokenizer.bin (needed for a .bin model)
+  -i PROMPT     prompt text (default: empty)
+  -n STEPS      positions to run, prompt included; 0 = the model's context (default 256)
+  -t TEMP       temperature, 0 = greedy (default 1.0)
+  -p TOPP       nucleus sampling threshold in [0, 1] (default 0.9)
+  -k TOPK       sample only from the TOPK most likely tokens (default: off)
+  -s SEED       random seed (default: the time)
+";
+
+const BENCH_USAGE: &str = "\
+usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--json]
+  -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
+  -z TOKENIZER  also decode each token to text, as run does
+  -n TOKENS     tokens to generate (default 256)
+  --json        print one JSON object (the summary line goes to stderr)
+";
+
+const LOGITS_USAGE: &str = "\
+usage: barellama logits -m MODEL --tokens FILE -o OUT.bin
+  feeds the whitespace-separated ids of FILE one at a time from position 0 and
+  writes the logits after each of the first (ids - 1) in L2CG format
+";
+
+const TOKENIZE_USAGE: &str = "\
+usage: barellama tokenize -z TOKENIZER [-m MODEL] -i TEXT [--bos]
+  prints the ids of TEXT on one line; --bos puts BOS first
+";
+
+const INSPECT_USAGE: &str = "\
+usage: barellama inspect -m MODEL
+  prints the format, configuration and tensor table
+";
+
+/// Runs one command line and returns the process exit code; errors are
+/// printed as one line on stderr.
+pub fn main<H: Host>(host: &H, args: &[&[u8]]) -> i32 {
+    match dispatch(host, args) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut line = Line::new();
+            let _ = writeln!(line, "barellama: {e}");
+            host.eprint(line.as_bytes());
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch<H: Host>(host: &H, args: &[&[u8]]) -> Result<()> {
+    let Some((&command, rest)) = args.split_first() else {
+        host.eprint(USAGE.as_bytes());
+        return Err(Error::usage("missing command", b""));
+    };
+    let mut args = Args { rest, at: 0 };
+    let (usage, run): (&str, Command<H>) = match command {
+        b"run" => (RUN_USAGE, run::<H>),
+        b"bench" => (BENCH_USAGE, bench::<H>),
+        b"logits" => (LOGITS_USAGE, logits::<H>),
+        b"tokenize" => (TOKENIZE_USAGE, tokenize::<H>),
+        b"inspect" => (INSPECT_USAGE, inspect::<H>),
+        b"help" | b"--help" | b"-h" => return host.print(USAGE.as_bytes()),
+        _ => return Err(Error::usage("unknown command", command)),
+    };
+    if rest.iter().any(|&a| a == b"--help" || a == b"-h") {
+        return host.print(usage.as_bytes());
+    }
+    run(host, &mut args)
+}
+
+/// A subcommand's entry point.
+type Command<H> = fn(&H, &mut Args<'_>) -> Result<()>;
+
+/// A cursor over one command's arguments.
+struct Args<'a> {
+    rest: &'a [&'a [u8]],
+    at: usize,
+}
+
+impl<'a> Args<'a> {
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let a = self.rest.get(self.at)?;
+        self.at += 1;
+        Some(a)
+    }
+
+    fn value(&mut self, flag: &[u8]) -> Result<&'a [u8]> {
+        self.next()
+            .ok_or_else(|| Error::usage("missing value after", flag))
+    }
+
+    fn number<T: core::str::FromStr>(&mut self, flag: &[u8]) -> Result<T> {
+        let v = self.value(flag)?;
+        core::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::usage("not a valid number", v))
+    }
+
+    /// A number that must satisfy `ok`, else "out of range".
+    fn number_in<T: core::str::FromStr + Copy>(
+        &mut self,
+        flag: &[u8],
+        ok: impl Fn(T) -> bool,
+    ) -> Result<T> {
+        let v = self.number(flag)?;
+        if ok(v) {
+            Ok(v)
+        } else {
+            Err(Error::usage("value out of range", self.rest[self.at - 1]))
+        }
+    }
+}
+
+fn unknown(flag: &[u8]) -> Error {
+    Error::usage("unknown option", flag)
+}
+
+fn required<'a>(v: Option<&'a [u8]>, flag: &'static str) -> Result<&'a [u8]> {
+    v.ok_or_else(|| Error::usage("missing required option", flag.as_bytes()))
+}
+
+/// Formats into a fixed buffer; longer output is cut (only used for short
+/// lines: errors and reports).
+struct Line {
+    buf: heapless::Vec<u8, 512>,
+}
+
+impl Line {
+    fn new() -> Self {
+        Line {
+            buf: heapless::Vec::new(),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.capacity() - self.buf.len();
+        let _ = self
+            .buf
+            .extend_from_slice(&s.as_bytes()[..s.len().min(room)]);
+        Ok(())
+    }
+}
+
+/// `fmt::Write` straight to the host's stdout, keeping the first error.
+struct Stdout<'h, H: Host> {
+    host: &'h H,
+    result: Result<()>,
+}
+
+impl<'h, H: Host> Stdout<'h, H> {
+    fn new(host: &'h H) -> Self {
+        Stdout {
+            host,
+            result: Ok(()),
+        }
+    }
+}
+
+impl<H: Host> fmt::Write for Stdout<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.result.is_ok() {
+            self.result = self.host.print(s.as_bytes());
+        }
+        self.result.as_ref().map_err(|_| fmt::Error).copied()
+    }
+}
+
+macro_rules! out {
+    ($host:expr, $($arg:tt)*) => {{
+        let mut w = Stdout::new($host);
+        let _ = write!(w, $($arg)*);
+        w.result
+    }};
+}
+
+fn load_tokenizer_bytes<'h, H: Host>(host: &'h H, path: Option<&[u8]>) -> Result<&'h [u8]> {
+    let path =
+        path.ok_or_else(|| Error::usage("a llama2.c model needs a tokenizer", b"-z TOKENIZER"))?;
+    host.map(path)
+}
+
+fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    let (mut model, mut tokenizer, mut prompt) = (None, None, &b""[..]);
+    let mut steps = 256usize;
+    let mut sampler = SamplerConfig::default();
+    let mut seed = None;
+    while let Some(flag) = args.next() {
+        match flag {
+            b"-m" => model = Some(args.value(flag)?),
+            b"-z" => tokenizer = Some(args.value(flag)?),
+            b"-i" => prompt = args.value(flag)?,
+            b"-n" => steps = args.number(flag)?,
+            b"-t" => {
+                sampler.temperature = args.number_in(flag, |t: f32| t >= 0.0 && t.is_finite())?
+            }
+            b"-p" => sampler.topp = args.number_in(flag, |p: f32| (0.0..=1.0).contains(&p))?,
+            b"-k" => sampler.topk = args.number_in(flag, |k: usize| k > 0)?,
+            b"-s" => seed = Some(args.number::<u64>(flag)?),
+            _ => return Err(unknown(flag)),
+        }
+    }
+    let image = host.map(required(model, "-m MODEL")?)?;
+    let model = Model::load(image)?;
+    let tokenizer = load_tokenizer_bytes(host, tokenizer)?;
+    let context = model.config.seq_len;
+    let steps = match steps {
+        0 => context,
+        n if n <= context => n,
+        _ => return Err(Error::usage("-n exceeds the model's context", args.rest[0])),
+    };
+    // Like llama2.c: no seed (or 0) means the clock, which is never 0 here.
+    sampler.seed = match seed {
+        Some(s) if s != 0 => s,
+        _ => host.now_ns() | 1,
+    };
+    let plan = Plan::new(
+        &model.config,
+        &Options {
+            seq_len: steps,
+            prompt_bytes: prompt.len().max(1),
+        },
+    )?;
+    let mut session = Session::new(
+        &model,
+        Vocab::Llama2c(tokenizer),
+        sampler,
+        &plan,
+        host.memory(plan.bytes())?,
+    )?;
+
+    let mut text = TextStream::new();
+    let mut printed = Ok(());
+    let mut start = None;
+    let pos = session.generate(prompt, steps, |_, piece| {
+        text.push(piece, &mut |s: &str| {
+            if printed.is_ok() {
+                printed = host.print(s.as_bytes());
+            }
+        });
+        start.get_or_insert_with(|| host.now_ns());
+        printed.clone()
+    })?;
+    text.finish(&mut |s: &str| {
+        if printed.is_ok() {
+            printed = host.print(s.as_bytes());
+        }
+    });
+    printed?;
+    host.print(b"\n")?;
+    if let (Some(start), true) = (start, pos > 1) {
+        let secs = (host.now_ns() - start) as f64 / 1e9;
+        let mut line = Line::new();
+        let _ = writeln!(line, "achieved tok/s: {:.6}", (pos - 1) as f64 / secs);
+        host.eprint(line.as_bytes());
+    }
+    Ok(())
+}
+
+/// Parses whitespace-separated token ids into host memory.
+fn read_ids<'h, H: Host>(host: &'h H, path: &[u8], vocab: usize) -> Result<&'h [u32]> {
+    let text = host.map(path)?;
+    let words = || {
+        text.split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+    };
+    let n = words().count();
+    let ids: &mut [u32] =
+        cast_slice_mut(host.memory(n.max(1) * 4)?).ok_or(Error::OutOfMemory { bytes: n * 4 })?;
+    for (slot, word) in ids.iter_mut().zip(words()) {
+        let id = core::str::from_utf8(word)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or_else(|| Error::File {
+                path: crate::error::text(path),
+                problem: "holds something that is not a token id",
+                errno: 0,
+            })?;
+        if id as usize >= vocab {
+            return Err(Error::Token {
+                id: id.into(),
+                vocab,
+            });
+        }
+        *slot = id;
+    }
+    Ok(&ids[..n])
+}
+
+fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    let (mut model, mut tokens, mut output) = (None, None, None);
+    while let Some(flag) = args.next() {
+        match flag {
+            b"-m" => model = Some(args.value(flag)?),
+            b"--tokens" => tokens = Some(args.value(flag)?),
+            b"-o" => output = Some(args.value(flag)?),
+            _ => return Err(unknown(flag)),
+        }
+    }
+    let model = Model::load(host.map(required(model, "-m MODEL")?)?)?;
+    let vocab = model.config.vocab_size;
+    let ids = read_ids(host, required(tokens, "--tokens FILE")?, vocab)?;
+    let output = required(output, "-o OUT")?;
+    if ids.len() < 2 {
+        return Err(Error::usage("the token file needs at least two ids", b""));
+    }
+    let steps = ids.len() - 1;
+    let plan = Plan::new(
+        &model.config,
+        &Options {
+            seq_len: steps,
+            prompt_bytes: 1,
+        },
+    )
+    .map_err(|_| Error::ContextFull {
+        needed: steps,
+        max: model.config.seq_len,
+    })?;
+    let buffers = plan.carve(host.memory(plan.bytes())?)?;
+    let mut transformer = Transformer::new(&model, plan.config(), buffers.state)?;
+
+    let mut file = host.create(output)?;
+    let mut header = heapless::Vec::<u8, 20>::new();
+    for word in [
+        0x4743_324c_u32,
+        1,
+        steps as u32,
+        vocab as u32,
+        ids.len() as u32,
+    ] {
+        let _ = header.extend_from_slice(&word.to_le_bytes());
+    }
+    file.write(&header)?;
+    write_le(&mut file, ids.iter().map(|&i| i.to_le_bytes()))?;
+    for (pos, &id) in ids[..steps].iter().enumerate() {
+        let logits = transformer.forward(id, pos)?;
+        write_le(&mut file, logits.iter().map(|v| v.to_le_bytes()))?;
+    }
+    Ok(())
+}
+
+/// Writes 4-byte little-endian words through a small stack buffer.
+fn write_le(out: &mut impl Output, words: impl Iterator<Item = [u8; 4]>) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    for w in words {
+        buf[n..n + 4].copy_from_slice(&w);
+        n += 4;
+        if n == buf.len() {
+            out.write(&buf)?;
+            n = 0;
+        }
+    }
+    out.write(&buf[..n])
+}
+
+fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    let (mut model, mut tokenizer, mut text, mut bos) = (None, None, None, false);
+    while let Some(flag) = args.next() {
+        match flag {
+            b"-m" => model = Some(args.value(flag)?),
+            b"-z" => tokenizer = Some(args.value(flag)?),
+            b"-i" => text = Some(args.value(flag)?),
+            b"--bos" => bos = true,
+            _ => return Err(unknown(flag)),
+        }
+    }
+    let text = required(text, "-i TEXT")?;
+    let bytes = load_tokenizer_bytes(host, tokenizer)?;
+    let vocab_size = match model {
+        Some(path) => Model::load(host.map(path)?)?.config.vocab_size,
+        None => llama2c_vocab_size(bytes)?,
+    };
+    let plan = TokenizerPlan::new(vocab_size, text.len())?;
+    let buffers = plan.carve(host.memory(plan.bytes())?)?;
+    let mut tok = Tokenizer::from_llama2c(bytes, vocab_size, buffers)?;
+    let ids = tok.encode(text, bos, false)?;
+    let mut w = Stdout::new(host);
+    for (i, id) in ids.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = write!(w, "{sep}{id}");
+    }
+    let _ = w.write_str("\n");
+    w.result
+}
+
+fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    let mut model = None;
+    while let Some(flag) = args.next() {
+        match flag {
+            b"-m" => model = Some(args.value(flag)?),
+            _ => return Err(unknown(flag)),
+        }
+    }
+    let image = host.map(required(model, "-m MODEL")?)?;
+    let m = Model::load(image)?;
+    let c = &m.config;
+    match m.format {
+        Format::Llama2c {
+            version,
+            shared_classifier,
+        } => out!(
+            host,
+            "format: llama2.c v{version}, {} classifier\n",
+            if shared_classifier {
+                "shared"
+            } else {
+                "separate"
+            }
+        )?,
+    }
+    out!(
+        host,
+        "dim {} hidden_dim {} n_layers {} n_heads {} n_kv_heads {} vocab_size {} seq_len {}\n\
+         head_size {} rope_theta {} norm_eps {}\n\
+         weights read per token: {} bytes\n\
+         {:<28} {:<6} {:>14} {:>12} {:>12}\n",
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        c.seq_len,
+        c.head_size(),
+        c.rope_theta,
+        c.norm_eps,
+        m.bytes_per_token(),
+        "tensor",
+        "type",
+        "shape",
+        "bytes",
+        "offset"
+    )?;
+    let w = &m.weights;
+    let row = |name: fmt::Arguments<'_>, t: &WeightRef<'_>| {
+        let mut label = Line::new();
+        let _ = label.write_fmt(name);
+        let label = core::str::from_utf8(label.as_bytes()).unwrap_or("?");
+        let offset = t.data().as_ptr() as usize - image.as_ptr() as usize;
+        out!(
+            host,
+            "{:<28} {:<6} {:>14} {:>12} {:>12}\n",
+            label,
+            t.dtype().name(),
+            Shape(t.rows(), t.cols()),
+            t.data().len(),
+            offset
+        )
+    };
+    row(format_args!("token_embedding"), &w.token_embedding)?;
+    for (l, lw) in w.layers.iter().enumerate() {
+        let tensors = [
+            ("rms_att", &lw.rms_att),
+            ("wq", &lw.wq),
+            ("wk", &lw.wk),
+            ("wv", &lw.wv),
+            ("wo", &lw.wo),
+            ("rms_ffn", &lw.rms_ffn),
+            ("w1", &lw.w1),
+            ("w2", &lw.w2),
+            ("w3", &lw.w3),
+        ];
+        for (name, t) in tensors {
+            row(format_args!("layers.{l}.{name}"), t)?;
+        }
+    }
+    row(format_args!("rms_final"), &w.rms_final)?;
+    row(format_args!("wcls"), &w.wcls)
+}
+
+/// `rows×cols`, padded as one field.
+struct Shape(usize, usize);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = Line::new();
+        let _ = write!(s, "{}x{}", self.0, self.1);
+        f.pad(core::str::from_utf8(s.as_bytes()).unwrap_or("?"))
+    }
+}
+
+/// Results of one benchmark run.
+struct BenchReport<'a> {
+    model: &'a str,
+    tokens: usize,
+    tok_per_s: f64,
+    ms_p50: f64,
+    ms_p99: f64,
+    ttft_ms: f64,
+    rss_mb: f64,
+    allocs_per_token: f64,
+}
+
+fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    let (mut model_path, mut tokenizer, mut tokens, mut json) = (None, None, 256usize, false);
+    while let Some(flag) = args.next() {
+        match flag {
+            b"-m" => model_path = Some(args.value(flag)?),
+            b"-z" => tokenizer = Some(args.value(flag)?),
+            b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
+            b"--json" => json = true,
+            _ => return Err(unknown(flag)),
+        }
+    }
+    let image: &[u8] = match model_path {
+        Some(path) => host.map(path)?,
+        None => {
+            let shape = synth::STORIES110M;
+            let buf = host.memory(synth::llama2c_v1_bytes(&shape)?)?;
+            synth::write_llama2c_v1(&shape, 0x5EED, buf)?;
+            buf
+        }
+    };
+    let model = Model::load(image)?;
+    let positions = tokens + 1;
+    if positions > model.config.seq_len {
+        return Err(Error::usage("-n exceeds the model's context", b""));
+    }
+    let plan = Plan::new(
+        &model.config,
+        &Options {
+            seq_len: positions,
+            prompt_bytes: 1,
+        },
+    )?;
+    let b = plan.carve(host.memory(plan.bytes())?)?;
+    let mut transformer = Transformer::new(&model, plan.config(), b.state)?;
+    let mut sampler = Sampler::new(SamplerConfig::default(), b.candidates);
+    let tok = match tokenizer {
+        Some(path) => Some(Tokenizer::from_llama2c(
+            host.map(path)?,
+            model.config.vocab_size,
+            b.tokenizer,
+        )?),
+        None => None,
+    };
+    let times: &mut [u64] =
+        cast_slice_mut(host.memory(tokens * 8)?).ok_or(Error::OutOfMemory { bytes: tokens * 8 })?;
+
+    // Token 0 is BOS; the time to the first sampled token is the TTFT.
+    let mut stream = TextStream::new();
+    let mut step = |token: u32, pos: usize| -> Result<u32> {
+        let next = sampler.sample(transformer.forward(token, pos)?);
+        if let Some(t) = &tok {
+            stream.push(t.decode(token, next), &mut |_| {});
+        }
+        Ok(next)
+    };
+    let t0 = host.now_ns();
+    let mut token = step(1, 0)?;
+    let ttft = host.now_ns() - t0;
+    let allocs_before = host.allocations();
+    for (pos, slot) in (1..).zip(times.iter_mut()) {
+        let t = host.now_ns();
+        token = step(token, pos)?;
+        *slot = host.now_ns() - t;
+    }
+    let allocs = host.allocations() - allocs_before;
+
+    let total: u64 = times.iter().sum();
+    times.sort_unstable();
+    let pct =
+        |p: f64| times[((p * tokens as f64).ceil() as usize).clamp(1, tokens) - 1] as f64 / 1e6;
+    let name = match model_path {
+        Some(p) => core::str::from_utf8(p).unwrap_or("model"),
+        None => "synthetic-stories110M",
+    };
+    let report = BenchReport {
+        model: name,
+        tokens,
+        tok_per_s: tokens as f64 / (total as f64 / 1e9),
+        ms_p50: pct(0.5),
+        ms_p99: pct(0.99),
+        ttft_ms: ttft as f64 / 1e6,
+        rss_mb: host.peak_rss_bytes() as f64 / 1e6,
+        allocs_per_token: allocs as f64 / tokens as f64,
+    };
+    let mut line = Line::new();
+    let r = &report;
+    let _ = writeln!(
+        line,
+        "{}: f32, 1 thread, scalar: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
+         ttft {:.2} ms, peak RSS {:.0} MB, {} allocs/token",
+        r.model, r.tokens, r.tok_per_s, r.ms_p50, r.ms_p99, r.ttft_ms, r.rss_mb, r.allocs_per_token
+    );
+    if !json {
+        return host.print(line.as_bytes());
+    }
+    host.eprint(line.as_bytes());
+    out!(
+        host,
+        "{{\"model\":\"{}\",\"format\":\"f32\",\"threads\":1,\"tokens\":{},\"tok_per_s\":{:.3},\
+         \"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\"allocs_per_token\":{}}}\n",
+        JsonStr(r.model),
+        r.tokens,
+        r.tok_per_s,
+        r.ms_p50,
+        r.ms_p99,
+        r.ttft_ms,
+        r.rss_mb,
+        r.allocs_per_token
+    )
+}
+
+/// A string escaped for a JSON string literal.
+struct JsonStr<'a>(&'a str);
+
+impl fmt::Display for JsonStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}

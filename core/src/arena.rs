@@ -1,0 +1,349 @@
+//! The arena: every byte the engine writes lives in one caller-supplied,
+//! 64-byte-aligned buffer. A [`Plan`] computes its exact size from the model
+//! config and [`Options`] before any memory exists; [`Plan::carve`] then
+//! splits the caller's bytes into the typed buffers.
+//!
+//! Sizing and carving run the *same* layout code (`Carver` either measures or
+//! cuts), so the plan can never disagree with what carving takes.
+
+use crate::error::{Error, Result};
+use crate::image::Config;
+use crate::kernels::{cast_slice_mut, Pod};
+
+/// Every carve-out starts on a cache line (and a full AVX-512 vector).
+pub const ALIGN: usize = 64;
+
+/// Choices that change how much memory the engine needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Context length; `0` means the model's own. May only lower it.
+    pub seq_len: usize,
+    /// Longest prompt, in bytes, the tokenizer accepts; `0` means
+    /// eight bytes per position of context.
+    pub prompt_bytes: usize,
+}
+
+/// The resolved sizes of one engine's buffers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    config: Config,
+    prompt_bytes: usize,
+    bytes: usize,
+}
+
+impl Plan {
+    /// Sizes the arena for `config` (as loaded) under `options`.
+    pub fn new(config: &Config, options: &Options) -> Result<Plan> {
+        let seq_len = match options.seq_len {
+            0 => config.seq_len,
+            n if n <= config.seq_len => n,
+            n => {
+                return Err(Error::Mismatch {
+                    field: "seq_len",
+                    value: n as i64,
+                    rule: "exceeds the model's",
+                    other: "seq_len",
+                    other_value: config.seq_len as i64,
+                })
+            }
+        };
+        let prompt_bytes = match options.prompt_bytes {
+            0 => seq_len
+                .checked_mul(8)
+                .ok_or(Error::Overflow { field: "seq_len" })?,
+            n => n,
+        };
+        let mut plan = Plan {
+            config: Config { seq_len, ..*config },
+            prompt_bytes,
+            bytes: 0,
+        };
+        let mut measure = Carver::measure();
+        plan.layout(&mut measure)?;
+        plan.bytes = measure.used;
+        Ok(plan)
+    }
+
+    /// Arena bytes needed; the arena must also start 64-byte aligned.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The config the engine runs with (its `seq_len` may be lowered).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Splits `arena` into the engine's buffers.
+    pub fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<Buffers<'a>> {
+        check_arena(arena, self.bytes)?;
+        self.layout(&mut Carver::cut(arena))
+    }
+
+    fn layout<'a>(&self, c: &mut Carver<'a>) -> Result<Buffers<'a>> {
+        let p = &self.config;
+        let kv_cache = p.n_layers * p.seq_len * p.kv_dim();
+        Ok(Buffers {
+            state: StateBuffers {
+                x: c.take(p.dim)?,
+                xb: c.take(p.dim)?,
+                xb2: c.take(p.dim)?,
+                hb: c.take(p.hidden_dim)?,
+                hb2: c.take(p.hidden_dim)?,
+                q: c.take(p.dim)?,
+                att: c.take(p.n_heads * p.seq_len)?,
+                logits: c.take(p.vocab_size)?,
+                key_cache: c.take(kv_cache)?,
+                value_cache: c.take(kv_cache)?,
+                inv_freq: c.take(p.head_size() / 2)?,
+                cos: c.take(p.head_size() / 2)?,
+                sin: c.take(p.head_size() / 2)?,
+            },
+            tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
+            candidates: c.take(p.vocab_size)?,
+            prompt: c.take(p.seq_len)?,
+        })
+    }
+}
+
+/// The arena for a tokenizer alone (the `tokenize` command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenizerPlan {
+    vocab_size: usize,
+    prompt_bytes: usize,
+    bytes: usize,
+}
+
+impl TokenizerPlan {
+    pub fn new(vocab_size: usize, prompt_bytes: usize) -> Result<Self> {
+        let mut measure = Carver::measure();
+        tokenizer_layout(&mut measure, vocab_size, prompt_bytes)?;
+        Ok(TokenizerPlan {
+            vocab_size,
+            prompt_bytes,
+            bytes: measure.used,
+        })
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<TokenizerBuffers<'a>> {
+        check_arena(arena, self.bytes)?;
+        tokenizer_layout(&mut Carver::cut(arena), self.vocab_size, self.prompt_bytes)
+    }
+}
+
+fn check_arena(arena: &[u8], needed: usize) -> Result<()> {
+    if arena.len() < needed {
+        return Err(Error::ArenaTooSmall {
+            needed,
+            given: arena.len(),
+        });
+    }
+    let address = arena.as_ptr() as usize;
+    if !address.is_multiple_of(ALIGN) {
+        return Err(Error::ArenaMisaligned { address });
+    }
+    Ok(())
+}
+
+/// The piece index is per vocabulary entry; the merge scratch holds one
+/// token per prompt byte plus the dummy prefix, BOS and EOS.
+fn tokenizer_layout<'a>(
+    c: &mut Carver<'a>,
+    vocab_size: usize,
+    prompt_bytes: usize,
+) -> Result<TokenizerBuffers<'a>> {
+    let work = prompt_bytes.checked_add(4).ok_or(Error::Overflow {
+        field: "prompt_bytes",
+    })?;
+    Ok(TokenizerBuffers {
+        starts: c.take(vocab_size)?,
+        lens: c.take(vocab_size)?,
+        scores: c.take(vocab_size)?,
+        sorted: c.take(vocab_size)?,
+        ids: c.take(work)?,
+        pair_ids: c.take(work)?,
+        pair_scores: c.take(work)?,
+    })
+}
+
+/// All carve-outs of one engine.
+pub struct Buffers<'a> {
+    pub state: StateBuffers<'a>,
+    pub tokenizer: TokenizerBuffers<'a>,
+    /// The sampler's candidate indices (top-k / top-p).
+    pub candidates: &'a mut [u32],
+    /// Encoded prompt tokens.
+    pub prompt: &'a mut [u32],
+}
+
+/// The transformer's activations, KV cache and RoPE tables.
+pub struct StateBuffers<'a> {
+    pub x: &'a mut [f32],
+    pub xb: &'a mut [f32],
+    pub xb2: &'a mut [f32],
+    pub hb: &'a mut [f32],
+    pub hb2: &'a mut [f32],
+    pub q: &'a mut [f32],
+    pub att: &'a mut [f32],
+    pub logits: &'a mut [f32],
+    pub key_cache: &'a mut [f32],
+    pub value_cache: &'a mut [f32],
+    pub inv_freq: &'a mut [f32],
+    pub cos: &'a mut [f32],
+    pub sin: &'a mut [f32],
+}
+
+/// The tokenizer's piece index and its merge scratch.
+pub struct TokenizerBuffers<'a> {
+    pub starts: &'a mut [u32],
+    pub lens: &'a mut [u32],
+    pub scores: &'a mut [f32],
+    pub sorted: &'a mut [u32],
+    pub ids: &'a mut [u32],
+    pub pair_ids: &'a mut [u32],
+    pub pair_scores: &'a mut [f32],
+}
+
+/// Bump allocator over the arena. In measuring mode it only adds up the
+/// aligned sizes and hands out empty slices.
+struct Carver<'a> {
+    rest: Option<&'a mut [u8]>,
+    used: usize,
+}
+
+impl<'a> Carver<'a> {
+    fn measure() -> Self {
+        Carver {
+            rest: None,
+            used: 0,
+        }
+    }
+
+    fn cut(arena: &'a mut [u8]) -> Self {
+        Carver {
+            rest: Some(arena),
+            used: 0,
+        }
+    }
+
+    fn take<T: Pod>(&mut self, n: usize) -> Result<&'a mut [T]> {
+        let overflow = Error::Overflow { field: "arena" };
+        let bytes = n
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(overflow.clone())?;
+        let padded = bytes
+            .checked_next_multiple_of(ALIGN)
+            .ok_or(overflow.clone())?;
+        self.used = self.used.checked_add(padded).ok_or(overflow)?;
+        let Some(rest) = self.rest.take() else {
+            return Ok(&mut []);
+        };
+        if rest.len() < padded {
+            return Err(Error::ArenaTooSmall {
+                needed: self.used,
+                given: self.used - padded + rest.len(),
+            });
+        }
+        let (head, tail) = rest.split_at_mut(padded);
+        self.rest = Some(tail);
+        let address = head.as_ptr() as usize;
+        cast_slice_mut(&mut head[..bytes]).ok_or(Error::ArenaMisaligned { address })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            dim: 64,
+            hidden_dim: 172,
+            n_layers: 5,
+            n_heads: 8,
+            n_kv_heads: 4,
+            vocab_size: 512,
+            seq_len: 512,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+        }
+    }
+
+    /// A 64-byte-aligned buffer of at least `n` bytes.
+    fn aligned(n: usize) -> std::vec::Vec<u8> {
+        std::vec![0u8; n + ALIGN]
+    }
+
+    fn aligned_slice(v: &mut [u8], n: usize) -> &mut [u8] {
+        let off = v.as_ptr().align_offset(ALIGN);
+        &mut v[off..off + n]
+    }
+
+    #[test]
+    fn plan_is_exactly_what_carving_uses() {
+        let plan = Plan::new(&config(), &Options::default()).unwrap();
+        let mut v = aligned(plan.bytes());
+        let arena = aligned_slice(&mut v, plan.bytes());
+        let b = plan.carve(arena).unwrap();
+        assert_eq!(b.state.key_cache.len(), 5 * 512 * 32);
+        assert_eq!(b.prompt.len(), 512);
+        let addr = b.state.x.as_ptr() as usize;
+        assert_eq!(addr % ALIGN, 0);
+        assert_eq!(b.state.xb.as_ptr() as usize - addr, 256);
+
+        let mut v = aligned(plan.bytes());
+        let short = aligned_slice(&mut v, plan.bytes() - 1);
+        assert_eq!(
+            plan.carve(short).err(),
+            Some(Error::ArenaTooSmall {
+                needed: plan.bytes(),
+                given: plan.bytes() - 1
+            })
+        );
+    }
+
+    #[test]
+    fn lower_seq_len_shrinks_and_higher_is_refused() {
+        let full = Plan::new(&config(), &Options::default()).unwrap();
+        let short = Plan::new(
+            &config(),
+            &Options {
+                seq_len: 64,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert!(short.bytes() < full.bytes());
+        assert_eq!(short.config().seq_len, 64);
+        let err = Plan::new(
+            &config(),
+            &Options {
+                seq_len: 513,
+                ..Options::default()
+            },
+        );
+        assert!(matches!(
+            err,
+            Err(Error::Mismatch {
+                field: "seq_len",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn misaligned_arena_is_an_error() {
+        let plan = Plan::new(&config(), &Options::default()).unwrap();
+        let mut v = aligned(plan.bytes() + 1);
+        let off = v.as_ptr().align_offset(ALIGN) + 1;
+        let arena = &mut v[off..off + plan.bytes()];
+        assert!(matches!(
+            plan.carve(arena),
+            Err(Error::ArenaMisaligned { .. })
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! One error type for the whole core. It never allocates: every variant holds
+//! static field names and the offending numbers, and user text (a flag, a
+//! path) is copied into a short fixed-capacity string, so a firmware build can
+//! print the same one-line diagnosis a host does.
+
+use core::fmt;
+
+/// A copy of user-supplied text kept inside an error without allocating.
+/// Longer text is cut at a character boundary and marked with `…`.
+pub type Text = heapless::String<80>;
+
+/// Copies `bytes` into a [`Text`], replacing invalid UTF-8 and truncating.
+pub fn text(bytes: &[u8]) -> Text {
+    let mut out = Text::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk
+            .valid()
+            .chars()
+            .chain((!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER))
+        {
+            if out.len() + c.len_utf8() + '…'.len_utf8() > out.capacity() {
+                let _ = out.push('…');
+                return out;
+            }
+            let _ = out.push(c);
+        }
+    }
+    out
+}
+
+/// What went wrong. `Display` gives the one line the CLI prints.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// The input ends before a field or tensor that must be there.
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        need: u64,
+        len: u64,
+    },
+    /// A magic number that is none of the formats this reader knows.
+    Magic { what: &'static str, found: u32 },
+    /// A field whose value the format forbids.
+    Invalid { field: &'static str, value: i64 },
+    /// A field whose value is legal in the format but not supported here.
+    Unsupported { field: &'static str, value: i64 },
+    /// Two fields that must agree do not: "`field` = value `rule` `other` = other_value".
+    Mismatch {
+        field: &'static str,
+        value: i64,
+        rule: &'static str,
+        other: &'static str,
+        other_value: i64,
+    },
+    /// A size or offset computed from `field` does not fit the address space.
+    Overflow { field: &'static str },
+    /// The caller's arena is smaller than the [`Plan`](crate::arena::Plan) needs.
+    ArenaTooSmall { needed: usize, given: usize },
+    /// The caller's arena does not start on a 64-byte boundary.
+    ArenaMisaligned { address: usize },
+    /// A position or token count beyond the context the arena was planned for.
+    ContextFull { needed: usize, max: usize },
+    /// A prompt longer than the tokenizer's planned scratch.
+    PromptTooLong { bytes: usize, max: usize },
+    /// A token id outside the vocabulary.
+    Token { id: i64, vocab: usize },
+    /// A command line the CLI cannot accept.
+    Usage { problem: &'static str, arg: Text },
+    /// An input file (model, tokenizer, token list) that cannot be read.
+    File {
+        path: Text,
+        problem: &'static str,
+        errno: i32,
+    },
+    /// Writing output failed.
+    Io { what: &'static str, errno: i32 },
+    /// The host could not provide memory.
+    OutOfMemory { bytes: usize },
+}
+
+/// Shorthand used throughout the core.
+pub type Result<T> = core::result::Result<T, Error>;
+
+impl Error {
+    /// The process exit code DESIGN.md assigns: 2 usage, 3 bad model or
+    /// tokenizer file, 4 resources (arena, memory, context), 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage { .. } => 2,
+            Error::Truncated { .. }
+            | Error::Magic { .. }
+            | Error::Invalid { .. }
+            | Error::Unsupported { .. }
+            | Error::Mismatch { .. }
+            | Error::Overflow { .. }
+            | Error::File { .. } => 3,
+            Error::ArenaTooSmall { .. }
+            | Error::ArenaMisaligned { .. }
+            | Error::ContextFull { .. }
+            | Error::PromptTooLong { .. }
+            | Error::OutOfMemory { .. } => 4,
+            Error::Token { .. } | Error::Io { .. } => 1,
+        }
+    }
+
+    pub(crate) fn usage(problem: &'static str, arg: &[u8]) -> Error {
+        Error::Usage {
+            problem,
+            arg: text(arg),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Truncated {
+                what,
+                offset,
+                need,
+                len,
+            } => write!(
+                f,
+                "{what}: input ends at byte {len}, but {need} bytes are needed at offset {offset}"
+            ),
+            Error::Magic { what, found } => {
+                write!(f, "{what}: unknown magic number 0x{found:08x}")
+            }
+            Error::Invalid { field, value } => write!(f, "{field} = {value} is invalid"),
+            Error::Unsupported { field, value } => {
+                write!(f, "{field} = {value} is not supported")
+            }
+            Error::Mismatch {
+                field,
+                value,
+                rule,
+                other,
+                other_value,
+            } => write!(f, "{field} = {value} {rule} {other} = {other_value}"),
+            Error::Overflow { field } => {
+                write!(f, "{field}: size overflows the address space")
+            }
+            Error::ArenaTooSmall { needed, given } => write!(
+                f,
+                "arena too small: {needed} bytes needed, {given} bytes given"
+            ),
+            Error::ArenaMisaligned { address } => {
+                write!(f, "arena at 0x{address:x} is not aligned to 64 bytes")
+            }
+            Error::ContextFull { needed, max } => write!(
+                f,
+                "context full: {needed} positions needed, the context holds {max}"
+            ),
+            Error::PromptTooLong { bytes, max } => write!(
+                f,
+                "prompt too long: {bytes} bytes, the tokenizer was planned for {max}"
+            ),
+            Error::Token { id, vocab } => {
+                write!(f, "token id {id} is outside the vocabulary of {vocab}")
+            }
+            Error::Usage { problem, arg } => {
+                if arg.is_empty() {
+                    write!(f, "{problem} (try --help)")
+                } else {
+                    write!(f, "{problem}: '{arg}' (try --help)")
+                }
+            }
+            Error::File {
+                path,
+                problem,
+                errno,
+            } => {
+                write!(f, "{path}: {problem}")?;
+                if *errno != 0 {
+                    write!(f, " (errno {errno})")?;
+                }
+                Ok(())
+            }
+            Error::Io { what, errno } => write!(f, "cannot write {what} (errno {errno})"),
+            Error::OutOfMemory { bytes } => {
+                write!(f, "out of memory: cannot map {bytes} bytes")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn text_keeps_short_and_cuts_long_input() {
+        assert_eq!(text(b"-x").as_str(), "-x");
+        assert_eq!(text(b"a\xffb").as_str(), "a\u{fffd}b");
+        let long = [b'y'; 300];
+        let t = text(&long);
+        assert!(t.ends_with('…') && t.len() <= 80);
+    }
+
+    #[test]
+    fn messages_name_field_and_value() {
+        let e = Error::Mismatch {
+            field: "dim",
+            value: 63,
+            rule: "must be a multiple of",
+            other: "n_heads",
+            other_value: 8,
+        };
+        assert_eq!(e.to_string(), "dim = 63 must be a multiple of n_heads = 8");
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(Error::usage("unknown flag", b"--x").exit_code(), 2);
+    }
+}

@@ -1,0 +1,48 @@
+//! barellama-core: LLaMA-family inference with zero dynamic allocation.
+//!
+//! The core takes a weight image as `&[u8]` (a memory-mapped file, or bytes
+//! linked into firmware) and a caller-supplied arena, and never allocates:
+//! it does not even link `alloc`. A [`Plan`] tells, before any memory
+//! exists, exactly how many arena bytes a model needs.
+//!
+//! ```no_run
+//! use barellama_core::{Model, Options, Plan, SamplerConfig, Session, Vocab};
+//!
+//! # fn demo(image: &[u8], tokenizer: &[u8], arena: &mut [u8]) -> barellama_core::Result<()> {
+//! let model = Model::load(image)?;
+//! let plan = Plan::new(&model.config, &Options { seq_len: 256, ..Options::default() })?;
+//! assert!(arena.len() >= plan.bytes()); // and 64-byte aligned
+//! let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+//! let mut session = Session::new(&model, Vocab::Llama2c(tokenizer), greedy, &plan, arena)?;
+//! session.generate(b"Once upon a time", 256, |_id, piece| {
+//!     piece.bytes(|text| { let _ = text; /* write to a UART, a buffer, ... */ });
+//!     Ok(())
+//! })?;
+//! # Ok(()) }
+//! ```
+#![no_std]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod app;
+pub mod arena;
+pub mod error;
+pub mod generate;
+#[cfg(feature = "std")]
+pub mod hosted;
+pub mod image;
+pub mod kernels;
+pub mod model;
+mod reader;
+pub mod sampler;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use arena::{Options, Plan};
+pub use error::{Error, Result};
+pub use generate::{Session, TextStream, Vocab};
+pub use image::{Config, Model};
+pub use model::Transformer;
+pub use sampler::{Sampler, SamplerConfig};
+pub use tokenizer::{Piece, Tokenizer};

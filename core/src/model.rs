@@ -1,0 +1,158 @@
+//! The transformer forward pass, in the shape of llama2.c's `run.c`: one
+//! token at one position in, logits out, with activations and the KV cache
+//! in arena buffers and the weights read in place from the image.
+
+use crate::arena::StateBuffers;
+use crate::error::{Error, Result};
+use crate::image::{Config, Model};
+use crate::kernels::{add, axpy, dot, matvec, rmsnorm, rope, row, softmax, swiglu};
+
+/// A model plus its run state: the equivalent of llama2.c's `Transformer`.
+pub struct Transformer<'m, 'a> {
+    model: &'m Model<'m>,
+    /// The model's config with the planned (possibly shorter) `seq_len`.
+    config: Config,
+    s: StateBuffers<'a>,
+}
+
+impl<'m, 'a> Transformer<'m, 'a> {
+    /// Binds `model` to its carved state; `config` is the plan's, which may
+    /// only differ from the model's by a shorter `seq_len`.
+    pub fn new(model: &'m Model<'m>, config: &Config, s: StateBuffers<'a>) -> Result<Self> {
+        let m = &model.config;
+        if *config
+            != (Config {
+                seq_len: config.seq_len,
+                ..*m
+            })
+        {
+            return Err(Error::Invalid {
+                field: "plan made for another model, its dim",
+                value: config.dim as i64,
+            });
+        }
+        if config.seq_len > m.seq_len {
+            return Err(Error::Mismatch {
+                field: "plan seq_len",
+                value: config.seq_len as i64,
+                rule: "exceeds the model's",
+                other: "seq_len",
+                other_value: m.seq_len as i64,
+            });
+        }
+        let head_size = config.head_size();
+        // RoPE frequencies, as llama2.c computes them per pair.
+        for (i, f) in s.inv_freq.iter_mut().enumerate() {
+            let head_dim = (2 * i) as f32;
+            *f = 1.0 / libm::powf(config.rope_theta, head_dim / head_size as f32);
+        }
+        Ok(Transformer {
+            model,
+            config: *config,
+            s,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn model(&self) -> &'m Model<'m> {
+        self.model
+    }
+
+    /// Runs `token` at position `pos` and returns the logits over the
+    /// vocabulary. Positions must be fed in order from 0; the KV cache keeps
+    /// everything before `pos`.
+    pub fn forward(&mut self, token: u32, pos: usize) -> Result<&mut [f32]> {
+        let p = &self.config;
+        let w = &self.model.weights;
+        let s = &mut self.s;
+        if token as usize >= p.vocab_size {
+            return Err(Error::Token {
+                id: token.into(),
+                vocab: p.vocab_size,
+            });
+        }
+        if pos >= p.seq_len {
+            return Err(Error::ContextFull {
+                needed: pos + 1,
+                max: p.seq_len,
+            });
+        }
+        let kv_dim = p.kv_dim();
+        let kv_mul = p.kv_mul();
+        let head_size = p.head_size();
+        let scale = libm::sqrtf(head_size as f32);
+
+        // Copy the token embedding into x.
+        row(s.x, &w.token_embedding, token as usize);
+
+        // This position's RoPE rotation, shared by every head.
+        for ((c, sn), &f) in s
+            .cos
+            .iter_mut()
+            .zip(s.sin.iter_mut())
+            .zip(s.inv_freq.iter())
+        {
+            let val = pos as f32 * f;
+            *c = libm::cosf(val);
+            *sn = libm::sinf(val);
+        }
+
+        for (l, lw) in w.layers.iter().enumerate() {
+            // Attention rmsnorm.
+            rmsnorm(s.xb, s.x, &lw.rms_att, p.norm_eps);
+
+            // Key and value at this position go straight into the cache.
+            let loff = l * p.seq_len * kv_dim;
+            let at = loff + pos * kv_dim;
+            let k = &mut s.key_cache[at..at + kv_dim];
+            let v = &mut s.value_cache[at..at + kv_dim];
+
+            // qkv matmuls for this position.
+            matvec(s.q, &lw.wq, s.xb);
+            matvec(k, &lw.wk, s.xb);
+            matvec(v, &lw.wv, s.xb);
+
+            // RoPE: rotate q and k in every head.
+            rope(s.q, s.cos, s.sin);
+            rope(k, s.cos, s.sin);
+
+            // Multi-head attention; query head h reads KV head h / kv_mul.
+            for h in 0..p.n_heads {
+                let q = &s.q[h * head_size..(h + 1) * head_size];
+                let att = &mut s.att[h * p.seq_len..h * p.seq_len + pos + 1];
+                let kv_head = (h / kv_mul) * head_size;
+                for (t, a) in att.iter_mut().enumerate() {
+                    let k = &s.key_cache[loff + t * kv_dim + kv_head..][..head_size];
+                    *a = dot(q, k) / scale;
+                }
+                softmax(att);
+                let xb = &mut s.xb[h * head_size..(h + 1) * head_size];
+                xb.fill(0.0);
+                for (t, &a) in att.iter().enumerate() {
+                    let v = &s.value_cache[loff + t * kv_dim + kv_head..][..head_size];
+                    axpy(xb, a, v);
+                }
+            }
+
+            // Output projection and residual.
+            matvec(s.xb2, &lw.wo, s.xb);
+            add(s.x, s.xb2);
+
+            // Feed-forward: w2(silu(w1·x) * w3·x), and residual.
+            rmsnorm(s.xb, s.x, &lw.rms_ffn, p.norm_eps);
+            matvec(s.hb, &lw.w1, s.xb);
+            matvec(s.hb2, &lw.w3, s.xb);
+            swiglu(s.hb, s.hb2);
+            matvec(s.xb, &lw.w2, s.hb);
+            add(s.x, s.xb);
+        }
+
+        // Final rmsnorm and the classifier.
+        rmsnorm(s.xb, s.x, &w.rms_final, p.norm_eps);
+        matvec(s.logits, &w.wcls, s.xb);
+        Ok(s.logits)
+    }
+}

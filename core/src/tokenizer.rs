@@ -1,0 +1,421 @@
+//! SentencePiece-style BPE over a vocabulary read in place: llama2.c's
+//! `tokenizer.bin` (pieces spell spaces as `' '`).
+//!
+//! Encoding follows llama2.c's `encode()` and llama.cpp's SPM tokenizer, which
+//! agree: a dummy leading space, one symbol per UTF-8 character (bytes with
+//! no piece fall back to `<0xNN>` tokens), then repeatedly merge the adjacent
+//! pair whose concatenation is the highest-scoring piece, leftmost on ties.
+//! Only the index (piece offsets, scores, a sorted id list) and the merge
+//! scratch live in the arena; the pieces stay in the file's bytes.
+
+use core::cmp::Ordering;
+
+use crate::arena::TokenizerBuffers;
+use crate::error::{Error, Result};
+use crate::reader::Reader;
+
+/// llama2.c's fixed ids.
+const UNK: u32 = 0;
+const BOS: u32 = 1;
+const EOS: u32 = 2;
+/// Marks "no merge" in the pair table.
+const NONE: u32 = u32::MAX;
+
+/// A BPE tokenizer borrowing its pieces from `source`.
+pub struct Tokenizer<'t, 'a> {
+    source: &'t [u8],
+    starts: &'a [u32],
+    lens: &'a [u32],
+    scores: &'a [f32],
+    /// Ids that text may produce, sorted by piece bytes then id.
+    sorted: &'a [u32],
+    ids: &'a mut [u32],
+    pair_ids: &'a mut [u32],
+    pair_scores: &'a mut [f32],
+    /// The token for each byte value, for characters with no piece.
+    byte_ids: [u32; 256],
+    /// How pieces spell a space.
+    space: &'static [u8],
+    bos: u32,
+    eos: u32,
+}
+
+/// Counts the pieces of a llama2.c `tokenizer.bin`, for when no model says
+/// how many there are.
+pub fn llama2c_vocab_size(bytes: &[u8]) -> Result<usize> {
+    let mut r = Reader::new(bytes);
+    let max_len = max_token_length(&mut r)?;
+    let mut n = 0usize;
+    while r.remaining() > 0 {
+        piece_record(&mut r, max_len)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn max_token_length(r: &mut Reader<'_>) -> Result<usize> {
+    let v = r.i32("tokenizer max_token_length")?;
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or(Error::Invalid {
+            field: "tokenizer max_token_length",
+            value: v.into(),
+        })
+}
+
+/// One `(score: f32, len: i32, bytes)` record: returns score, start, length.
+fn piece_record(r: &mut Reader<'_>, max_len: usize) -> Result<(f32, usize, usize)> {
+    let score = r.f32("tokenizer score")?;
+    let len = r.i32("tokenizer piece length")?;
+    let n = usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= max_len)
+        .ok_or(Error::Mismatch {
+            field: "tokenizer piece length",
+            value: len.into(),
+            rule: "is negative or exceeds",
+            other: "max_token_length",
+            other_value: max_len as i64,
+        })?;
+    let start = r.pos();
+    r.take(n, "tokenizer piece")?;
+    Ok((score, start, n))
+}
+
+/// Parses `"<0xNN>"` (either hex case), the spelling of byte tokens.
+fn byte_piece(piece: &[u8]) -> Option<u8> {
+    match piece {
+        [b'<', b'0', b'x', hi, lo, b'>'] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            Some((hex(*hi)? * 16 + hex(*lo)?) as u8)
+        }
+        _ => None,
+    }
+}
+
+/// Orders `piece` against the concatenation `a ++ b` without building it.
+fn cmp_concat(piece: &[u8], a: &[u8], b: &[u8]) -> Ordering {
+    let n = piece.len().min(a.len());
+    match piece[..n].cmp(&a[..n]) {
+        Ordering::Equal if piece.len() < a.len() => Ordering::Less,
+        Ordering::Equal => piece[a.len()..].cmp(b),
+        other => other,
+    }
+}
+
+impl<'t, 'a> Tokenizer<'t, 'a> {
+    /// Reads a llama2.c `tokenizer.bin` with exactly `vocab_size` pieces
+    /// (the model's vocabulary) into the planned buffers.
+    pub fn from_llama2c(
+        bytes: &'t [u8],
+        vocab_size: usize,
+        buf: TokenizerBuffers<'a>,
+    ) -> Result<Self> {
+        check_buffers(&buf, vocab_size)?;
+        let mut r = Reader::new(bytes);
+        let max_len = max_token_length(&mut r)?;
+        for i in 0..vocab_size {
+            let (score, start, len) = piece_record(&mut r, max_len)?;
+            buf.scores[i] = score;
+            // A tokenizer is far below 4 GiB; refuse rather than wrap.
+            buf.starts[i] = u32::try_from(start).map_err(|_| Error::Overflow {
+                field: "tokenizer size",
+            })?;
+            buf.lens[i] = len as u32;
+        }
+        if r.remaining() > 0 {
+            return Err(Error::Mismatch {
+                field: "tokenizer pieces",
+                value: llama2c_vocab_size(bytes)? as i64,
+                rule: "differ from the model's",
+                other: "vocab_size",
+                other_value: vocab_size as i64,
+            });
+        }
+        Ok(Self::index(
+            bytes,
+            buf,
+            vocab_size,
+            b" ",
+            BOS,
+            EOS,
+            |id, piece| id > EOS && byte_piece(piece).is_none(),
+        ))
+    }
+
+    /// Sorts the text-producible ids and finds the byte-fallback tokens.
+    fn index(
+        source: &'t [u8],
+        buf: TokenizerBuffers<'a>,
+        vocab_size: usize,
+        space: &'static [u8],
+        bos: u32,
+        eos: u32,
+        from_text: impl Fn(u32, &[u8]) -> bool,
+    ) -> Self {
+        let TokenizerBuffers {
+            starts,
+            lens,
+            scores,
+            sorted,
+            ids,
+            pair_ids,
+            pair_scores,
+        } = buf;
+        let piece = |id: u32| {
+            let s = starts[id as usize] as usize;
+            &source[s..s + lens[id as usize] as usize]
+        };
+        let mut byte_ids = [UNK; 256];
+        let mut n = 0;
+        for id in 0..vocab_size as u32 {
+            if let Some(b) = byte_piece(piece(id)) {
+                if byte_ids[b as usize] == UNK {
+                    byte_ids[b as usize] = id;
+                }
+            }
+            if from_text(id, piece(id)) {
+                sorted[n] = id;
+                n += 1;
+            }
+        }
+        let sorted = &mut sorted[..n];
+        sorted.sort_unstable_by(|&x, &y| piece(x).cmp(piece(y)).then(x.cmp(&y)));
+        Tokenizer {
+            source,
+            starts,
+            lens,
+            scores,
+            sorted,
+            ids,
+            pair_ids,
+            pair_scores,
+            byte_ids,
+            space,
+            bos,
+            eos,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn bos(&self) -> u32 {
+        self.bos
+    }
+
+    pub fn eos(&self) -> u32 {
+        self.eos
+    }
+
+    /// The raw bytes of piece `id`.
+    pub fn piece(&self, id: u32) -> &'t [u8] {
+        let s = self.starts[id as usize] as usize;
+        &self.source[s..s + self.lens[id as usize] as usize]
+    }
+
+    /// The lowest id whose piece is `a ++ b`, among those text may produce.
+    fn lookup(&self, a: &[u8], b: &[u8]) -> Option<u32> {
+        let i = self
+            .sorted
+            .partition_point(|&id| cmp_concat(self.piece(id), a, b) == Ordering::Less);
+        let id = *self.sorted.get(i)?;
+        (cmp_concat(self.piece(id), a, b) == Ordering::Equal).then_some(id)
+    }
+
+    /// Encodes `text` (BOS first if `bos`, EOS last if `eos`). The tokens
+    /// live in the tokenizer's scratch until the next call. Invalid UTF-8 is
+    /// fine: bytes without a piece become byte tokens.
+    pub fn encode(&mut self, text: &[u8], bos: bool, eos: bool) -> Result<&[u32]> {
+        let n = self.symbols(text)?;
+        let mut n = self.merge(n);
+        if bos {
+            self.ids.copy_within(0..n, 1);
+            self.ids[0] = self.bos;
+            n += 1;
+        }
+        if eos {
+            self.ids[n] = self.eos;
+            n += 1;
+        }
+        Ok(&self.ids[..n])
+    }
+
+    /// The initial symbols: the dummy prefix space, then one token per UTF-8
+    /// character, or one per byte where the character has no piece.
+    fn symbols(&mut self, text: &[u8]) -> Result<usize> {
+        // The plan gives one slot per prompt byte, plus the dummy prefix,
+        // BOS, EOS and one spare.
+        let planned = self.ids.len().saturating_sub(4);
+        let room = self.ids.len().saturating_sub(2);
+        let too_long = Error::PromptTooLong {
+            bytes: text.len(),
+            max: planned,
+        };
+        if text.len() > planned {
+            return Err(too_long);
+        }
+        if text.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        let mut push = |t: &mut Self, c: &[u8]| -> Result<()> {
+            let c = if c == b" " { t.space } else { c };
+            let id = t.lookup(c, b"");
+            let count = if id.is_some() { 1 } else { c.len() };
+            if n + count > room {
+                return Err(too_long.clone());
+            }
+            match id {
+                Some(id) => t.ids[n] = id,
+                None => {
+                    for (slot, &b) in t.ids[n..n + count].iter_mut().zip(c) {
+                        *slot = t.byte_ids[b as usize];
+                    }
+                }
+            }
+            n += count;
+            Ok(())
+        };
+        push(self, b" ")?;
+        let mut i = 0;
+        while i < text.len() {
+            // A character: any byte plus up to three continuation bytes.
+            let mut j = i + 1;
+            while j < text.len() && j - i < 4 && text[j] & 0xC0 == 0x80 {
+                j += 1;
+            }
+            push(self, &text[i..j])?;
+            i = j;
+        }
+        Ok(n)
+    }
+
+    /// The best merge of `ids[i]` with `ids[i + 1]`, if any.
+    fn pair(&self, i: usize) -> (u32, f32) {
+        match self.lookup(self.piece(self.ids[i]), self.piece(self.ids[i + 1])) {
+            Some(id) => (id, self.scores[id as usize]),
+            None => (NONE, f32::NEG_INFINITY),
+        }
+    }
+
+    fn set_pair(&mut self, i: usize) {
+        let (id, score) = self.pair(i);
+        self.pair_ids[i] = id;
+        self.pair_scores[i] = score;
+    }
+
+    /// Merges the highest-scoring adjacent pair (leftmost on ties) until
+    /// none merges; returns the new length.
+    fn merge(&mut self, mut n: usize) -> usize {
+        for i in 0..n.saturating_sub(1) {
+            self.set_pair(i);
+        }
+        while n > 1 {
+            let mut best: Option<usize> = None;
+            for i in 0..n - 1 {
+                if self.pair_ids[i] != NONE
+                    && best.is_none_or(|b| self.pair_scores[i] > self.pair_scores[b])
+                {
+                    best = Some(i);
+                }
+            }
+            let Some(b) = best else { break };
+            self.ids[b] = self.pair_ids[b];
+            // Drop ids[b + 1] and the pair that started at it.
+            self.ids.copy_within(b + 2..n, b + 1);
+            if b + 2 < n {
+                self.pair_ids.copy_within(b + 2..n - 1, b + 1);
+                self.pair_scores.copy_within(b + 2..n - 1, b + 1);
+            }
+            n -= 1;
+            if b > 0 {
+                self.set_pair(b - 1);
+            }
+            if b + 1 < n {
+                self.set_pair(b);
+            }
+        }
+        n
+    }
+
+    /// The text of `token` when it follows `prev`: the leading space after
+    /// BOS is dropped (SentencePiece's decoder does the same), byte tokens
+    /// become their byte, and control tokens print nothing.
+    pub fn decode(&self, prev: u32, token: u32) -> Piece<'t> {
+        let piece = self.piece(token);
+        if token == self.bos || token == self.eos || token == UNK {
+            return Piece::Text(&[]);
+        }
+        if let Some(b) = byte_piece(piece) {
+            return Piece::Byte(b);
+        }
+        match piece.strip_prefix(self.space) {
+            Some(rest) if prev == self.bos => Piece::Text(rest),
+            _ => Piece::Text(piece),
+        }
+    }
+}
+
+fn check_buffers(buf: &TokenizerBuffers<'_>, vocab_size: usize) -> Result<()> {
+    if buf.starts.len() == vocab_size {
+        return Ok(());
+    }
+    Err(Error::Mismatch {
+        field: "tokenizer vocab_size",
+        value: vocab_size as i64,
+        rule: "differs from the planned",
+        other: "vocab_size",
+        other_value: buf.starts.len() as i64,
+    })
+}
+
+/// Decoded text of one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'t> {
+    Text(&'t [u8]),
+    Byte(u8),
+}
+
+impl Piece<'_> {
+    /// Hands the piece's bytes to `f`.
+    pub fn bytes(&self, mut f: impl FnMut(&[u8])) {
+        match self {
+            Piece::Text(t) => f(t),
+            Piece::Byte(b) => f(&[*b]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_ordering_matches_a_built_string() {
+        let cases: [(&[u8], &[u8], &[u8]); 7] = [
+            (b"ab", b"a", b"b"),
+            (b"a", b"a", b"b"),
+            (b"abc", b"a", b"b"),
+            (b"b", b"a", b"b"),
+            (b"", b"", b""),
+            (b"aa", b"ab", b""),
+            (b"ab", b"", b"ab"),
+        ];
+        for (p, a, b) in cases {
+            let mut joined = std::vec::Vec::from(a);
+            joined.extend_from_slice(b);
+            assert_eq!(cmp_concat(p, a, b), p.cmp(&joined[..]), "{p:?} {a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn byte_pieces_parse_both_cases_only() {
+        assert_eq!(byte_piece(b"<0x0A>"), Some(10));
+        assert_eq!(byte_piece(b"<0xff>"), Some(255));
+        assert_eq!(byte_piece(b"<0xG0>"), None);
+        assert_eq!(byte_piece(b"<0x0A>x"), None);
+    }
+}

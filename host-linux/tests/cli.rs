@@ -1,0 +1,216 @@
+//! The `barellama` binary end to end: outputs against the references, exit
+//! codes of DESIGN.md, and one-line errors without backtraces.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use barellama_tests::{data_dir, diff, read, read_ids, Golden, TempDir};
+
+fn barellama(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_barellama"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("barellama runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Fails unless `args` exits with `code` and prints exactly one line to stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let o = barellama(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{args:?}: stderr is not one line:\n{err}"
+    );
+    assert!(
+        err.starts_with("barellama: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn greedy_run_prints_llama2c_text() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let o = barellama(&[
+        "run",
+        "-m",
+        s(&m),
+        "-z",
+        s(&z),
+        "-i",
+        "Once upon a time",
+        "-t",
+        "0",
+        "-n",
+        "150",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("achieved tok/s: "));
+
+    // The same ids decoded with llama2.c's rules, by the library.
+    let ids = read_ids(&dir, "golden/stories260K.once.tokens.txt");
+    let tok = read(&dir, "models/tok512.bin");
+    let plan = barellama_core::arena::TokenizerPlan::new(512, 1).unwrap();
+    let mut arena = barellama_tests::AlignedBuf::new(plan.bytes());
+    let t = barellama_core::Tokenizer::from_llama2c(&tok, 512, plan.carve(arena.get()).unwrap())
+        .unwrap();
+    let mut want = String::new();
+    let mut stream = barellama_core::TextStream::new();
+    for w in ids[..151].windows(2) {
+        stream.push(t.decode(w[0], w[1]), &mut |x: &str| want.push_str(x));
+    }
+    assert_eq!(stdout(&o), want + "\n");
+}
+
+#[test]
+fn logits_command_matches_the_golden() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("logits");
+    let g = Golden::read(&dir, "golden/stories260K.sun.l2c.bin");
+    let ids: Vec<String> = g.tokens.iter().map(u32::to_string).collect();
+    std::fs::write(tmp.path("ids.txt"), ids.join(" ")).unwrap();
+    let out = tmp.path("out.bin");
+    let m = dir.join("models/stories260K.bin");
+    let o = barellama(&[
+        "logits",
+        "-m",
+        s(&m),
+        "--tokens",
+        s(&tmp.path("ids.txt")),
+        "-o",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = Golden::parse(&std::fs::read(&out).unwrap());
+    assert_eq!(ours.tokens, g.tokens);
+    assert_eq!(ours.vocab, 512);
+    let (max, _) = diff(&ours.logits, &g.logits);
+    assert!(max <= 2e-3, "max |Δlogit| {max}");
+}
+
+#[test]
+fn tokenize_prints_ids() {
+    let Some(dir) = data_dir() else { return };
+    let z = dir.join("models/tokenizer.bin");
+    let o = barellama(&["tokenize", "-z", s(&z), "-i", "Hello, world!", "--bos"]);
+    assert_eq!(stdout(&o), "1 15043 29892 3186 29991\n");
+    let o = barellama(&["tokenize", "-z", s(&z), "-i", "Hello, world!"]);
+    assert_eq!(stdout(&o), "15043 29892 3186 29991\n");
+}
+
+#[test]
+fn inspect_and_bench_run_on_a_real_model() {
+    let Some(dir) = data_dir() else { return };
+    let m = dir.join("models/stories260K.bin");
+    let o = barellama(&["inspect", "-m", s(&m)]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("llama2.c v0") && text.contains("layers.4.w3"),
+        "{text}"
+    );
+
+    let z = dir.join("models/tok512.bin");
+    let o = barellama(&["bench", "-m", s(&m), "-z", s(&z), "-n", "32", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json = stdout(&o);
+    for key in [
+        "\"tok_per_s\":",
+        "\"ms_p50\":",
+        "\"ms_p99\":",
+        "\"ttft_ms\":",
+        "\"rss_mb\":",
+    ] {
+        assert!(json.contains(key), "{json}");
+    }
+    assert!(
+        json.contains("\"tokens\":32") && json.contains("\"allocs_per_token\":0}"),
+        "{json}"
+    );
+}
+
+#[test]
+fn bad_files_exit_3() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("bad");
+    let z = dir.join("models/tok512.bin");
+    let image = read(&dir, "models/stories260K.bin");
+    let mut zero_dim = image.clone();
+    zero_dim[4..8].copy_from_slice(&0i32.to_le_bytes());
+    let mut odd = image.clone();
+    odd[0..4].copy_from_slice(&63i32.to_le_bytes());
+    let cases: [(&str, &[u8]); 5] = [
+        ("empty.bin", b""),
+        ("header.bin", &image[..10]),
+        ("weights.bin", &image[..image.len() / 2]),
+        ("zero.bin", &zero_dim),
+        ("odd.bin", &odd),
+    ];
+    for (name, bytes) in cases {
+        std::fs::write(tmp.path(name), bytes).unwrap();
+        let e = fails(&["run", "-m", s(&tmp.path(name)), "-z", s(&z)], 3);
+        println!("{name}: {e}");
+    }
+    fails(&["run", "-m", s(&tmp.path("missing.bin")), "-z", s(&z)], 3);
+    fails(&["inspect", "-m", s(&dir)], 3);
+    let m = dir.join("models/stories260K.bin");
+    fails(&["run", "-m", s(&m), "-z", s(&tmp.path("empty.bin"))], 3);
+    fails(
+        &[
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&dir.join("models/tokenizer.bin")),
+        ],
+        3,
+    );
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "-m", s(&m), "-z", s(&z)];
+        a.extend_from_slice(extra);
+        fails(&a, 2)
+    };
+    assert!(run(&["--frobnicate"]).contains("unknown option: '--frobnicate'"));
+    assert!(run(&["-n"]).contains("missing value after: '-n'"));
+    assert!(run(&["-n", "ten"]).contains("not a valid number: 'ten'"));
+    assert!(run(&["-t", "-1"]).contains("out of range: '-1'"));
+    assert!(run(&["-p", "1.5"]).contains("out of range: '1.5'"));
+    assert!(run(&["-k", "0"]).contains("out of range: '0'"));
+    assert!(run(&["-n", "513"]).contains("-n exceeds"));
+    fails(&["run", "-m", s(&m)], 2);
+    fails(&["walk"], 2);
+    for cmd in ["run", "bench", "logits", "tokenize", "inspect"] {
+        let o = barellama(&[cmd, "--help"]);
+        assert!(o.status.success() && stdout(&o).starts_with("usage: barellama"));
+    }
+}
+
+#[test]
+fn no_arguments_prints_usage_and_exits_2() {
+    let o = barellama(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("usage: barellama"));
+}

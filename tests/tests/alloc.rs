@@ -1,0 +1,66 @@
+//! Invariant 1: after setup, tokenizing, decoding, sampling and turning
+//! pieces into text allocate nothing. Runs without the test harness so no
+//! other thread allocates while we count.
+
+use barellama_core::hosted::CountingAlloc;
+use barellama_core::{Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab};
+use barellama_tests::{data_dir, read, AlignedBuf};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc::new();
+
+fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{name}"));
+    let tok = read(&dir, &format!("models/{tokenizer}"));
+    let model = Model::load(&image).unwrap();
+    let plan = Plan::new(&model.config, &Options::default()).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let mut session =
+        Session::new(&model, Vocab::Llama2c(&tok), sampler, &plan, arena.get()).unwrap();
+    let mut stream = TextStream::new();
+    let mut text_bytes = 0usize;
+    let mut tokens = 0usize;
+
+    let before = ALLOC.allocations();
+    let prompt = "Once upon a time, in a garden";
+    let steps = session
+        .generate(prompt.as_bytes(), 64 + 12, |_, piece| {
+            tokens += 1;
+            stream.push(piece, &mut |s: &str| text_bytes += s.len());
+            Ok(())
+        })
+        .unwrap();
+    let allocations = ALLOC.allocations() - before;
+
+    assert!(
+        steps >= 64 && tokens >= 63,
+        "{name}: only {steps} steps ran"
+    );
+    assert!(text_bytes > 0);
+    assert_eq!(
+        allocations, 0,
+        "{name}: {allocations} allocations in {steps} steps"
+    );
+    println!("alloc: {name}: {steps} steps, {text_bytes} bytes of text, 0 allocations");
+}
+
+fn main() {
+    let sampled = SamplerConfig {
+        temperature: 1.0,
+        topp: 0.9,
+        topk: 0,
+        seed: 42,
+    };
+    decode_without_allocating("stories260K.bin", "tok512.bin", sampled);
+    let topk = SamplerConfig {
+        topk: 40,
+        ..sampled
+    };
+    decode_without_allocating("synsmall.bin", "tok512.bin", topk);
+    let greedy = SamplerConfig {
+        temperature: 0.0,
+        ..sampled
+    };
+    decode_without_allocating("synsmall-v1.bin", "tok512.bin", greedy);
+}
