@@ -12,7 +12,7 @@ use crate::arena::{Options, Plan, TokenizerPlan};
 use crate::error::{Error, Result};
 use crate::generate::{Session, TextStream, Vocab};
 use crate::image::{synth, Format, Model};
-use crate::kernels::cast_slice_mut;
+use crate::kernels::{cast_slice_mut, Isa};
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tensor::WeightRef;
@@ -52,6 +52,9 @@ pub trait Host {
 
     /// Heap allocations performed by the process so far.
     fn allocations(&self) -> u64;
+
+    /// The kernels' instruction set: the best this CPU has.
+    fn isa(&self) -> Isa;
 }
 
 const USAGE: &str = "\
@@ -78,11 +81,15 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
 ";
 
 const BENCH_USAGE: &str = "\
-usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--json]
+usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
   -z TOKENIZER  also decode each token to text, as run does
   -n TOKENS     tokens to generate (default 256)
+  --scalar      use the scalar kernels (the specification) instead of SIMD
   --json        print one JSON object (the summary line goes to stderr)
+reports tok/s, ms/token p50 and p99, time to first token, peak RSS,
+allocations per token, and the fraction of this machine's streaming-read
+bandwidth the decode reaches (bytes read per token x tok/s / bandwidth)
 ";
 
 const LOGITS_USAGE: &str = "\
@@ -301,6 +308,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         sampler,
         &plan,
         host.memory(plan.bytes())?,
+        host.isa(),
     )?;
 
     let mut text = TextStream::new();
@@ -391,7 +399,7 @@ fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         max: model.config.seq_len,
     })?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
-    let mut transformer = Transformer::new(&model, plan.config(), buffers.state)?;
+    let mut transformer = Transformer::new(&model, plan.config(), buffers.state, host.isa())?;
 
     let mut file = host.create(output)?;
     let mut header = heapless::Vec::<u8, 20>::new();
@@ -557,6 +565,7 @@ impl fmt::Display for Shape {
 /// Results of one benchmark run.
 struct BenchReport<'a> {
     model: &'a str,
+    isa: Isa,
     tokens: usize,
     tok_per_s: f64,
     ms_p50: f64,
@@ -564,15 +573,37 @@ struct BenchReport<'a> {
     ttft_ms: f64,
     rss_mb: f64,
     allocs_per_token: f64,
+    /// Weight and KV-cache bytes read per decoded token, on average.
+    bytes_per_token: f64,
+    /// Streaming-read bandwidth of this machine (median probe), bytes/s.
+    bandwidth: f64,
+}
+
+/// A weight image at least this large is its own bandwidth probe; smaller
+/// models fit in the caches and are probed with a dedicated buffer.
+const PROBE_MIN_BYTES: usize = 256 << 20;
+/// The dedicated probe buffer: far beyond any L3 we run on.
+const PROBE_BYTES: usize = 1 << 30;
+/// Decode tokens between two probe passes.
+const PROBE_EVERY: usize = 16;
+
+/// Times one streaming read of `buf` with the sum kernel (the probe).
+fn probe_pass<H: Host>(host: &H, isa: Isa, buf: &[u8]) -> u64 {
+    let buf = &buf[..buf.len() / 4 * 4];
+    let t = host.now_ns();
+    core::hint::black_box(crate::kernels::sum(isa, core::hint::black_box(buf)));
+    (host.now_ns() - t).max(1)
 }
 
 fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut model_path, mut tokenizer, mut tokens, mut json) = (None, None, 256usize, false);
+    let (mut model_path, mut tokenizer, mut tokens) = (None, None, 256usize);
+    let (mut json, mut isa) = (false, host.isa());
     while let Some(flag) = args.next() {
         match flag {
             b"-m" => model_path = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
+            b"--scalar" => isa = Isa::SCALAR,
             b"--json" => json = true,
             _ => return Err(unknown(flag)),
         }
@@ -587,30 +618,38 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         }
     };
     let model = Model::load(image)?;
+    let c = model.config;
     let positions = tokens + 1;
-    if positions > model.config.seq_len {
+    if positions > c.seq_len {
         return Err(Error::usage("-n exceeds the model's context", b""));
     }
     let plan = Plan::new(
-        &model.config,
+        &c,
         &Options {
             seq_len: positions,
             prompt_bytes: 1,
         },
     )?;
     let b = plan.carve(host.memory(plan.bytes())?)?;
-    let mut transformer = Transformer::new(&model, plan.config(), b.state)?;
-    let mut sampler = Sampler::new(SamplerConfig::default(), b.candidates);
+    let mut transformer = Transformer::new(&model, plan.config(), b.state, isa)?;
+    let mut sampler = Sampler::new(SamplerConfig::default(), b.candidates, isa);
     let tok = match tokenizer {
         Some(path) => Some(Tokenizer::from_llama2c(
             host.map(path)?,
-            model.config.vocab_size,
+            c.vocab_size,
             b.tokenizer,
         )?),
         None => None,
     };
     let times: &mut [u64] =
         cast_slice_mut(host.memory(tokens * 8)?).ok_or(Error::OutOfMemory { bytes: tokens * 8 })?;
+    let probes: &mut [u64] = cast_slice_mut(host.memory((tokens / PROBE_EVERY + 3) * 8)?)
+        .ok_or(Error::OutOfMemory { bytes: tokens * 8 })?;
+    let mut n_probes = 0;
+    // A large image is streamed between tokens, so the bandwidth is sampled
+    // over the same seconds (and the same pages) as the decode it judges.
+    let image_probe = image.len() >= PROBE_MIN_BYTES;
+    let probe_isa = host.isa();
 
     // Token 0 is BOS; the time to the first sampled token is the TTFT.
     let mut stream = TextStream::new();
@@ -626,55 +665,113 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let ttft = host.now_ns() - t0;
     let allocs_before = host.allocations();
     for (pos, slot) in (1..).zip(times.iter_mut()) {
+        if image_probe && pos % PROBE_EVERY == 0 {
+            probes[n_probes] = probe_pass(host, probe_isa, image);
+            n_probes += 1;
+        }
         let t = host.now_ns();
         token = step(token, pos)?;
         *slot = host.now_ns() - t;
     }
     let allocs = host.allocations() - allocs_before;
+    let rss = host.peak_rss_bytes();
+    let probe_bytes = if image_probe {
+        image.len()
+    } else {
+        PROBE_BYTES
+    };
+    if n_probes == 0 {
+        let buf: &[u8] = if image_probe {
+            image
+        } else {
+            let buf = host.memory(PROBE_BYTES)?;
+            buf.fill(0);
+            buf
+        };
+        for slot in &mut probes[..3] {
+            *slot = probe_pass(host, probe_isa, buf);
+        }
+        n_probes = 3;
+    }
+    let probes = &mut probes[..n_probes];
+    probes.sort_unstable();
+    let probe_ns = probes[probes.len() / 2];
 
     let total: u64 = times.iter().sum();
     times.sort_unstable();
     let pct =
-        |p: f64| times[((p * tokens as f64).ceil() as usize).clamp(1, tokens) - 1] as f64 / 1e6;
-    let name = match model_path {
-        Some(p) => core::str::from_utf8(p).unwrap_or("model"),
-        None => "synthetic-stories110M",
-    };
+        |p: f64| times[(libm::ceil(p * tokens as f64) as usize).clamp(1, tokens) - 1] as f64 / 1e6;
+    // Attention at position p reads p + 1 cached keys and values per layer.
+    let mean_positions = (tokens as f64 + 3.0) / 2.0;
+    let kv_bytes = mean_positions * (c.n_layers * c.kv_dim() * 2 * 4) as f64;
     let report = BenchReport {
-        model: name,
+        model: match model_path {
+            Some(p) => core::str::from_utf8(p).unwrap_or("model"),
+            None => "synthetic-stories110M",
+        },
+        isa,
         tokens,
         tok_per_s: tokens as f64 / (total as f64 / 1e9),
         ms_p50: pct(0.5),
         ms_p99: pct(0.99),
         ttft_ms: ttft as f64 / 1e6,
-        rss_mb: host.peak_rss_bytes() as f64 / 1e6,
+        rss_mb: rss as f64 / 1e6,
         allocs_per_token: allocs as f64 / tokens as f64,
+        bytes_per_token: model.bytes_per_token() as f64 + kv_bytes,
+        bandwidth: (probe_bytes / 4 * 4) as f64 / (probe_ns as f64 / 1e9),
     };
-    let mut line = Line::new();
-    let r = &report;
-    let _ = writeln!(
-        line,
-        "{}: f32, 1 thread, scalar: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
-         ttft {:.2} ms, peak RSS {:.0} MB, {} allocs/token",
-        r.model, r.tokens, r.tok_per_s, r.ms_p50, r.ms_p99, r.ttft_ms, r.rss_mb, r.allocs_per_token
-    );
-    if !json {
-        return host.print(line.as_bytes());
+    report.print(host, json)
+}
+
+impl BenchReport<'_> {
+    fn roofline(&self) -> f64 {
+        self.bytes_per_token * self.tok_per_s / self.bandwidth
     }
-    host.eprint(line.as_bytes());
-    out!(
-        host,
-        "{{\"model\":\"{}\",\"format\":\"f32\",\"threads\":1,\"tokens\":{},\"tok_per_s\":{:.3},\
-         \"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\"allocs_per_token\":{}}}\n",
-        JsonStr(r.model),
-        r.tokens,
-        r.tok_per_s,
-        r.ms_p50,
-        r.ms_p99,
-        r.ttft_ms,
-        r.rss_mb,
-        r.allocs_per_token
-    )
+
+    fn print<H: Host>(&self, host: &H, json: bool) -> Result<()> {
+        let r = self;
+        let mut line = Line::new();
+        let _ = writeln!(
+            line,
+            "{}: f32, 1 thread, {}: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
+             ttft {:.2} ms, peak RSS {:.0} MB, {} allocs/token; {:.1} MB/token at {:.2} GB/s \
+             read bandwidth = {:.0}% of the roofline",
+            r.model,
+            r.isa.name(),
+            r.tokens,
+            r.tok_per_s,
+            r.ms_p50,
+            r.ms_p99,
+            r.ttft_ms,
+            r.rss_mb,
+            r.allocs_per_token,
+            r.bytes_per_token / 1e6,
+            r.bandwidth / 1e9,
+            r.roofline() * 100.0
+        );
+        if !json {
+            return host.print(line.as_bytes());
+        }
+        host.eprint(line.as_bytes());
+        out!(
+            host,
+            "{{\"model\":\"{}\",\"format\":\"f32\",\"isa\":\"{}\",\"threads\":1,\"tokens\":{},\
+             \"tok_per_s\":{:.3},\"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\
+             \"allocs_per_token\":{},\"bytes_per_token\":{:.0},\"bandwidth_gb_s\":{:.3},\"roofline\":{:.4}}}\n",
+            JsonStr(r.model),
+            r.isa.name(),
+            r.tokens,
+            r.tok_per_s,
+            r.ms_p50,
+            r.ms_p99,
+            r.ttft_ms,
+            r.rss_mb,
+            r.allocs_per_token,
+            r.bytes_per_token,
+            r.bandwidth / 1e9,
+            r.roofline()
+        )
+    }
 }
 
 /// A string escaped for a JSON string literal.

@@ -174,8 +174,8 @@ fn tokenizer_layout<'a>(
 pub struct Buffers<'a> {
     pub state: StateBuffers<'a>,
     pub tokenizer: TokenizerBuffers<'a>,
-    /// The sampler's candidate indices (top-k / top-p).
-    pub candidates: &'a mut [u32],
+    /// The sampler's candidate sort keys (top-k / top-p).
+    pub candidates: &'a mut [u64],
     /// Encoded prompt tokens.
     pub prompt: &'a mut [u32],
 }

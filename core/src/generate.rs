@@ -5,6 +5,7 @@
 use crate::arena::Plan;
 use crate::error::{Error, Result};
 use crate::image::Model;
+use crate::kernels::Isa;
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{Piece, Tokenizer};
@@ -25,13 +26,15 @@ pub struct Session<'m, 'a> {
 }
 
 impl<'m, 'a> Session<'m, 'a> {
-    /// Carves `arena` by `plan` (made from `model.config`) and builds the parts.
+    /// Carves `arena` by `plan` (made from `model.config`) and builds the
+    /// parts; the kernels run at `isa`'s level.
     pub fn new(
         model: &'m Model<'m>,
         vocab: Vocab<'m>,
         sampler: SamplerConfig,
         plan: &Plan,
         arena: &'a mut [u8],
+        isa: Isa,
     ) -> Result<Self> {
         let b = plan.carve(arena)?;
         let vocab_size = plan.config().vocab_size;
@@ -39,9 +42,9 @@ impl<'m, 'a> Session<'m, 'a> {
             Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, b.tokenizer)?,
         };
         Ok(Session {
-            transformer: Transformer::new(model, plan.config(), b.state)?,
+            transformer: Transformer::new(model, plan.config(), b.state, isa)?,
             tokenizer,
-            sampler: Sampler::new(sampler, b.candidates),
+            sampler: Sampler::new(sampler, b.candidates, isa),
             prompt: b.prompt,
         })
     }

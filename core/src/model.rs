@@ -5,20 +5,29 @@
 use crate::arena::StateBuffers;
 use crate::error::{Error, Result};
 use crate::image::{Config, Model};
-use crate::kernels::{add, axpy, dot, matvec, rmsnorm, rope, row, softmax, swiglu};
+use crate::kernels::{
+    add, attention_mix, attention_scores, matvec, rmsnorm, rope, row, softmax, swiglu, Isa,
+};
 
 /// A model plus its run state: the equivalent of llama2.c's `Transformer`.
 pub struct Transformer<'m, 'a> {
     model: &'m Model<'m>,
     /// The model's config with the planned (possibly shorter) `seq_len`.
     config: Config,
+    isa: Isa,
     s: StateBuffers<'a>,
 }
 
 impl<'m, 'a> Transformer<'m, 'a> {
     /// Binds `model` to its carved state; `config` is the plan's, which may
-    /// only differ from the model's by a shorter `seq_len`.
-    pub fn new(model: &'m Model<'m>, config: &Config, s: StateBuffers<'a>) -> Result<Self> {
+    /// only differ from the model's by a shorter `seq_len`. The kernels run
+    /// at `isa`'s level.
+    pub fn new(
+        model: &'m Model<'m>,
+        config: &Config,
+        s: StateBuffers<'a>,
+        isa: Isa,
+    ) -> Result<Self> {
         let m = &model.config;
         if *config
             != (Config {
@@ -49,6 +58,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         Ok(Transformer {
             model,
             config: *config,
+            isa,
             s,
         })
     }
@@ -68,6 +78,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         let p = &self.config;
         let w = &self.model.weights;
         let s = &mut self.s;
+        let isa = self.isa;
         if token as usize >= p.vocab_size {
             return Err(Error::Token {
                 id: token.into(),
@@ -102,7 +113,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention rmsnorm.
-            rmsnorm(s.xb, s.x, &lw.rms_att, p.norm_eps);
+            rmsnorm(isa, s.xb, s.x, &lw.rms_att, p.norm_eps);
 
             // Key and value at this position go straight into the cache.
             let loff = l * p.seq_len * kv_dim;
@@ -111,48 +122,43 @@ impl<'m, 'a> Transformer<'m, 'a> {
             let v = &mut s.value_cache[at..at + kv_dim];
 
             // qkv matmuls for this position.
-            matvec(s.q, &lw.wq, s.xb);
-            matvec(k, &lw.wk, s.xb);
-            matvec(v, &lw.wv, s.xb);
+            matvec(isa, s.q, &lw.wq, s.xb);
+            matvec(isa, k, &lw.wk, s.xb);
+            matvec(isa, v, &lw.wv, s.xb);
 
             // RoPE: rotate q and k in every head.
-            rope(s.q, s.cos, s.sin);
-            rope(k, s.cos, s.sin);
+            rope(isa, s.q, s.cos, s.sin);
+            rope(isa, k, s.cos, s.sin);
 
             // Multi-head attention; query head h reads KV head h / kv_mul.
             for h in 0..p.n_heads {
                 let q = &s.q[h * head_size..(h + 1) * head_size];
                 let att = &mut s.att[h * p.seq_len..h * p.seq_len + pos + 1];
-                let kv_head = (h / kv_mul) * head_size;
-                for (t, a) in att.iter_mut().enumerate() {
-                    let k = &s.key_cache[loff + t * kv_dim + kv_head..][..head_size];
-                    *a = dot(q, k) / scale;
-                }
-                softmax(att);
+                let kv_head = loff + (h / kv_mul) * head_size;
+                // Scores of q against every cached key, then their softmax.
+                attention_scores(isa, att, q, &s.key_cache[kv_head..], kv_dim, scale);
+                softmax(isa, att);
+                // The weighted sum of the cached values, into xb.
                 let xb = &mut s.xb[h * head_size..(h + 1) * head_size];
-                xb.fill(0.0);
-                for (t, &a) in att.iter().enumerate() {
-                    let v = &s.value_cache[loff + t * kv_dim + kv_head..][..head_size];
-                    axpy(xb, a, v);
-                }
+                attention_mix(isa, xb, att, &s.value_cache[kv_head..], kv_dim);
             }
 
             // Output projection and residual.
-            matvec(s.xb2, &lw.wo, s.xb);
-            add(s.x, s.xb2);
+            matvec(isa, s.xb2, &lw.wo, s.xb);
+            add(isa, s.x, s.xb2);
 
             // Feed-forward: w2(silu(w1·x) * w3·x), and residual.
-            rmsnorm(s.xb, s.x, &lw.rms_ffn, p.norm_eps);
-            matvec(s.hb, &lw.w1, s.xb);
-            matvec(s.hb2, &lw.w3, s.xb);
-            swiglu(s.hb, s.hb2);
-            matvec(s.xb, &lw.w2, s.hb);
-            add(s.x, s.xb);
+            rmsnorm(isa, s.xb, s.x, &lw.rms_ffn, p.norm_eps);
+            matvec(isa, s.hb, &lw.w1, s.xb);
+            matvec(isa, s.hb2, &lw.w3, s.xb);
+            swiglu(isa, s.hb, s.hb2);
+            matvec(isa, s.xb, &lw.w2, s.hb);
+            add(isa, s.x, s.xb);
         }
 
         // Final rmsnorm and the classifier.
-        rmsnorm(s.xb, s.x, &w.rms_final, p.norm_eps);
-        matvec(s.logits, &w.wcls, s.xb);
+        rmsnorm(isa, s.xb, s.x, &w.rms_final, p.norm_eps);
+        matvec(isa, s.logits, &w.wcls, s.xb);
         Ok(s.logits)
     }
 }

@@ -2,7 +2,7 @@
 //! The RNG is llama2.c's xorshift64*, so the same seed draws the same coins;
 //! candidate ties are broken by token id so the choice is deterministic.
 
-use crate::kernels::softmax;
+use crate::kernels::{softmax, Isa};
 
 /// Sampling settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,16 +55,19 @@ pub fn argmax(x: &[f32]) -> u32 {
 
 pub struct Sampler<'a> {
     config: SamplerConfig,
+    isa: Isa,
     rng: u64,
-    /// Scratch for candidate ids, one slot per vocabulary entry.
-    candidates: &'a mut [u32],
+    /// Scratch for candidate keys (see [`key`]), one per vocabulary entry.
+    candidates: &'a mut [u64],
 }
 
 impl<'a> Sampler<'a> {
-    pub fn new(config: SamplerConfig, candidates: &'a mut [u32]) -> Self {
+    /// A sampler whose softmax runs at `isa`'s level.
+    pub fn new(config: SamplerConfig, candidates: &'a mut [u64], isa: Isa) -> Self {
         Sampler {
             rng: config.seed,
             config,
+            isa,
             candidates,
         }
     }
@@ -83,7 +86,7 @@ impl<'a> Sampler<'a> {
         for l in logits.iter_mut() {
             *l /= c.temperature;
         }
-        softmax(logits);
+        softmax(self.isa, logits);
         let coin = random_f32(&mut self.rng);
         let topp = if c.topp > 0.0 && c.topp < 1.0 {
             c.topp
@@ -109,43 +112,62 @@ impl<'a> Sampler<'a> {
         let mut n0 = 0;
         for (i, &p) in probs.iter().enumerate() {
             if p >= cutoff {
-                self.candidates[n0] = i as u32;
+                self.candidates[n0] = key(p, i as u32);
                 n0 += 1;
             }
         }
-        let by_prob = |a: &u32, b: &u32| {
-            probs[*b as usize]
-                .total_cmp(&probs[*a as usize])
-                .then(a.cmp(b))
-        };
+        let prob = |key: u64| probs[key as u32 as usize];
         let mut cands = &mut self.candidates[..n0];
         if self.config.topk > 0 && self.config.topk < cands.len() {
-            cands.select_nth_unstable_by(self.config.topk - 1, by_prob);
+            cands.select_nth_unstable(self.config.topk - 1);
             cands = &mut cands[..self.config.topk];
         }
         if cands.is_empty() {
             return argmax(probs);
         }
-        cands.sort_unstable_by(by_prob);
+        // Sort only the prefix the nucleus needs: select the best `end`,
+        // sort them, and widen until their mass exceeds `topp`. Keys order
+        // ties by id, so this is exactly the prefix a full sort would give,
+        // at a fraction of its cost when the distribution is peaked.
+        let (mut sorted, mut end) = (0, cands.len().min(64));
         let mut cumulative = 0.0f32;
         let mut last = cands.len() - 1;
-        for (i, &id) in cands.iter().enumerate() {
-            cumulative += probs[id as usize];
-            if cumulative > topp {
-                last = i;
+        'widen: loop {
+            if end < cands.len() {
+                cands[sorted..].select_nth_unstable(end - sorted - 1);
+            }
+            cands[sorted..end].sort_unstable();
+            for (i, &k) in cands.iter().enumerate().take(end).skip(sorted) {
+                cumulative += prob(k);
+                if cumulative > topp {
+                    last = i;
+                    break 'widen;
+                }
+            }
+            if end == cands.len() {
                 break;
             }
+            (sorted, end) = (end, (2 * end).min(cands.len()));
         }
         let r = coin * cumulative;
         let mut cdf = 0.0f32;
-        for &id in &cands[..=last] {
-            cdf += probs[id as usize];
+        for &k in &cands[..=last] {
+            cdf += prob(k);
             if r < cdf {
-                return id;
+                return k as u32;
             }
         }
-        cands[last]
+        cands[last] as u32
     }
+}
+
+/// A sort key for a candidate: ascending keys are descending probability
+/// (in `f32::total_cmp` order), then ascending id. Sorting plain integers
+/// keeps the comparisons free of the two indirect loads a comparator needs.
+fn key(p: f32, id: u32) -> u64 {
+    let bits = p.to_bits() as i32;
+    let ordered = (bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32 ^ 0x8000_0000;
+    (u64::from(!ordered) << 32) | u64::from(id)
 }
 
 /// Samples from the whole distribution with `coin` in [0, 1).
@@ -176,15 +198,85 @@ mod tests {
         assert_eq!(s, 13894433480154566335);
     }
 
+    /// The nucleus by a full sort, as llama2.c computes it (ties by id).
+    fn full_sort_topp(probs: &[f32], topp: f32, coin: f32) -> u32 {
+        let mut ids: std::vec::Vec<u32> = (0..probs.len() as u32).collect();
+        let cutoff = (1.0 - topp) / (probs.len() - 1) as f32;
+        ids.retain(|&i| probs[i as usize] >= cutoff);
+        ids.sort_by(|a, b| {
+            probs[*b as usize]
+                .total_cmp(&probs[*a as usize])
+                .then(a.cmp(b))
+        });
+        let mut cumulative = 0.0f32;
+        let mut last = ids.len() - 1;
+        for (i, &id) in ids.iter().enumerate() {
+            cumulative += probs[id as usize];
+            if cumulative > topp {
+                last = i;
+                break;
+            }
+        }
+        let (r, mut cdf) = (coin * cumulative, 0.0f32);
+        for &id in &ids[..=last] {
+            cdf += probs[id as usize];
+            if r < cdf {
+                return id;
+            }
+        }
+        ids[last]
+    }
+
+    #[test]
+    fn partial_sort_nucleus_equals_full_sort() {
+        let mut rng = 99u64;
+        for case in 0..200 {
+            let n = 1 + (random_u32(&mut rng) % 3000) as usize;
+            // Flat, peaked and tied distributions.
+            let mut logits: std::vec::Vec<f32> = (0..n)
+                .map(|_| match case % 3 {
+                    0 => random_f32(&mut rng) * 0.01,
+                    1 => random_f32(&mut rng) * 12.0,
+                    _ => (random_u32(&mut rng) % 4) as f32,
+                })
+                .collect();
+            if n < 2 {
+                continue;
+            }
+            softmax(Isa::SCALAR, &mut logits);
+            let topp = 0.5 + 0.49 * random_f32(&mut rng);
+            let coin = random_f32(&mut rng);
+            let mut c = std::vec![0u64; n];
+            let mut s = Sampler::new(SamplerConfig::default(), &mut c, Isa::SCALAR);
+            let got = s.sample_candidates(&logits, topp, coin);
+            assert_eq!(
+                got,
+                full_sort_topp(&logits, topp, coin),
+                "case {case}, n {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_sort_like_total_cmp_then_id() {
+        let ps = [0.5f32, 0.25, 0.25, 0.0, 1e-30, f32::MIN_POSITIVE, 0.75];
+        let mut by_key: std::vec::Vec<u32> = (0..ps.len() as u32).collect();
+        by_key.sort_by_key(|&i| key(ps[i as usize], i));
+        let mut by_cmp: std::vec::Vec<u32> = (0..ps.len() as u32).collect();
+        by_cmp.sort_by(|&a, &b| ps[b as usize].total_cmp(&ps[a as usize]).then(a.cmp(&b)));
+        assert_eq!(by_key, by_cmp);
+    }
+
     #[test]
     fn greedy_takes_the_first_maximum() {
-        let mut c = [0u32; 4];
+        let mut c = [0u64; 4];
         let mut s = Sampler::new(
             SamplerConfig {
                 temperature: 0.0,
                 ..SamplerConfig::default()
             },
             &mut c,
+            Isa::SCALAR,
         );
         assert_eq!(s.sample(&mut [1.0, 3.0, 3.0, 2.0]), 1);
     }
@@ -193,8 +285,8 @@ mod tests {
     fn topk_one_is_greedy_and_seeds_repeat() {
         let logits = [0.1f32, 2.0, 0.3, 1.9, -1.0];
         let draw = |config: SamplerConfig| {
-            let mut c = [0u32; 5];
-            let mut s = Sampler::new(config, &mut c);
+            let mut c = [0u64; 5];
+            let mut s = Sampler::new(config, &mut c, Isa::SCALAR);
             (0..50)
                 .map(|_| s.sample(&mut logits.clone()))
                 .collect::<std::vec::Vec<_>>()

@@ -13,6 +13,7 @@ use std::time::Instant;
 use barellama_core::app::{self, Host, Output};
 use barellama_core::error::{text, Error, Result};
 use barellama_core::hosted::CountingAlloc;
+use barellama_core::Isa;
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
@@ -170,6 +171,10 @@ impl Host for LinuxHost {
 
     fn allocations(&self) -> u64 {
         self.alloc.allocations()
+    }
+
+    fn isa(&self) -> Isa {
+        Isa::detect()
     }
 }
 

@@ -138,7 +138,7 @@ fn inspect_and_bench_run_on_a_real_model() {
         assert!(json.contains(key), "{json}");
     }
     assert!(
-        json.contains("\"tokens\":32") && json.contains("\"allocs_per_token\":0}"),
+        json.contains("\"tokens\":32") && json.contains("\"allocs_per_token\":0,"),
         "{json}"
     );
 }

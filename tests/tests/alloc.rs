@@ -3,7 +3,7 @@
 //! other thread allocates while we count.
 
 use barellama_core::hosted::CountingAlloc;
-use barellama_core::{Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab};
+use barellama_core::{Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab};
 use barellama_tests::{data_dir, read, AlignedBuf};
 
 #[global_allocator]
@@ -16,8 +16,15 @@ fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig
     let model = Model::load(&image).unwrap();
     let plan = Plan::new(&model.config, &Options::default()).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
-    let mut session =
-        Session::new(&model, Vocab::Llama2c(&tok), sampler, &plan, arena.get()).unwrap();
+    let mut session = Session::new(
+        &model,
+        Vocab::Llama2c(&tok),
+        sampler,
+        &plan,
+        arena.get(),
+        Isa::detect(),
+    )
+    .unwrap();
     let mut stream = TextStream::new();
     let mut text_bytes = 0usize;
     let mut tokens = 0usize;

@@ -1,23 +1,24 @@
 //! The forward pass against llama2.c's own logits (teacher forcing), and
 //! greedy generation against its token ids.
 
-use barellama_core::{Model, Options, Plan, SamplerConfig, Session, Vocab};
+use barellama_core::{Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
 use barellama_tests::{data_dir, diff, read, read_ids, teacher_forced, AlignedBuf, Golden};
 
+/// Every kernel level this CPU has must match the reference.
 fn check(model: &str, golden: &str, tolerance: f32) {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, &format!("models/{model}"));
     let g = Golden::read(&dir, &format!("golden/{golden}"));
-    let ours = teacher_forced(&image, &g.tokens, g.steps());
-    let (max, mean) = diff(&ours, &g.logits);
-    println!(
-        "{model} vs {golden}: max |Δlogit| {max:.3e}, mean {mean:.3e} over {} steps",
-        g.steps()
-    );
-    assert!(
-        max <= tolerance,
-        "{model}: max |Δlogit| {max} > {tolerance}"
-    );
+    for isa in Isa::available() {
+        let ours = teacher_forced(&image, &g.tokens, g.steps(), isa);
+        let (max, mean) = diff(&ours, &g.logits);
+        let name = isa.name();
+        println!("{model} vs {golden} [{name}]: max |Δlogit| {max:.3e}, mean {mean:.3e}");
+        assert!(
+            max <= tolerance,
+            "{model} [{name}]: max |Δlogit| {max} > {tolerance}"
+        );
+    }
 }
 
 #[test]
@@ -47,13 +48,27 @@ fn synsmall_v1() {
 
 /// Generates from `prompt` with `sampler` for `steps` positions; returns the
 /// ids, BOS first, as llama2.c's output would list them.
-fn generate(dir: &std::path::Path, prompt: &str, steps: usize, sampler: SamplerConfig) -> Vec<u32> {
+fn generate(
+    dir: &std::path::Path,
+    prompt: &str,
+    steps: usize,
+    sampler: SamplerConfig,
+    isa: Isa,
+) -> Vec<u32> {
     let image = read(dir, "models/stories260K.bin");
     let tok = read(dir, "models/tok512.bin");
     let model = Model::load(&image).unwrap();
     let plan = Plan::new(&model.config, &Options::default()).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
-    let mut s = Session::new(&model, Vocab::Llama2c(&tok), sampler, &plan, arena.get()).unwrap();
+    let mut s = Session::new(
+        &model,
+        Vocab::Llama2c(&tok),
+        sampler,
+        &plan,
+        arena.get(),
+        isa,
+    )
+    .unwrap();
     let mut ids = vec![1];
     s.generate(prompt.as_bytes(), steps, |id, _| {
         ids.push(id);
@@ -71,8 +86,10 @@ fn greedy_150_steps_equal_llama2c() {
         temperature: 0.0,
         ..SamplerConfig::default()
     };
-    let got = generate(&dir, "Once upon a time", 150, greedy);
-    assert_eq!(got, want[..151]);
+    for isa in Isa::available() {
+        let got = generate(&dir, "Once upon a time", 150, greedy, isa);
+        assert_eq!(got, want[..151], "{}", isa.name());
+    }
 }
 
 #[test]
@@ -85,7 +102,7 @@ fn same_seed_same_tokens() {
             topk: 0,
             seed,
         };
-        generate(&dir, "The sun", 120, config)
+        generate(&dir, "The sun", 120, config, Isa::detect())
     };
     let a = sampled(1234);
     assert_eq!(a, sampled(1234));
@@ -96,8 +113,7 @@ fn same_seed_same_tokens() {
         topk: 5,
         seed: 7,
     };
-    assert_eq!(
-        generate(&dir, "The sun", 120, topk),
-        generate(&dir, "The sun", 120, topk)
-    );
+    let isa = Isa::detect();
+    let once = generate(&dir, "The sun", 120, topk, isa);
+    assert_eq!(once, generate(&dir, "The sun", 120, topk, isa));
 }

@@ -53,11 +53,16 @@ pub fn softmax(x: &mut [f32]) {
 
 pub fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
     for head in v.chunks_exact_mut(2 * cos.len()) {
-        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-            let (v0, v1) = (pair[0], pair[1]);
-            pair[0] = v0 * cos[i] - v1 * sin[i];
-            pair[1] = v0 * sin[i] + v1 * cos[i];
-        }
+        rope_pairs(head, cos, sin);
+    }
+}
+
+/// Rotates the pairs of one head (or the tail of one, for SIMD twins).
+pub fn rope_pairs(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+        let (v0, v1) = (pair[0], pair[1]);
+        pair[0] = v0 * c - v1 * s;
+        pair[1] = v0 * s + v1 * c;
     }
 }
 
@@ -68,7 +73,7 @@ pub fn swiglu(h: &mut [f32], g: &[f32]) {
     }
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut sum = 0.0f32;
     for (&x, &y) in a.iter().zip(b) {
         sum += x * y;
@@ -76,9 +81,19 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv += a * xv;
+pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, scale: f32) {
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &keys[t * stride..][..q.len()]) / scale;
+    }
+}
+
+pub fn attention_mix(out: &mut [f32], weights: &[f32], values: &[f32], stride: usize) {
+    let n = out.len();
+    out.fill(0.0);
+    for (t, &a) in weights.iter().enumerate() {
+        for (o, &v) in out.iter_mut().zip(&values[t * stride..][..n]) {
+            *o += a * v;
+        }
     }
 }
 
@@ -86,4 +101,12 @@ pub fn add(y: &mut [f32], x: &[f32]) {
     for (yv, &xv) in y.iter_mut().zip(x) {
         *yv += xv;
     }
+}
+
+pub fn sum(data: &[u8]) -> f32 {
+    let mut s = 0.0f32;
+    for b in data.chunks_exact(4) {
+        s += f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    s
 }

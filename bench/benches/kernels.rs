@@ -1,0 +1,112 @@
+//! Every kernel at every instruction-set level this CPU has, at the
+//! stories110M shapes. Throughput is reported both as FLOP/s (elements) and
+//! as bytes of weights (or activations) streamed per second:
+//!
+//!     cargo bench -p barellama-bench
+//!     cargo bench -p barellama-bench -- matvec/avx512
+use barellama_bench::{le_bytes, random, SHAPES};
+use barellama_core::kernels::{self, Isa};
+use barellama_core::tensor::{DType, WeightRef};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn matvec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec");
+    for (rows, cols) in SHAPES {
+        let bytes = le_bytes(&random(rows * cols, 1));
+        let w = WeightRef::new("w", DType::F32, rows, cols, &bytes).unwrap();
+        let x = random(cols, 2);
+        let mut out = vec![0.0; rows];
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: (2 * rows * cols) as u64,
+            bytes: bytes.len() as u64,
+        });
+        for isa in Isa::available() {
+            let id = BenchmarkId::new(isa.name(), format!("{rows}x{cols}"));
+            g.bench_function(id, |b| b.iter(|| kernels::matvec(isa, &mut out, &w, &x)));
+        }
+    }
+    g.finish();
+}
+
+/// The vector kernels at the sizes one stories110M token uses them.
+fn vectors(c: &mut Criterion) {
+    let (dim, hidden, head, vocab) = (768, 2048, 64, 32000);
+    let x = random(hidden.max(vocab), 3);
+    let y = random(hidden.max(vocab), 4);
+    let norm_bytes = le_bytes(&random(dim, 5));
+    let norm = WeightRef::new("norm", DType::F32, 1, dim, &norm_bytes).unwrap();
+    let angles = random(head / 2, 6);
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+    let mut buf = vec![0.0f32; hidden.max(vocab)];
+    let kv = random(256 * dim, 7);
+
+    let mut g = c.benchmark_group("vector");
+    for isa in Isa::available() {
+        let name = isa.name();
+        // (elements, bytes) per call; the FLOP counts are nominal.
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 3 * dim as u64,
+            bytes: 8 * dim as u64,
+        });
+        g.bench_function(BenchmarkId::new(name, "rmsnorm/768"), |b| {
+            b.iter(|| kernels::rmsnorm(isa, &mut buf[..dim], &x[..dim], &norm, 1e-5))
+        });
+        for n in [256, vocab] {
+            g.throughput(Throughput::ElementsAndBytes {
+                elements: 3 * n as u64,
+                bytes: 4 * n as u64,
+            });
+            g.bench_function(BenchmarkId::new(name, format!("softmax/{n}")), |b| {
+                b.iter(|| {
+                    buf[..n].copy_from_slice(&x[..n]);
+                    kernels::softmax(isa, &mut buf[..n])
+                })
+            });
+        }
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 6 * dim as u64,
+            bytes: 4 * dim as u64,
+        });
+        g.bench_function(BenchmarkId::new(name, "rope/768"), |b| {
+            b.iter(|| kernels::rope(isa, &mut buf[..dim], &cos, &sin))
+        });
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 4 * hidden as u64,
+            bytes: 8 * hidden as u64,
+        });
+        g.bench_function(BenchmarkId::new(name, "swiglu/2048"), |b| {
+            b.iter(|| {
+                buf[..hidden].copy_from_slice(&x[..hidden]);
+                kernels::swiglu(isa, &mut buf[..hidden], &y[..hidden])
+            })
+        });
+        // One head over 256 cached positions of a 768-wide KV cache.
+        let positions = 256;
+        let cache = &kv[..(positions - 1) * dim + head];
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 2 * (head * positions) as u64,
+            bytes: 4 * (head * positions) as u64,
+        });
+        g.bench_function(BenchmarkId::new(name, "attention_scores/64x256"), |b| {
+            b.iter(|| {
+                kernels::attention_scores(isa, &mut buf[..positions], &x[..head], cache, dim, 8.0)
+            })
+        });
+        let weights = &x[..positions];
+        g.bench_function(BenchmarkId::new(name, "attention_mix/64x256"), |b| {
+            b.iter(|| kernels::attention_mix(isa, &mut buf[..head], weights, cache, dim))
+        });
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: dim as u64,
+            bytes: 8 * dim as u64,
+        });
+        g.bench_function(BenchmarkId::new(name, "add/768"), |b| {
+            b.iter(|| kernels::add(isa, &mut buf[..dim], &x[..dim]))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matvec, vectors);
+criterion_main!(benches);
