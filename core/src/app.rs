@@ -10,6 +10,7 @@ use core::fmt::{self, Write as _};
 
 use crate::arena::{Options, Plan, TokenizerPlan};
 use crate::error::{Error, Result};
+use crate::exec::{for_each, Compute, Exec};
 use crate::generate::{Session, TextStream, Vocab};
 use crate::image::{synth, Format, Model};
 use crate::kernels::{cast_slice_mut, Isa};
@@ -55,6 +56,29 @@ pub trait Host {
 
     /// The kernels' instruction set: the best this CPU has.
     fn isa(&self) -> Isa;
+
+    /// Threads to use when the command line does not say.
+    fn default_threads(&self) -> usize;
+
+    /// An executor running parallel regions on `threads` threads.
+    fn exec(&self, threads: usize) -> Result<&dyn Exec>;
+}
+
+/// Most threads `--threads` accepts.
+const MAX_THREADS: usize = 1024;
+
+/// `--threads N`: at least one, at most [`MAX_THREADS`].
+fn threads_flag(args: &mut Args<'_>, flag: &[u8]) -> Result<usize> {
+    args.number_in(flag, |n: usize| (1..=MAX_THREADS).contains(&n))
+}
+
+/// The host's best ISA on `threads` threads (default: every core).
+fn compute<H: Host>(host: &H, threads: Option<usize>) -> Result<Compute<'_>> {
+    let threads = threads.unwrap_or_else(|| host.default_threads()).max(1);
+    Ok(Compute {
+        isa: host.isa(),
+        exec: host.exec(threads)?,
+    })
 }
 
 const USAGE: &str = "\
@@ -78,13 +102,15 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   -p TOPP       nucleus sampling threshold in [0, 1] (default 0.9)
   -k TOPK       sample only from the TOPK most likely tokens (default: off)
   -s SEED       random seed (default: the time)
+  --threads N   threads (default: every core); results do not depend on it
 ";
 
 const BENCH_USAGE: &str = "\
-usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--scalar] [--json]
+usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--threads N] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
   -z TOKENIZER  also decode each token to text, as run does
   -n TOKENS     tokens to generate (default 256)
+  --threads N   threads (default: every core)
   --scalar      use the scalar kernels (the specification) instead of SIMD
   --json        print one JSON object (the summary line goes to stderr)
 reports tok/s, ms/token p50 and p99, time to first token, peak RSS,
@@ -93,9 +119,10 @@ bandwidth the decode reaches (bytes read per token x tok/s / bandwidth)
 ";
 
 const LOGITS_USAGE: &str = "\
-usage: barellama logits -m MODEL --tokens FILE -o OUT.bin
+usage: barellama logits -m MODEL --tokens FILE -o OUT.bin [--threads N]
   feeds the whitespace-separated ids of FILE one at a time from position 0 and
-  writes the logits after each of the first (ids - 1) in L2CG format
+  writes the logits after each of the first (ids - 1) in L2CG format; the
+  logits are bitwise the same for every --threads
 ";
 
 const TOKENIZE_USAGE: &str = "\
@@ -265,9 +292,10 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model, mut tokenizer, mut prompt) = (None, None, &b""[..]);
     let mut steps = 256usize;
     let mut sampler = SamplerConfig::default();
-    let mut seed = None;
+    let (mut seed, mut threads) = (None, None);
     while let Some(flag) = args.next() {
         match flag {
+            b"--threads" => threads = Some(threads_flag(args, flag)?),
             b"-m" => model = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-i" => prompt = args.value(flag)?,
@@ -308,7 +336,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         sampler,
         &plan,
         host.memory(plan.bytes())?,
-        host.isa(),
+        compute(host, threads)?,
     )?;
 
     let mut text = TextStream::new();
@@ -370,9 +398,10 @@ fn read_ids<'h, H: Host>(host: &'h H, path: &[u8], vocab: usize) -> Result<&'h [
 }
 
 fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut model, mut tokens, mut output) = (None, None, None);
+    let (mut model, mut tokens, mut output, mut threads) = (None, None, None, None);
     while let Some(flag) = args.next() {
         match flag {
+            b"--threads" => threads = Some(threads_flag(args, flag)?),
             b"-m" => model = Some(args.value(flag)?),
             b"--tokens" => tokens = Some(args.value(flag)?),
             b"-o" => output = Some(args.value(flag)?),
@@ -399,7 +428,12 @@ fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         max: model.config.seq_len,
     })?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
-    let mut transformer = Transformer::new(&model, plan.config(), buffers.state, host.isa())?;
+    let mut transformer = Transformer::new(
+        &model,
+        plan.config(),
+        buffers.state,
+        compute(host, threads)?,
+    )?;
 
     let mut file = host.create(output)?;
     let mut header = heapless::Vec::<u8, 20>::new();
@@ -566,6 +600,7 @@ impl fmt::Display for Shape {
 struct BenchReport<'a> {
     model: &'a str,
     isa: Isa,
+    threads: usize,
     tokens: usize,
     tok_per_s: f64,
     ms_p50: f64,
@@ -575,8 +610,10 @@ struct BenchReport<'a> {
     allocs_per_token: f64,
     /// Weight and KV-cache bytes read per decoded token, on average.
     bytes_per_token: f64,
-    /// Streaming-read bandwidth of this machine (median probe), bytes/s.
+    /// Streaming-read bandwidth (median probe) on the run's threads, bytes/s.
     bandwidth: f64,
+    /// The same on one thread.
+    bandwidth_1t: f64,
 }
 
 /// A weight image at least this large is its own bandwidth probe; smaller
@@ -587,23 +624,112 @@ const PROBE_BYTES: usize = 1 << 30;
 /// Decode tokens between two probe passes.
 const PROBE_EVERY: usize = 16;
 
-/// Times one streaming read of `buf` with the sum kernel (the probe).
-fn probe_pass<H: Host>(host: &H, isa: Isa, buf: &[u8]) -> u64 {
+/// Times one streaming read of `buf` with the sum kernel on `compute`'s
+/// threads, each claiming 1 MiB pieces in turn.
+fn probe_pass<H: Host>(host: &H, compute: Compute<'_>, buf: &[u8]) -> u64 {
+    const PIECE: usize = 1 << 20;
     let buf = &buf[..buf.len() / 4 * 4];
     let t = host.now_ns();
-    core::hint::black_box(crate::kernels::sum(isa, core::hint::black_box(buf)));
+    for_each(compute.exec, buf.len().div_ceil(PIECE), &|i| {
+        let piece = &buf[i * PIECE..buf.len().min((i + 1) * PIECE)];
+        core::hint::black_box(crate::kernels::sum(
+            compute.isa,
+            core::hint::black_box(piece),
+        ));
+    });
     (host.now_ns() - t).max(1)
+}
+
+/// The memory-bandwidth probe of a benchmark run: streaming reads timed on
+/// the decode's threads and, when those are several, on one thread too.
+struct Probe<'h> {
+    compute: Compute<'h>,
+    /// The weight image when it is large enough to probe (see [`PROBE_MIN_BYTES`]).
+    image: Option<&'h [u8]>,
+    /// Pass times: `[..n]` on all threads, `[half..half + n1]` on one.
+    times: &'h mut [u64],
+    n: usize,
+    n1: usize,
+}
+
+impl<'h> Probe<'h> {
+    fn new<H: Host>(
+        host: &'h H,
+        compute: Compute<'h>,
+        image: &'h [u8],
+        tokens: usize,
+    ) -> Result<Self> {
+        let slots = 2 * (tokens / PROBE_EVERY + 3);
+        Ok(Probe {
+            compute,
+            image: (image.len() >= PROBE_MIN_BYTES).then_some(image),
+            times: cast_slice_mut(host.memory(slots * 8)?)
+                .ok_or(Error::OutOfMemory { bytes: slots * 8 })?,
+            n: 0,
+            n1: 0,
+        })
+    }
+
+    /// One pass over `buf`, alternating between all threads and one.
+    fn pass<H: Host>(&mut self, host: &H, buf: &[u8]) {
+        let half = self.times.len() / 2;
+        if self.n > self.n1 && self.compute.exec.threads() > 1 {
+            let one = Compute::single(self.compute.isa);
+            self.times[half + self.n1] = probe_pass(host, one, buf);
+            self.n1 += 1;
+        } else {
+            self.times[self.n] = probe_pass(host, self.compute, buf);
+            self.n += 1;
+        }
+    }
+
+    /// Between decode tokens: a large image is streamed in place, so the
+    /// bandwidth is sampled over the same seconds and pages as the decode.
+    fn between_tokens<H: Host>(&mut self, host: &H, pos: usize) {
+        if let Some(image) = self.image.filter(|_| pos.is_multiple_of(PROBE_EVERY)) {
+            self.pass(host, image);
+        }
+    }
+
+    /// Median bandwidths in bytes/s on all threads and on one; passes over
+    /// a dedicated buffer first if none were taken during the decode.
+    fn finish<H: Host>(mut self, host: &'h H) -> Result<(f64, f64)> {
+        let buf: &[u8] = match self.image {
+            Some(image) => image,
+            None => {
+                let buf = host.memory(PROBE_BYTES)?;
+                buf.fill(0);
+                buf
+            }
+        };
+        while self.n < 3 || (self.n1 < 3 && self.compute.exec.threads() > 1) {
+            self.pass(host, buf);
+        }
+        let bytes = (buf.len() / 4 * 4) as f64;
+        let half = self.times.len() / 2;
+        let median = |t: &mut [u64]| {
+            t.sort_unstable();
+            bytes / (t[t.len() / 2] as f64 / 1e9)
+        };
+        let all = median(&mut self.times[..self.n]);
+        let one = match self.n1 {
+            0 => all,
+            n1 => median(&mut self.times[half..half + n1]),
+        };
+        Ok((all, one))
+    }
 }
 
 fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model_path, mut tokenizer, mut tokens) = (None, None, 256usize);
-    let (mut json, mut isa) = (false, host.isa());
+    let (mut json, mut scalar, mut threads) = (false, false, None);
     while let Some(flag) = args.next() {
         match flag {
+            b"--threads" => threads = Some(threads_flag(args, flag)?),
             b"-m" => model_path = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
-            b"--scalar" => isa = Isa::SCALAR,
+            b"--scalar" => scalar = true,
             b"--json" => json = true,
             _ => return Err(unknown(flag)),
         }
@@ -631,8 +757,12 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         },
     )?;
     let b = plan.carve(host.memory(plan.bytes())?)?;
-    let mut transformer = Transformer::new(&model, plan.config(), b.state, isa)?;
-    let mut sampler = Sampler::new(SamplerConfig::default(), b.candidates, isa);
+    let mut compute = compute(host, threads)?;
+    if scalar {
+        compute.isa = Isa::SCALAR;
+    }
+    let mut transformer = Transformer::new(&model, plan.config(), b.state, compute)?;
+    let mut sampler = Sampler::new(SamplerConfig::default(), b.candidates, compute.isa);
     let tok = match tokenizer {
         Some(path) => Some(Tokenizer::from_llama2c(
             host.map(path)?,
@@ -643,13 +773,15 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     };
     let times: &mut [u64] =
         cast_slice_mut(host.memory(tokens * 8)?).ok_or(Error::OutOfMemory { bytes: tokens * 8 })?;
-    let probes: &mut [u64] = cast_slice_mut(host.memory((tokens / PROBE_EVERY + 3) * 8)?)
-        .ok_or(Error::OutOfMemory { bytes: tokens * 8 })?;
-    let mut n_probes = 0;
-    // A large image is streamed between tokens, so the bandwidth is sampled
-    // over the same seconds (and the same pages) as the decode it judges.
-    let image_probe = image.len() >= PROBE_MIN_BYTES;
-    let probe_isa = host.isa();
+    let mut probe = Probe::new(
+        host,
+        Compute {
+            isa: host.isa(),
+            ..compute
+        },
+        image,
+        tokens,
+    )?;
 
     // Token 0 is BOS; the time to the first sampled token is the TTFT.
     let mut stream = TextStream::new();
@@ -665,37 +797,14 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let ttft = host.now_ns() - t0;
     let allocs_before = host.allocations();
     for (pos, slot) in (1..).zip(times.iter_mut()) {
-        if image_probe && pos % PROBE_EVERY == 0 {
-            probes[n_probes] = probe_pass(host, probe_isa, image);
-            n_probes += 1;
-        }
+        probe.between_tokens(host, pos);
         let t = host.now_ns();
         token = step(token, pos)?;
         *slot = host.now_ns() - t;
     }
     let allocs = host.allocations() - allocs_before;
     let rss = host.peak_rss_bytes();
-    let probe_bytes = if image_probe {
-        image.len()
-    } else {
-        PROBE_BYTES
-    };
-    if n_probes == 0 {
-        let buf: &[u8] = if image_probe {
-            image
-        } else {
-            let buf = host.memory(PROBE_BYTES)?;
-            buf.fill(0);
-            buf
-        };
-        for slot in &mut probes[..3] {
-            *slot = probe_pass(host, probe_isa, buf);
-        }
-        n_probes = 3;
-    }
-    let probes = &mut probes[..n_probes];
-    probes.sort_unstable();
-    let probe_ns = probes[probes.len() / 2];
+    let (bandwidth, bandwidth_1t) = probe.finish(host)?;
 
     let total: u64 = times.iter().sum();
     times.sort_unstable();
@@ -705,11 +814,12 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let mean_positions = (tokens as f64 + 3.0) / 2.0;
     let kv_bytes = mean_positions * (c.n_layers * c.kv_dim() * 2 * 4) as f64;
     let report = BenchReport {
+        threads: compute.exec.threads(),
         model: match model_path {
             Some(p) => core::str::from_utf8(p).unwrap_or("model"),
             None => "synthetic-stories110M",
         },
-        isa,
+        isa: compute.isa,
         tokens,
         tok_per_s: tokens as f64 / (total as f64 / 1e9),
         ms_p50: pct(0.5),
@@ -718,7 +828,8 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         rss_mb: rss as f64 / 1e6,
         allocs_per_token: allocs as f64 / tokens as f64,
         bytes_per_token: model.bytes_per_token() as f64 + kv_bytes,
-        bandwidth: (probe_bytes / 4 * 4) as f64 / (probe_ns as f64 / 1e9),
+        bandwidth,
+        bandwidth_1t,
     };
     report.print(host, json)
 }
@@ -733,10 +844,12 @@ impl BenchReport<'_> {
         let mut line = Line::new();
         let _ = writeln!(
             line,
-            "{}: f32, 1 thread, {}: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
+            "{}: f32, {} thread{}, {}: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
              ttft {:.2} ms, peak RSS {:.0} MB, {} allocs/token; {:.1} MB/token at {:.2} GB/s \
              read bandwidth = {:.0}% of the roofline",
             r.model,
+            r.threads,
+            if r.threads == 1 { "" } else { "s" },
             r.isa.name(),
             r.tokens,
             r.tok_per_s,
@@ -755,11 +868,13 @@ impl BenchReport<'_> {
         host.eprint(line.as_bytes());
         out!(
             host,
-            "{{\"model\":\"{}\",\"format\":\"f32\",\"isa\":\"{}\",\"threads\":1,\"tokens\":{},\
+            "{{\"model\":\"{}\",\"format\":\"f32\",\"isa\":\"{}\",\"threads\":{},\"tokens\":{},\
              \"tok_per_s\":{:.3},\"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\
-             \"allocs_per_token\":{},\"bytes_per_token\":{:.0},\"bandwidth_gb_s\":{:.3},\"roofline\":{:.4}}}\n",
+             \"allocs_per_token\":{},\"bytes_per_token\":{:.0},\"bandwidth_gb_s\":{:.3},\"bandwidth_1t_gb_s\":{:.3},\
+             \"roofline\":{:.4}}}\n",
             JsonStr(r.model),
             r.isa.name(),
+            r.threads,
             r.tokens,
             r.tok_per_s,
             r.ms_p50,
@@ -769,6 +884,7 @@ impl BenchReport<'_> {
             r.allocs_per_token,
             r.bytes_per_token,
             r.bandwidth / 1e9,
+            r.bandwidth_1t / 1e9,
             r.roofline()
         )
     }

@@ -100,7 +100,7 @@ impl Plan {
                 sin: c.take(p.head_size() / 2)?,
             },
             tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
-            candidates: c.take(p.vocab_size)?,
+            candidates: c.take(2 * p.vocab_size)?,
             prompt: c.take(p.seq_len)?,
         })
     }
@@ -174,7 +174,7 @@ fn tokenizer_layout<'a>(
 pub struct Buffers<'a> {
     pub state: StateBuffers<'a>,
     pub tokenizer: TokenizerBuffers<'a>,
-    /// The sampler's candidate sort keys (top-k / top-p).
+    /// The sampler's candidate sort keys and their sort scratch.
     pub candidates: &'a mut [u64],
     /// Encoded prompt tokens.
     pub prompt: &'a mut [u32],

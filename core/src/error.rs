@@ -76,6 +76,8 @@ pub enum Error {
     Io { what: &'static str, errno: i32 },
     /// The host could not provide memory.
     OutOfMemory { bytes: usize },
+    /// The host could not start worker threads.
+    Threads { threads: usize, errno: i32 },
 }
 
 /// Shorthand used throughout the core.
@@ -98,7 +100,8 @@ impl Error {
             | Error::ArenaMisaligned { .. }
             | Error::ContextFull { .. }
             | Error::PromptTooLong { .. }
-            | Error::OutOfMemory { .. } => 4,
+            | Error::OutOfMemory { .. }
+            | Error::Threads { .. } => 4,
             Error::Token { .. } | Error::Io { .. } => 1,
         }
     }
@@ -179,6 +182,9 @@ impl fmt::Display for Error {
             Error::Io { what, errno } => write!(f, "cannot write {what} (errno {errno})"),
             Error::OutOfMemory { bytes } => {
                 write!(f, "out of memory: cannot map {bytes} bytes")
+            }
+            Error::Threads { threads, errno } => {
+                write!(f, "cannot start {threads} threads (errno {errno})")
             }
         }
     }

@@ -4,8 +4,8 @@
 
 use crate::arena::Plan;
 use crate::error::{Error, Result};
+use crate::exec::Compute;
 use crate::image::Model;
-use crate::kernels::Isa;
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{Piece, Tokenizer};
@@ -27,14 +27,14 @@ pub struct Session<'m, 'a> {
 
 impl<'m, 'a> Session<'m, 'a> {
     /// Carves `arena` by `plan` (made from `model.config`) and builds the
-    /// parts; the kernels run at `isa`'s level.
+    /// parts; the arithmetic runs on `compute`.
     pub fn new(
         model: &'m Model<'m>,
         vocab: Vocab<'m>,
         sampler: SamplerConfig,
         plan: &Plan,
         arena: &'a mut [u8],
-        isa: Isa,
+        compute: Compute<'m>,
     ) -> Result<Self> {
         let b = plan.carve(arena)?;
         let vocab_size = plan.config().vocab_size;
@@ -42,9 +42,9 @@ impl<'m, 'a> Session<'m, 'a> {
             Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, b.tokenizer)?,
         };
         Ok(Session {
-            transformer: Transformer::new(model, plan.config(), b.state, isa)?,
+            transformer: Transformer::new(model, plan.config(), b.state, compute)?,
             tokenizer,
-            sampler: Sampler::new(sampler, b.candidates, isa),
+            sampler: Sampler::new(sampler, b.candidates, compute.isa),
             prompt: b.prompt,
         })
     }

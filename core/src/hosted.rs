@@ -1,10 +1,45 @@
 //! What every operating-system host shares, so host crates stay thin and
 //! never repeat each other: allocation counting for the zero-allocation
-//! guarantee. Only built with the `std` feature; the inference path never
-//! uses it.
+//! guarantee and the process's thread pool. Only built with the `std`
+//! feature; the `no_std` inference path never uses it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::exec::{Exec, ThreadPool};
+
+/// Cores this process may use: the default thread count.
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The process's worker threads, started on first use.
+#[derive(Default)]
+pub struct Pool(OnceCell<ThreadPool>);
+
+impl Pool {
+    pub fn new() -> Self {
+        Pool(OnceCell::new())
+    }
+
+    /// The executor for `threads` threads; a process has one pool, so a
+    /// later call must ask for the same size.
+    pub fn exec(&self, threads: usize) -> Result<&dyn Exec> {
+        if let Some(pool) = self.0.get() {
+            return match pool.threads() == threads {
+                true => Ok(pool),
+                false => Err(Error::Threads { threads, errno: 0 }),
+            };
+        }
+        let pool = ThreadPool::new(threads).map_err(|e| Error::Threads {
+            threads,
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
+        Ok(self.0.get_or_init(|| pool))
+    }
+}
 
 /// The system allocator, counting calls. Hosts and tests install it as
 /// `#[global_allocator]` to show that decoding performs no allocation.

@@ -6,15 +6,16 @@
 //! exists, exactly how many arena bytes a model needs.
 //!
 //! ```no_run
-//! use barellama_core::{Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
+//! use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
 //!
 //! # fn demo(image: &[u8], tokenizer: &[u8], arena: &mut [u8]) -> barellama_core::Result<()> {
 //! let model = Model::load(image)?;
 //! let plan = Plan::new(&model.config, &Options { seq_len: 256, ..Options::default() })?;
 //! assert!(arena.len() >= plan.bytes()); // and 64-byte aligned
 //! let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
-//! let isa = Isa::from_target(); // NEON on aarch64; hosts use Isa::detect()
-//! let mut session = Session::new(&model, Vocab::Llama2c(tokenizer), greedy, &plan, arena, isa)?;
+//! // NEON on aarch64, on this thread; hosts use Isa::detect() and a ThreadPool.
+//! let compute = Compute::single(Isa::from_target());
+//! let mut session = Session::new(&model, Vocab::Llama2c(tokenizer), greedy, &plan, arena, compute)?;
 //! session.generate(b"Once upon a time", 256, |_id, piece| {
 //!     piece.bytes(|text| { let _ = text; /* write to a UART, a buffer, ... */ });
 //!     Ok(())
@@ -29,6 +30,7 @@ extern crate std;
 pub mod app;
 pub mod arena;
 pub mod error;
+pub mod exec;
 pub mod generate;
 #[cfg(feature = "std")]
 pub mod hosted;
@@ -42,6 +44,7 @@ pub mod tokenizer;
 
 pub use arena::{Options, Plan};
 pub use error::{Error, Result};
+pub use exec::{Compute, Exec, SingleThread};
 pub use generate::{Session, TextStream, Vocab};
 pub use image::{Config, Model};
 pub use kernels::Isa;

@@ -4,29 +4,39 @@
 
 use crate::arena::StateBuffers;
 use crate::error::{Error, Result};
+use crate::exec::{for_each_pair, for_rows, Compute, Exec};
 use crate::image::{Config, Model};
 use crate::kernels::{
     add, attention_mix, attention_scores, matvec, rmsnorm, rope, row, softmax, swiglu, Isa,
 };
+use crate::tensor::WeightRef;
 
 /// A model plus its run state: the equivalent of llama2.c's `Transformer`.
 pub struct Transformer<'m, 'a> {
     model: &'m Model<'m>,
     /// The model's config with the planned (possibly shorter) `seq_len`.
     config: Config,
-    isa: Isa,
+    compute: Compute<'m>,
     s: StateBuffers<'a>,
+}
+
+/// `out = w · x` with the rows split across the threads.
+fn matmul(compute: Compute<'_>, out: &mut [f32], w: &WeightRef<'_>, x: &[f32]) {
+    let Compute { isa, exec } = compute;
+    for_rows(exec, out, &|start, rows| {
+        matvec(isa, rows, &w.rows_at(start, rows.len()), x)
+    });
 }
 
 impl<'m, 'a> Transformer<'m, 'a> {
     /// Binds `model` to its carved state; `config` is the plan's, which may
-    /// only differ from the model's by a shorter `seq_len`. The kernels run
-    /// at `isa`'s level.
+    /// only differ from the model's by a shorter `seq_len`. The arithmetic
+    /// runs on `compute`.
     pub fn new(
         model: &'m Model<'m>,
         config: &Config,
         s: StateBuffers<'a>,
-        isa: Isa,
+        compute: Compute<'m>,
     ) -> Result<Self> {
         let m = &model.config;
         if *config
@@ -58,7 +68,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         Ok(Transformer {
             model,
             config: *config,
-            isa,
+            compute,
             s,
         })
     }
@@ -78,7 +88,8 @@ impl<'m, 'a> Transformer<'m, 'a> {
         let p = &self.config;
         let w = &self.model.weights;
         let s = &mut self.s;
-        let isa = self.isa;
+        let compute = self.compute;
+        let (isa, exec): (Isa, &dyn Exec) = (compute.isa, compute.exec);
         if token as usize >= p.vocab_size {
             return Err(Error::Token {
                 id: token.into(),
@@ -122,43 +133,52 @@ impl<'m, 'a> Transformer<'m, 'a> {
             let v = &mut s.value_cache[at..at + kv_dim];
 
             // qkv matmuls for this position.
-            matvec(isa, s.q, &lw.wq, s.xb);
-            matvec(isa, k, &lw.wk, s.xb);
-            matvec(isa, v, &lw.wv, s.xb);
+            matmul(compute, s.q, &lw.wq, s.xb);
+            matmul(compute, k, &lw.wk, s.xb);
+            matmul(compute, v, &lw.wv, s.xb);
 
             // RoPE: rotate q and k in every head.
             rope(isa, s.q, s.cos, s.sin);
             rope(isa, k, s.cos, s.sin);
 
-            // Multi-head attention; query head h reads KV head h / kv_mul.
-            for h in 0..p.n_heads {
-                let q = &s.q[h * head_size..(h + 1) * head_size];
-                let att = &mut s.att[h * p.seq_len..h * p.seq_len + pos + 1];
-                let kv_head = loff + (h / kv_mul) * head_size;
-                // Scores of q against every cached key, then their softmax.
-                attention_scores(isa, att, q, &s.key_cache[kv_head..], kv_dim, scale);
-                softmax(isa, att);
-                // The weighted sum of the cached values, into xb.
-                let xb = &mut s.xb[h * head_size..(h + 1) * head_size];
-                attention_mix(isa, xb, att, &s.value_cache[kv_head..], kv_dim);
-            }
+            // Multi-head attention, heads in parallel; query head h reads
+            // KV head h / kv_mul.
+            let (q, keys, values) = (&*s.q, &*s.key_cache, &*s.value_cache);
+            for_each_pair(
+                exec,
+                p.n_heads,
+                s.att,
+                p.seq_len,
+                s.xb,
+                head_size,
+                &|h, att, xb| {
+                    let q = &q[h * head_size..(h + 1) * head_size];
+                    let att = &mut att[..pos + 1];
+                    let kv_head = loff + (h / kv_mul) * head_size;
+                    // Scores of q against every cached key, then their softmax.
+                    attention_scores(isa, att, q, &keys[kv_head..], kv_dim, scale);
+                    softmax(isa, att);
+                    // The weighted sum of the cached values, into xb.
+                    attention_mix(isa, xb, att, &values[kv_head..], kv_dim);
+                },
+            );
 
             // Output projection and residual.
-            matvec(isa, s.xb2, &lw.wo, s.xb);
+            matmul(compute, s.xb2, &lw.wo, s.xb);
             add(isa, s.x, s.xb2);
 
             // Feed-forward: w2(silu(w1·x) * w3·x), and residual.
             rmsnorm(isa, s.xb, s.x, &lw.rms_ffn, p.norm_eps);
-            matvec(isa, s.hb, &lw.w1, s.xb);
-            matvec(isa, s.hb2, &lw.w3, s.xb);
+            matmul(compute, s.hb, &lw.w1, s.xb);
+            matmul(compute, s.hb2, &lw.w3, s.xb);
             swiglu(isa, s.hb, s.hb2);
-            matvec(isa, s.xb, &lw.w2, s.hb);
+            matmul(compute, s.xb, &lw.w2, s.hb);
             add(isa, s.x, s.xb);
         }
 
         // Final rmsnorm and the classifier.
         rmsnorm(isa, s.xb, s.x, &w.rms_final, p.norm_eps);
-        matvec(isa, s.logits, &w.wcls, s.xb);
+        matmul(compute, s.logits, &w.wcls, s.xb);
         Ok(s.logits)
     }
 }

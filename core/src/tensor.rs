@@ -79,6 +79,18 @@ impl<'w> WeightRef<'w> {
     pub fn data(&self) -> &'w [u8] {
         self.data
     }
+
+    /// The `count` rows from `start` on, as a matrix of their own (how work
+    /// is split across threads).
+    pub fn rows_at(&self, start: usize, count: usize) -> WeightRef<'w> {
+        assert!(start + count <= self.rows, "rows_at: range");
+        let row = self.dtype.bytes(1, self.cols).unwrap_or(0);
+        WeightRef {
+            rows: count,
+            data: &self.data[start * row..(start + count) * row],
+            ..*self
+        }
+    }
 }
 
 /// Shape and size only: the bytes are megabytes of noise in a message.

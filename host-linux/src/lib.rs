@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use barellama_core::app::{self, Host, Output};
 use barellama_core::error::{text, Error, Result};
-use barellama_core::hosted::CountingAlloc;
-use barellama_core::Isa;
+use barellama_core::hosted::{available_threads, CountingAlloc, Pool};
+use barellama_core::{Exec, Isa};
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
@@ -36,6 +36,7 @@ pub struct LinuxHost {
     maps: RefCell<Vec<Mapping>>,
     start: Instant,
     alloc: &'static CountingAlloc,
+    pool: Pool,
 }
 
 impl LinuxHost {
@@ -46,6 +47,7 @@ impl LinuxHost {
             maps: RefCell::new(Vec::new()),
             start: Instant::now(),
             alloc,
+            pool: Pool::new(),
         }
     }
 
@@ -175,6 +177,14 @@ impl Host for LinuxHost {
 
     fn isa(&self) -> Isa {
         Isa::detect()
+    }
+
+    fn default_threads(&self) -> usize {
+        available_threads()
+    }
+
+    fn exec(&self, threads: usize) -> Result<&dyn Exec> {
+        self.pool.exec(threads)
     }
 }
 

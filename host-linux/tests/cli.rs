@@ -104,6 +104,40 @@ fn logits_command_matches_the_golden() {
 }
 
 #[test]
+fn logits_are_bitwise_identical_for_any_thread_count() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("threads");
+    let g = Golden::read(&dir, "golden/synsmall.once.l2c.bin");
+    let ids: Vec<String> = g.tokens.iter().map(u32::to_string).collect();
+    std::fs::write(tmp.path("ids.txt"), ids.join(" ")).unwrap();
+    let (m, ids) = (dir.join("models/synsmall.bin"), tmp.path("ids.txt"));
+    let outputs: Vec<Vec<u8>> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|t| {
+            let out = tmp.path(&format!("out{t}.bin"));
+            let args = [
+                "logits",
+                "-m",
+                s(&m),
+                "--tokens",
+                s(&ids),
+                "-o",
+                s(&out),
+                "--threads",
+                t,
+            ];
+            assert!(barellama(&args).status.success());
+            std::fs::read(&out).unwrap()
+        })
+        .collect();
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "logits differ across --threads"
+    );
+    fails(&["logits", "-m", s(&m), "--threads", "0"], 2);
+}
+
+#[test]
 fn tokenize_prints_ids() {
     let Some(dir) = data_dir() else { return };
     let z = dir.join("models/tokenizer.bin");

@@ -1,7 +1,8 @@
 //! Invariant 1 in the host's own generation path: the Linux host running
-//! `barellama run` allocates the same amount for 16 steps as for 80, so the
-//! 64 extra decode steps (sampling, detokenizing, printing) allocate nothing.
-//! No test harness: nothing else may allocate while we count.
+//! `barellama run --threads 2` allocates the same amount for 16 steps as
+//! for 80, so the 64 extra decode steps (parallel regions, sampling,
+//! detokenizing, printing) allocate nothing. No test harness: nothing else
+//! may allocate while we count.
 
 use barellama_core::app;
 use barellama_core::hosted::CountingAlloc;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use barellama_core::{Isa, Model, Options, Plan, Transformer};
+use barellama_core::{Compute, Model, Options, Plan, Transformer};
 
 /// `../shared/data` beside the repository, or `$BARELLAMA_DATA`. `None`
 /// (with a note on stderr) when it is missing, except under `CI=true`,
@@ -101,7 +101,12 @@ impl AlignedBuf {
 }
 
 /// Feeds `tokens[..steps]` one at a time and returns every logit row.
-pub fn teacher_forced(image: &[u8], tokens: &[u32], steps: usize, isa: Isa) -> Vec<f32> {
+pub fn teacher_forced(
+    image: &[u8],
+    tokens: &[u32],
+    steps: usize,
+    compute: Compute<'_>,
+) -> Vec<f32> {
     let model = Model::load(image).expect("model loads");
     let plan = Plan::new(
         &model.config,
@@ -113,7 +118,7 @@ pub fn teacher_forced(image: &[u8], tokens: &[u32], steps: usize, isa: Isa) -> V
     .unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let buffers = plan.carve(arena.get()).unwrap();
-    let mut t = Transformer::new(&model, plan.config(), buffers.state, isa).unwrap();
+    let mut t = Transformer::new(&model, plan.config(), buffers.state, compute).unwrap();
     let mut out = Vec::with_capacity(steps * model.config.vocab_size);
     for (pos, &tok) in tokens[..steps].iter().enumerate() {
         out.extend_from_slice(t.forward(tok, pos).unwrap());

@@ -2,18 +2,26 @@
 //! pieces into text allocate nothing. Runs without the test harness so no
 //! other thread allocates while we count.
 
+use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
-use barellama_core::{Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab};
+use barellama_core::{
+    Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab,
+};
 use barellama_tests::{data_dir, read, AlignedBuf};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
 
-fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig) {
+fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig, threads: usize) {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, &format!("models/{name}"));
     let tok = read(&dir, &format!("models/{tokenizer}"));
     let model = Model::load(&image).unwrap();
+    let pool = ThreadPool::new(threads).unwrap();
+    let compute = Compute {
+        isa: Isa::detect(),
+        exec: &pool,
+    };
     let plan = Plan::new(&model.config, &Options::default()).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut session = Session::new(
@@ -22,7 +30,7 @@ fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig
         sampler,
         &plan,
         arena.get(),
-        Isa::detect(),
+        compute,
     )
     .unwrap();
     let mut stream = TextStream::new();
@@ -49,7 +57,7 @@ fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig
         allocations, 0,
         "{name}: {allocations} allocations in {steps} steps"
     );
-    println!("alloc: {name}: {steps} steps, {text_bytes} bytes of text, 0 allocations");
+    println!("alloc: {name}, {threads} threads: {steps} steps, {text_bytes} bytes of text, 0 allocations");
 }
 
 fn main() {
@@ -59,15 +67,16 @@ fn main() {
         topk: 0,
         seed: 42,
     };
-    decode_without_allocating("stories260K.bin", "tok512.bin", sampled);
+    decode_without_allocating("stories260K.bin", "tok512.bin", sampled, 1);
+    decode_without_allocating("stories260K.bin", "tok512.bin", sampled, 2);
     let topk = SamplerConfig {
         topk: 40,
         ..sampled
     };
-    decode_without_allocating("synsmall.bin", "tok512.bin", topk);
+    decode_without_allocating("synsmall.bin", "tok512.bin", topk, 2);
     let greedy = SamplerConfig {
         temperature: 0.0,
         ..sampled
     };
-    decode_without_allocating("synsmall-v1.bin", "tok512.bin", greedy);
+    decode_without_allocating("synsmall-v1.bin", "tok512.bin", greedy, 3);
 }

@@ -1,7 +1,7 @@
 //! The forward pass against llama2.c's own logits (teacher forcing), and
 //! greedy generation against its token ids.
 
-use barellama_core::{Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
+use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
 use barellama_tests::{data_dir, diff, read, read_ids, teacher_forced, AlignedBuf, Golden};
 
 /// Every kernel level this CPU has must match the reference.
@@ -10,7 +10,7 @@ fn check(model: &str, golden: &str, tolerance: f32) {
     let image = read(&dir, &format!("models/{model}"));
     let g = Golden::read(&dir, &format!("golden/{golden}"));
     for isa in Isa::available() {
-        let ours = teacher_forced(&image, &g.tokens, g.steps(), isa);
+        let ours = teacher_forced(&image, &g.tokens, g.steps(), Compute::single(isa));
         let (max, mean) = diff(&ours, &g.logits);
         let name = isa.name();
         println!("{model} vs {golden} [{name}]: max |Δlogit| {max:.3e}, mean {mean:.3e}");
@@ -66,7 +66,7 @@ fn generate(
         sampler,
         &plan,
         arena.get(),
-        isa,
+        Compute::single(isa),
     )
     .unwrap();
     let mut ids = vec![1];
