@@ -5,6 +5,7 @@
 //!     cargo bench -p barellama-bench
 //!     cargo bench -p barellama-bench -- matvec/avx512
 use barellama_bench::{le_bytes, random, SHAPES};
+use barellama_core::image::synth;
 use barellama_core::kernels::{self, Isa};
 use barellama_core::tensor::{DType, WeightRef};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -15,6 +16,7 @@ fn matvec(c: &mut Criterion) {
         let bytes = le_bytes(&random(rows * cols, 1));
         let w = WeightRef::new("w", DType::F32, rows, cols, &bytes).unwrap();
         let x = random(cols, 2);
+        let x = kernels::Input::F32(&x);
         let mut out = vec![0.0; rows];
         g.throughput(Throughput::ElementsAndBytes {
             elements: (2 * rows * cols) as u64,
@@ -108,5 +110,45 @@ fn vectors(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matvec, vectors);
+/// The quantized and half-precision weight types, input prepared once per
+/// call as the model does.
+fn quantized(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec_q");
+    for dtype in [DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4K, DType::Q6K] {
+        for (rows, cols) in SHAPES {
+            if cols % dtype.block().0 != 0 {
+                continue;
+            }
+            let mut bytes = vec![0u8; dtype.bytes(rows, cols).unwrap()];
+            synth::fill_random(dtype, &mut bytes, 0.05, 3);
+            let w = WeightRef::new("w", dtype, rows, cols, &bytes).unwrap();
+            let x = random(cols, 4);
+            let (mut qs, mut d, mut bsums) =
+                (vec![0i8; cols], vec![0.0; cols / 32], vec![0i16; cols / 16]);
+            let mut buf = kernels::InputBuffers {
+                qs: &mut qs,
+                d: &mut d,
+                bsums: &mut bsums,
+            };
+            let input = kernels::prepare(Isa::SCALAR, dtype, &x, &mut buf);
+            let mut out = vec![0.0; rows];
+            g.throughput(Throughput::ElementsAndBytes {
+                elements: (2 * rows * cols) as u64,
+                bytes: bytes.len() as u64,
+            });
+            for isa in Isa::available() {
+                let id = BenchmarkId::new(
+                    format!("{}/{}", dtype.name(), isa.name()),
+                    format!("{rows}x{cols}"),
+                );
+                g.bench_function(id, |b| {
+                    b.iter(|| kernels::matvec(isa, &mut out, &w, &input))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matvec, quantized, vectors);
 criterion_main!(benches);

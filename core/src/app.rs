@@ -8,10 +8,11 @@
 
 use core::fmt::{self, Write as _};
 
-use crate::arena::{Options, Plan, TokenizerPlan};
+use crate::arena::{KvType, Options, Plan, TokenizerPlan};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};
 use crate::generate::{Session, TextStream, Vocab};
+use crate::image::gguf::{Gguf, Value, ValueType};
 use crate::image::{synth, Format, Model};
 use crate::kernels::{cast_slice_mut, Isa};
 use crate::model::Transformer;
@@ -72,6 +73,50 @@ fn threads_flag(args: &mut Args<'_>, flag: &[u8]) -> Result<usize> {
     args.number_in(flag, |n: usize| (1..=MAX_THREADS).contains(&n))
 }
 
+/// `--ctx N`: the context length to plan, which may exceed the model's.
+fn ctx_flag(args: &mut Args<'_>, flag: &[u8]) -> Result<usize> {
+    args.number_in(flag, |n: usize| n > 0)
+}
+
+/// A usage error naming a number the command line asked for.
+fn too_many(problem: &'static str, n: usize) -> Error {
+    let mut l = Line::new();
+    let _ = write!(l, "{n}");
+    Error::usage(problem, l.as_bytes())
+}
+
+/// `--kv f32|f16`: the KV cache's element type.
+fn kv_flag(args: &mut Args<'_>, flag: &[u8]) -> Result<KvType> {
+    match args.value(flag)? {
+        b"f32" => Ok(KvType::F32),
+        b"f16" => Ok(KvType::F16),
+        other => Err(Error::usage("--kv takes f32 or f16", other)),
+    }
+}
+
+/// Plans exactly `positions` positions, already checked against the
+/// context (the model's, or one `--ctx` chose). Without `--kv` the cache
+/// is what the format's own engine uses: f32 for llama2.c checkpoints, f16
+/// for GGUF files (llama.cpp's default), so outputs compare with theirs.
+fn plan_for(
+    model: &Model<'_>,
+    positions: usize,
+    prompt_bytes: usize,
+    kv: Option<KvType>,
+) -> Result<Plan> {
+    let kv = kv.unwrap_or(match model.format {
+        Format::Llama2c { .. } => KvType::F32,
+        Format::Gguf { .. } => KvType::F16,
+    });
+    let options = Options {
+        seq_len: positions,
+        allow_longer: true,
+        prompt_bytes,
+        kv,
+    };
+    Plan::new(&model.config, &options)
+}
+
 /// The host's best ISA on `threads` threads (default: every core).
 fn compute<H: Host>(host: &H, threads: Option<usize>) -> Result<Compute<'_>> {
     let threads = threads.unwrap_or_else(|| host.default_threads()).max(1);
@@ -94,8 +139,9 @@ barellama <command> --help shows the command's options
 
 const RUN_USAGE: &str = "\
 usage: barellama run -m MODEL [-z TOKENIZER] [options]
-  -m MODEL      llama2.c .bin checkpoint
-  -z TOKENIZER  llama2.c tokenizer.bin (needed for a .bin model)
+  -m MODEL      llama2.c .bin checkpoint or GGUF file
+  -z TOKENIZER  llama2.c tokenizer.bin (needed for a .bin model; default:
+                the vocabulary inside a GGUF file)
   -i PROMPT     prompt text (default: empty)
   -n STEPS      positions to run, prompt included; 0 = the model's context (default 256)
   -t TEMP       temperature, 0 = greedy (default 1.0)
@@ -103,11 +149,17 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   -k TOPK       sample only from the TOPK most likely tokens (default: off)
   -s SEED       random seed (default: the time)
   --threads N   threads (default: every core); results do not depend on it
+  --ctx N       context length (default: the model's; may exceed it, as llama.cpp's -c)
+  --kv f32|f16  KV cache type (default: f32 for llama2.c files, f16 for GGUF,
+                each computed as that format's reference engine does)
 ";
 
 const BENCH_USAGE: &str = "\
-usage: barellama bench [-m MODEL] [-z TOKENIZER] [-n TOKENS] [--threads N] [--scalar] [--json]
+usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--threads N] [--ctx N]
+                       [--kv f32|f16] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
+  --format F    the synthetic model's weights: f32 (default), f16, q8_0, q4_0 (with
+                a Q6_K classifier) or q4_k (Q4_K_M's mix of Q4_K and Q6_K)
   -z TOKENIZER  also decode each token to text, as run does
   -n TOKENS     tokens to generate (default 256)
   --threads N   threads (default: every core)
@@ -119,14 +171,14 @@ bandwidth the decode reaches (bytes read per token x tok/s / bandwidth)
 ";
 
 const LOGITS_USAGE: &str = "\
-usage: barellama logits -m MODEL --tokens FILE -o OUT.bin [--threads N]
+usage: barellama logits -m MODEL --tokens FILE -o OUT.bin [--threads N] [--ctx N] [--kv f32|f16]
   feeds the whitespace-separated ids of FILE one at a time from position 0 and
   writes the logits after each of the first (ids - 1) in L2CG format; the
   logits are bitwise the same for every --threads
 ";
 
 const TOKENIZE_USAGE: &str = "\
-usage: barellama tokenize -z TOKENIZER [-m MODEL] -i TEXT [--bos]
+usage: barellama tokenize (-z TOKENIZER [-m MODEL] | -m MODEL.gguf) -i TEXT [--bos]
   prints the ids of TEXT on one line; --bos puts BOS first
 ";
 
@@ -282,20 +334,29 @@ macro_rules! out {
     }};
 }
 
-fn load_tokenizer_bytes<'h, H: Host>(host: &'h H, path: Option<&[u8]>) -> Result<&'h [u8]> {
-    let path =
-        path.ok_or_else(|| Error::usage("a llama2.c model needs a tokenizer", b"-z TOKENIZER"))?;
-    host.map(path)
+/// The vocabulary: `-z`'s llama2.c tokenizer if given, else the one in a
+/// GGUF model.
+fn vocab<'h, H: Host>(host: &'h H, model: &Model<'h>, path: Option<&[u8]>) -> Result<Vocab<'h>> {
+    match (path, model.gguf) {
+        (Some(path), _) => Ok(Vocab::Llama2c(host.map(path)?)),
+        (None, Some(g)) => Ok(Vocab::Gguf(g)),
+        (None, None) => Err(Error::usage(
+            "a llama2.c model needs a tokenizer",
+            b"-z TOKENIZER",
+        )),
+    }
 }
 
 fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model, mut tokenizer, mut prompt) = (None, None, &b""[..]);
     let mut steps = 256usize;
     let mut sampler = SamplerConfig::default();
-    let (mut seed, mut threads) = (None, None);
+    let (mut seed, mut threads, mut ctx, mut kv) = (None, None, None, None);
     while let Some(flag) = args.next() {
         match flag {
             b"--threads" => threads = Some(threads_flag(args, flag)?),
+            b"--ctx" => ctx = Some(ctx_flag(args, flag)?),
+            b"--kv" => kv = Some(kv_flag(args, flag)?),
             b"-m" => model = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-i" => prompt = args.value(flag)?,
@@ -311,28 +372,22 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     }
     let image = host.map(required(model, "-m MODEL")?)?;
     let model = Model::load(image)?;
-    let tokenizer = load_tokenizer_bytes(host, tokenizer)?;
-    let context = model.config.seq_len;
+    let vocab = vocab(host, &model, tokenizer)?;
+    let context = ctx.unwrap_or(model.config.seq_len);
     let steps = match steps {
         0 => context,
         n if n <= context => n,
-        _ => return Err(Error::usage("-n exceeds the model's context", args.rest[0])),
+        n => return Err(too_many("-n exceeds the context (see --ctx)", n)),
     };
     // Like llama2.c: no seed (or 0) means the clock, which is never 0 here.
     sampler.seed = match seed {
         Some(s) if s != 0 => s,
         _ => host.now_ns() | 1,
     };
-    let plan = Plan::new(
-        &model.config,
-        &Options {
-            seq_len: steps,
-            prompt_bytes: prompt.len().max(1),
-        },
-    )?;
+    let plan = plan_for(&model, steps, prompt.len().max(1), kv)?;
     let mut session = Session::new(
         &model,
-        Vocab::Llama2c(tokenizer),
+        vocab,
         sampler,
         &plan,
         host.memory(plan.bytes())?,
@@ -398,10 +453,13 @@ fn read_ids<'h, H: Host>(host: &'h H, path: &[u8], vocab: usize) -> Result<&'h [
 }
 
 fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut model, mut tokens, mut output, mut threads) = (None, None, None, None);
+    let (mut model, mut tokens, mut output) = (None, None, None);
+    let (mut threads, mut ctx, mut kv) = (None, None, None);
     while let Some(flag) = args.next() {
         match flag {
             b"--threads" => threads = Some(threads_flag(args, flag)?),
+            b"--ctx" => ctx = Some(ctx_flag(args, flag)?),
+            b"--kv" => kv = Some(kv_flag(args, flag)?),
             b"-m" => model = Some(args.value(flag)?),
             b"--tokens" => tokens = Some(args.value(flag)?),
             b"-o" => output = Some(args.value(flag)?),
@@ -416,17 +474,14 @@ fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         return Err(Error::usage("the token file needs at least two ids", b""));
     }
     let steps = ids.len() - 1;
-    let plan = Plan::new(
-        &model.config,
-        &Options {
-            seq_len: steps,
-            prompt_bytes: 1,
-        },
-    )
-    .map_err(|_| Error::ContextFull {
-        needed: steps,
-        max: model.config.seq_len,
-    })?;
+    let context = ctx.unwrap_or(model.config.seq_len);
+    if steps > context {
+        return Err(Error::ContextFull {
+            needed: steps,
+            max: context,
+        });
+    }
+    let plan = plan_for(&model, steps, 1, kv)?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
     let mut transformer = Transformer::new(
         &model,
@@ -482,14 +537,36 @@ fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         }
     }
     let text = required(text, "-i TEXT")?;
-    let bytes = load_tokenizer_bytes(host, tokenizer)?;
-    let vocab_size = match model {
-        Some(path) => Model::load(host.map(path)?)?.config.vocab_size,
-        None => llama2c_vocab_size(bytes)?,
+    // The vocabulary alone: a GGUF file with no tensors is enough.
+    let (vocab, vocab_size) = match (tokenizer, model) {
+        (Some(z), model) => {
+            let bytes = host.map(z)?;
+            let n = match model {
+                Some(path) => Model::load(host.map(path)?)?.config.vocab_size,
+                None => llama2c_vocab_size(bytes)?,
+            };
+            (Vocab::Llama2c(bytes), n)
+        }
+        (None, Some(path)) => {
+            let g = Gguf::parse(host.map(path)?)?;
+            let n = g
+                .array("tokenizer.ggml.tokens", ValueType::String)?
+                .map_or(0, |(n, _)| n as usize);
+            (Vocab::Gguf(g), n)
+        }
+        (None, None) => {
+            return Err(Error::usage(
+                "tokenize needs",
+                b"-z TOKENIZER or -m MODEL.gguf",
+            ))
+        }
     };
     let plan = TokenizerPlan::new(vocab_size, text.len())?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
-    let mut tok = Tokenizer::from_llama2c(bytes, vocab_size, buffers)?;
+    let mut tok = match vocab {
+        Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, buffers)?,
+        Vocab::Gguf(g) => Tokenizer::from_gguf(&g, vocab_size, buffers)?,
+    };
     let ids = tok.encode(text, bos, false)?;
     let mut w = Stdout::new(host);
     for (i, id) in ids.iter().enumerate() {
@@ -509,39 +586,36 @@ fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         }
     }
     let image = host.map(required(model, "-m MODEL")?)?;
-    let m = Model::load(image)?;
-    let c = &m.config;
-    match m.format {
-        Format::Llama2c {
-            version,
-            shared_classifier,
-        } => out!(
-            host,
-            "format: llama2.c v{version}, {} classifier\n",
-            if shared_classifier {
-                "shared"
-            } else {
-                "separate"
-            }
-        )?,
+    if image.starts_with(b"GGUF") {
+        let g = Gguf::parse(image)?;
+        inspect_gguf(host, &g)?;
+        // A GGUF file may hold metadata only, or a model this engine
+        // cannot run: say so, but the listing above is the answer.
+        return match Model::load(image) {
+            Ok(m) => inspect_config(host, &m),
+            Err(e) => out!(host, "not runnable here: {e}\n"),
+        };
     }
+    let m = Model::load(image)?;
+    if let Format::Llama2c {
+        version,
+        shared_classifier,
+    } = m.format
+    {
+        let classifier = if shared_classifier {
+            "shared"
+        } else {
+            "separate"
+        };
+        out!(
+            host,
+            "format: llama2.c v{version}, {classifier} classifier\n"
+        )?;
+    }
+    inspect_config(host, &m)?;
     out!(
         host,
-        "dim {} hidden_dim {} n_layers {} n_heads {} n_kv_heads {} vocab_size {} seq_len {}\n\
-         head_size {} rope_theta {} norm_eps {}\n\
-         weights read per token: {} bytes\n\
-         {:<28} {:<6} {:>14} {:>12} {:>12}\n",
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.vocab_size,
-        c.seq_len,
-        c.head_size(),
-        c.rope_theta,
-        c.norm_eps,
-        m.bytes_per_token(),
+        "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
         "tensor",
         "type",
         "shape",
@@ -552,14 +626,14 @@ fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let row = |name: fmt::Arguments<'_>, t: &WeightRef<'_>| {
         let mut label = Line::new();
         let _ = label.write_fmt(name);
-        let label = core::str::from_utf8(label.as_bytes()).unwrap_or("?");
         let offset = t.data().as_ptr() as usize - image.as_ptr() as usize;
+        let shape = Dims([t.cols() as u64, t.rows() as u64, 1, 1], 2);
         out!(
             host,
-            "{:<28} {:<6} {:>14} {:>12} {:>12}\n",
-            label,
+            "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
+            Bytes(label.as_bytes()),
             t.dtype().name(),
-            Shape(t.rows(), t.cols()),
+            shape,
             t.data().len(),
             offset
         )
@@ -585,13 +659,145 @@ fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     row(format_args!("wcls"), &w.wcls)
 }
 
-/// `rows×cols`, padded as one field.
-struct Shape(usize, usize);
+fn inspect_config<H: Host>(host: &H, m: &Model<'_>) -> Result<()> {
+    let c = &m.config;
+    out!(
+        host,
+        "dim {} hidden_dim {} n_layers {} n_heads {} n_kv_heads {} vocab_size {} seq_len {}\n\
+         head_size {} rope_theta {} norm_eps {}\n\
+         weights read per token: {} bytes\n",
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        c.seq_len,
+        c.head_size(),
+        c.rope_theta,
+        c.norm_eps,
+        m.bytes_per_token(),
+    )
+}
 
-impl fmt::Display for Shape {
+/// Metadata (arrays shown by type, length and first elements) and tensors.
+fn inspect_gguf<H: Host>(host: &H, g: &Gguf<'_>) -> Result<()> {
+    out!(
+        host,
+        "format: GGUF v{}, alignment {}, {} tensors\n",
+        g.version,
+        g.alignment,
+        g.tensor_count()
+    )?;
+    for kv in g.metadata() {
+        let (key, ty, value) = kv?;
+        out!(
+            host,
+            "{:<44} {:<7} {}\n",
+            Bytes(key),
+            ty.name(),
+            Shown(value)
+        )?;
+    }
+    out!(
+        host,
+        "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
+        "tensor",
+        "type",
+        "shape",
+        "bytes",
+        "offset"
+    )?;
+    for t in g.tensors() {
+        let t = t?;
+        out!(
+            host,
+            "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
+            Bytes(t.name),
+            t.dtype.name(),
+            Dims(t.dims, t.n_dims),
+            t.bytes,
+            g.file_offset(&t)
+        )?;
+    }
+    Ok(())
+}
+
+/// Bytes shown as text (lossy), padded as one field.
+struct Bytes<'a>(&'a [u8]);
+
+impl fmt::Display for Bytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = Line::new();
-        let _ = write!(s, "{}x{}", self.0, self.1);
+        for chunk in self.0.utf8_chunks() {
+            let _ = s.write_str(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                let _ = s.write_char(char::REPLACEMENT_CHARACTER);
+            }
+        }
+        f.pad(core::str::from_utf8(s.as_bytes()).unwrap_or("?"))
+    }
+}
+
+/// A metadata value: strings quoted and cut at 60 bytes, arrays summarized.
+struct Shown<'a>(Value<'a>);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Uint(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::F32(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Str(s) => {
+                let cut = &s[..s.len().min(60)];
+                write!(f, "\"{}\"", Bytes(cut).to_escaped())?;
+                if cut.len() < s.len() {
+                    write!(f, "… ({} bytes)", s.len())?;
+                }
+                Ok(())
+            }
+            Value::Array { elem, len, .. } => write!(f, "[{}; {len}]", elem.name()),
+        }
+    }
+}
+
+impl Bytes<'_> {
+    /// The text with control characters shown as escapes, for one line.
+    fn to_escaped(&self) -> Line {
+        let mut s = Line::new();
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                let _ = match c {
+                    '\n' => s.write_str("\\n"),
+                    c if c.is_control() => write!(s, "\\u{{{:x}}}", c as u32),
+                    c => s.write_char(c),
+                };
+            }
+            if !chunk.invalid().is_empty() {
+                let _ = s.write_char(char::REPLACEMENT_CHARACTER);
+            }
+        }
+        s
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(core::str::from_utf8(self.as_bytes()).unwrap_or("?"))
+    }
+}
+
+/// A tensor shape as GGML writes it, `ne0×ne1…`, padded as one field.
+struct Dims([u64; 4], usize);
+
+impl fmt::Display for Dims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = Line::new();
+        for (i, d) in self.0[..self.1].iter().enumerate() {
+            let _ = write!(s, "{}{d}", if i == 0 { "" } else { "x" });
+        }
         f.pad(core::str::from_utf8(s.as_bytes()).unwrap_or("?"))
     }
 }
@@ -599,6 +805,8 @@ impl fmt::Display for Shape {
 /// Results of one benchmark run.
 struct BenchReport<'a> {
     model: &'a str,
+    /// The type of the bulk of the weights (a layer's wq).
+    format: &'static str,
     isa: Isa,
     threads: usize,
     tokens: usize,
@@ -722,10 +930,19 @@ impl<'h> Probe<'h> {
 
 fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model_path, mut tokenizer, mut tokens) = (None, None, 256usize);
-    let (mut json, mut scalar, mut threads) = (false, false, None);
+    let (mut json, mut scalar, mut threads, mut ctx, mut kv) = (false, false, None, None, None);
+    let mut layout = synth::Layout::F32;
     while let Some(flag) = args.next() {
         match flag {
+            b"--format" => {
+                let v = args.value(flag)?;
+                layout = synth::Layout::parse(v).ok_or_else(|| {
+                    Error::usage("--format takes f32, f16, q8_0, q4_0 or q4_k", v)
+                })?;
+            }
             b"--threads" => threads = Some(threads_flag(args, flag)?),
+            b"--ctx" => ctx = Some(ctx_flag(args, flag)?),
+            b"--kv" => kv = Some(kv_flag(args, flag)?),
             b"-m" => model_path = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
@@ -738,24 +955,18 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         Some(path) => host.map(path)?,
         None => {
             let shape = synth::STORIES110M;
-            let buf = host.memory(synth::llama2c_v1_bytes(&shape)?)?;
-            synth::write_llama2c_v1(&shape, 0x5EED, buf)?;
+            let buf = host.memory(synth::image_bytes(&shape, layout)?)?;
+            synth::write_image(&shape, layout, 0x5EED, buf)?;
             buf
         }
     };
     let model = Model::load(image)?;
     let c = model.config;
     let positions = tokens + 1;
-    if positions > c.seq_len {
-        return Err(Error::usage("-n exceeds the model's context", b""));
+    if positions > ctx.unwrap_or(c.seq_len) {
+        return Err(too_many("-n exceeds the context (see --ctx)", tokens));
     }
-    let plan = Plan::new(
-        &c,
-        &Options {
-            seq_len: positions,
-            prompt_bytes: 1,
-        },
-    )?;
+    let plan = plan_for(&model, positions, 1, kv)?;
     let b = plan.carve(host.memory(plan.bytes())?)?;
     let mut compute = compute(host, threads)?;
     if scalar {
@@ -814,6 +1025,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let mean_positions = (tokens as f64 + 3.0) / 2.0;
     let kv_bytes = mean_positions * (c.n_layers * c.kv_dim() * 2 * 4) as f64;
     let report = BenchReport {
+        format: model.weights.layers[0].wq.dtype().name(),
         threads: compute.exec.threads(),
         model: match model_path {
             Some(p) => core::str::from_utf8(p).unwrap_or("model"),
@@ -844,10 +1056,11 @@ impl BenchReport<'_> {
         let mut line = Line::new();
         let _ = writeln!(
             line,
-            "{}: f32, {} thread{}, {}: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
+            "{}: {}, {} thread{}, {}: {} tokens, {:.2} tok/s, p50 {:.2} ms, p99 {:.2} ms, \
              ttft {:.2} ms, peak RSS {:.0} MB, {} allocs/token; {:.1} MB/token at {:.2} GB/s \
              read bandwidth = {:.0}% of the roofline",
             r.model,
+            r.format,
             r.threads,
             if r.threads == 1 { "" } else { "s" },
             r.isa.name(),
@@ -868,11 +1081,12 @@ impl BenchReport<'_> {
         host.eprint(line.as_bytes());
         out!(
             host,
-            "{{\"model\":\"{}\",\"format\":\"f32\",\"isa\":\"{}\",\"threads\":{},\"tokens\":{},\
+            "{{\"model\":\"{}\",\"format\":\"{}\",\"isa\":\"{}\",\"threads\":{},\"tokens\":{},\
              \"tok_per_s\":{:.3},\"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\
              \"allocs_per_token\":{},\"bytes_per_token\":{:.0},\"bandwidth_gb_s\":{:.3},\"bandwidth_1t_gb_s\":{:.3},\
              \"roofline\":{:.4}}}\n",
             JsonStr(r.model),
+            r.format,
             r.isa.name(),
             r.threads,
             r.tokens,

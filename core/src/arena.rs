@@ -8,19 +8,35 @@
 
 use crate::error::{Error, Result};
 use crate::image::Config;
-use crate::kernels::{cast_slice_mut, Pod};
+use crate::kernels::{cast_slice_mut, InputBuffers, Pod};
 
 /// Every carve-out starts on a cache line (and a full AVX-512 vector).
 pub const ALIGN: usize = 64;
 
+/// How the KV cache stores keys and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// Exact: what llama2.c does.
+    #[default]
+    F32,
+    /// Half the memory, computed the way llama.cpp (whose default it is)
+    /// computes it, so its results can be reproduced.
+    F16,
+}
+
 /// Choices that change how much memory the engine needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Context length; `0` means the model's own. May only lower it.
+    /// Context length; `0` means the model's own.
     pub seq_len: usize,
+    /// Allow `seq_len` beyond the context the model was trained for (as
+    /// llama.cpp's `-c` does); RoPE works at any position, quality may not.
+    pub allow_longer: bool,
     /// Longest prompt, in bytes, the tokenizer accepts; `0` means
     /// eight bytes per position of context.
     pub prompt_bytes: usize,
+    /// The KV cache's element type.
+    pub kv: KvType,
 }
 
 /// The resolved sizes of one engine's buffers.
@@ -28,6 +44,7 @@ pub struct Options {
 pub struct Plan {
     config: Config,
     prompt_bytes: usize,
+    kv: KvType,
     bytes: usize,
 }
 
@@ -36,7 +53,7 @@ impl Plan {
     pub fn new(config: &Config, options: &Options) -> Result<Plan> {
         let seq_len = match options.seq_len {
             0 => config.seq_len,
-            n if n <= config.seq_len => n,
+            n if n <= config.seq_len || options.allow_longer => n,
             n => {
                 return Err(Error::Mismatch {
                     field: "seq_len",
@@ -53,9 +70,12 @@ impl Plan {
                 .ok_or(Error::Overflow { field: "seq_len" })?,
             n => n,
         };
+        let config = Config { seq_len, ..*config };
+        config.validate()?;
         let mut plan = Plan {
-            config: Config { seq_len, ..*config },
+            config,
             prompt_bytes,
+            kv: options.kv,
             bytes: 0,
         };
         let mut measure = Carver::measure();
@@ -83,6 +103,14 @@ impl Plan {
     fn layout<'a>(&self, c: &mut Carver<'a>) -> Result<Buffers<'a>> {
         let p = &self.config;
         let kv_cache = p.n_layers * p.seq_len * p.kv_dim();
+        // Per head and position: the f32 cache's scores; the f16 cache's
+        // softmax factors, two.
+        let att = match self.kv {
+            KvType::F32 => p.n_heads * p.seq_len,
+            KvType::F16 => 2 * p.n_heads * p.seq_len,
+        };
+        // The widest matvec input; block-rounded (K-quants use 256).
+        let input = p.dim.max(p.hidden_dim).next_multiple_of(256);
         Ok(Buffers {
             state: StateBuffers {
                 x: c.take(p.dim)?,
@@ -91,13 +119,28 @@ impl Plan {
                 hb: c.take(p.hidden_dim)?,
                 hb2: c.take(p.hidden_dim)?,
                 q: c.take(p.dim)?,
-                att: c.take(p.n_heads * p.seq_len)?,
+                att: c.take(att)?,
                 logits: c.take(p.vocab_size)?,
-                key_cache: c.take(kv_cache)?,
-                value_cache: c.take(kv_cache)?,
+                kv: match self.kv {
+                    KvType::F32 => KvBuffers::F32 {
+                        keys: c.take(kv_cache)?,
+                        values: c.take(kv_cache)?,
+                    },
+                    KvType::F16 => KvBuffers::F16 {
+                        keys: c.take(kv_cache)?,
+                        values: c.take(kv_cache)?,
+                        k_row: c.take(p.kv_dim())?,
+                        v_row: c.take(p.kv_dim())?,
+                    },
+                },
                 inv_freq: c.take(p.head_size() / 2)?,
                 cos: c.take(p.head_size() / 2)?,
                 sin: c.take(p.head_size() / 2)?,
+                input: InputBuffers {
+                    qs: c.take(input)?,
+                    d: c.take(input / 32)?,
+                    bsums: c.take(input / 16)?,
+                },
             },
             tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
             candidates: c.take(2 * p.vocab_size)?,
@@ -190,11 +233,29 @@ pub struct StateBuffers<'a> {
     pub q: &'a mut [f32],
     pub att: &'a mut [f32],
     pub logits: &'a mut [f32],
-    pub key_cache: &'a mut [f32],
-    pub value_cache: &'a mut [f32],
+    pub kv: KvBuffers<'a>,
     pub inv_freq: &'a mut [f32],
     pub cos: &'a mut [f32],
     pub sin: &'a mut [f32],
+    /// A matvec's input, quantized for integer weights.
+    pub input: InputBuffers<'a>,
+}
+
+/// The KV cache: for each layer, `seq_len` positions of `kv_dim` keys and
+/// as many values.
+pub enum KvBuffers<'a> {
+    F32 {
+        keys: &'a mut [f32],
+        values: &'a mut [f32],
+    },
+    /// f16 bits; a position's key and value are computed in the f32 rows
+    /// and rounded into the cache.
+    F16 {
+        keys: &'a mut [u16],
+        values: &'a mut [u16],
+        k_row: &'a mut [f32],
+        v_row: &'a mut [f32],
+    },
 }
 
 /// The tokenizer's piece index and its merge scratch.
@@ -289,7 +350,10 @@ mod tests {
         let mut v = aligned(plan.bytes());
         let arena = aligned_slice(&mut v, plan.bytes());
         let b = plan.carve(arena).unwrap();
-        assert_eq!(b.state.key_cache.len(), 5 * 512 * 32);
+        match &b.state.kv {
+            KvBuffers::F32 { keys, .. } => assert_eq!(keys.len(), 5 * 512 * 32),
+            KvBuffers::F16 { .. } => panic!("f32 is the default"),
+        }
         assert_eq!(b.prompt.len(), 512);
         let addr = b.state.x.as_ptr() as usize;
         assert_eq!(addr % ALIGN, 0);
@@ -333,6 +397,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn f16_cache_halves_the_kv_memory() {
+        let f32 = Plan::new(&config(), &Options::default()).unwrap();
+        let f16 = Plan::new(
+            &config(),
+            &Options {
+                kv: KvType::F16,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        // Two caches of 5 × 512 × 32, at 4 and at 2 bytes, less a second
+        // float per head and position and the two f32 rows being stored.
+        let saved = 2 * 5 * 512 * 32 * 2 - 8 * 512 * 4 - 2 * 32 * 4;
+        assert_eq!(f32.bytes() - f16.bytes(), saved);
     }
 
     #[test]

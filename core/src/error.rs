@@ -7,7 +7,7 @@ use core::fmt;
 
 /// A copy of user-supplied text kept inside an error without allocating.
 /// Longer text is cut at a character boundary and marked with `…`.
-pub type Text = heapless::String<80>;
+pub type Text = heapless::String<80, u8>;
 
 /// Copies `bytes` into a [`Text`], replacing invalid UTF-8 and truncating.
 pub fn text(bytes: &[u8]) -> Text {
@@ -52,6 +52,32 @@ pub enum Error {
         other: &'static str,
         other_value: i64,
     },
+    /// A text field (metadata string, tensor name) the engine cannot use.
+    Text {
+        field: &'static str,
+        value: Text,
+        problem: &'static str,
+    },
+    /// A metadata key holds a value of the wrong type.
+    KeyType {
+        key: &'static str,
+        found: u32,
+        expected: &'static str,
+    },
+    /// A tensor stored in a GGML type this engine does not compute with.
+    TensorType {
+        name: Text,
+        type_id: u32,
+        type_name: &'static str,
+    },
+    /// A tensor the model needs is missing.
+    MissingTensor { name: Text },
+    /// A tensor with the wrong shape: found `ne0 × ne1`, expected the other.
+    Shape {
+        name: Text,
+        found: [u64; 2],
+        expected: [u64; 2],
+    },
     /// A size or offset computed from `field` does not fit the address space.
     Overflow { field: &'static str },
     /// The caller's arena is smaller than the [`Plan`](crate::arena::Plan) needs.
@@ -90,6 +116,11 @@ impl Error {
         match self {
             Error::Usage { .. } => 2,
             Error::Truncated { .. }
+            | Error::Text { .. }
+            | Error::KeyType { .. }
+            | Error::MissingTensor { .. }
+            | Error::TensorType { .. }
+            | Error::Shape { .. }
             | Error::Magic { .. }
             | Error::Invalid { .. }
             | Error::Unsupported { .. }
@@ -140,6 +171,34 @@ impl fmt::Display for Error {
                 other,
                 other_value,
             } => write!(f, "{field} = {value} {rule} {other} = {other_value}"),
+            Error::Text {
+                field,
+                value,
+                problem,
+            } => write!(f, "{field} '{value}' {problem}"),
+            Error::KeyType {
+                key,
+                found,
+                expected,
+            } => write!(f, "{key} has value type {found}, expected {expected}"),
+            Error::MissingTensor { name } => write!(f, "tensor '{name}' is missing"),
+            Error::TensorType {
+                name,
+                type_id,
+                type_name,
+            } => write!(
+                f,
+                "tensor '{name}' has GGML type {type_id} ({type_name}), which is not supported"
+            ),
+            Error::Shape {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "tensor '{name}' is {}x{}, expected {}x{}",
+                found[0], found[1], expected[0], expected[1]
+            ),
             Error::Overflow { field } => {
                 write!(f, "{field}: size overflows the address space")
             }

@@ -377,7 +377,6 @@ mod pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::vec::Vec;
 
     #[test]
     fn single_thread_covers_every_row_once() {
@@ -414,8 +413,8 @@ mod tests {
                 x.fill(i as f32);
                 y.fill(-(i as f32));
             });
-            let want_a: Vec<f32> = (0..60).map(|j| (j / 5) as f32).collect();
-            let want_b: Vec<f32> = (0..36).map(|j| -((j / 3) as f32)).collect();
+            let want_a: std::vec::Vec<f32> = (0..60).map(|j| (j / 5) as f32).collect();
+            let want_b: std::vec::Vec<f32> = (0..36).map(|j| -((j / 3) as f32)).collect();
             assert_eq!((a, b), (want_a, want_b));
         }
     }

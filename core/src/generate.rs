@@ -5,6 +5,7 @@
 use crate::arena::Plan;
 use crate::error::{Error, Result};
 use crate::exec::Compute;
+use crate::image::gguf::Gguf;
 use crate::image::Model;
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -15,6 +16,8 @@ use crate::tokenizer::{Piece, Tokenizer};
 pub enum Vocab<'t> {
     /// The bytes of a llama2.c `tokenizer.bin`.
     Llama2c(&'t [u8]),
+    /// The `tokenizer.ggml.*` metadata of a GGUF file.
+    Gguf(Gguf<'t>),
 }
 
 /// A model, tokenizer and sampler bound to one arena.
@@ -40,6 +43,7 @@ impl<'m, 'a> Session<'m, 'a> {
         let vocab_size = plan.config().vocab_size;
         let tokenizer = match vocab {
             Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, b.tokenizer)?,
+            Vocab::Gguf(g) => Tokenizer::from_gguf(&g, vocab_size, b.tokenizer)?,
         };
         Ok(Session {
             transformer: Transformer::new(model, plan.config(), b.state, compute)?,

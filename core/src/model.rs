@@ -2,12 +2,13 @@
 //! token at one position in, logits out, with activations and the KV cache
 //! in arena buffers and the weights read in place from the image.
 
-use crate::arena::StateBuffers;
+use crate::arena::{KvBuffers, StateBuffers};
 use crate::error::{Error, Result};
 use crate::exec::{for_each_pair, for_rows, Compute, Exec};
 use crate::image::{Config, Model};
 use crate::kernels::{
-    add, attention_mix, attention_scores, matvec, rmsnorm, rope, row, softmax, swiglu, Isa,
+    add, attention_f16, attention_mix, attention_scores, f32_to_f16, matvec, quantize, rmsnorm,
+    rope, row, softmax, swiglu, InputBuffers, InputForm, Isa,
 };
 use crate::tensor::WeightRef;
 
@@ -20,18 +21,34 @@ pub struct Transformer<'m, 'a> {
     s: StateBuffers<'a>,
 }
 
-/// `out = w · x` with the rows split across the threads.
-fn matmul(compute: Compute<'_>, out: &mut [f32], w: &WeightRef<'_>, x: &[f32]) {
+/// `out = w · x` for each pair, with the rows split across the threads.
+/// `x` is first put in the form the weights' type takes (int8 blocks for
+/// quantized weights), once for a run of weights that take the same form.
+fn matmuls<const N: usize>(
+    compute: Compute<'_>,
+    buf: &mut InputBuffers<'_>,
+    x: &[f32],
+    jobs: [(&mut [f32], &WeightRef<'_>); N],
+) {
     let Compute { isa, exec } = compute;
-    for_rows(exec, out, &|start, rows| {
-        matvec(isa, rows, &w.rows_at(start, rows.len()), x)
-    });
+    let mut ready = None;
+    for (out, w) in jobs {
+        let form = InputForm::of(w.dtype());
+        if ready != Some(form) {
+            quantize(isa, form, x, buf);
+            ready = Some(form);
+        }
+        let x = buf.input(form, x);
+        for_rows(exec, out, &|start, rows| {
+            matvec(isa, rows, &w.rows_at(start, rows.len()), &x)
+        });
+    }
 }
 
 impl<'m, 'a> Transformer<'m, 'a> {
     /// Binds `model` to its carved state; `config` is the plan's, which may
-    /// only differ from the model's by a shorter `seq_len`. The arithmetic
-    /// runs on `compute`.
+    /// differ from the model's only in `seq_len`. The arithmetic runs on
+    /// `compute`.
     pub fn new(
         model: &'m Model<'m>,
         config: &Config,
@@ -48,15 +65,6 @@ impl<'m, 'a> Transformer<'m, 'a> {
             return Err(Error::Invalid {
                 field: "plan made for another model, its dim",
                 value: config.dim as i64,
-            });
-        }
-        if config.seq_len > m.seq_len {
-            return Err(Error::Mismatch {
-                field: "plan seq_len",
-                value: config.seq_len as i64,
-                rule: "exceeds the model's",
-                other: "seq_len",
-                other_value: m.seq_len as i64,
             });
         }
         let head_size = config.head_size();
@@ -105,7 +113,6 @@ impl<'m, 'a> Transformer<'m, 'a> {
         let kv_dim = p.kv_dim();
         let kv_mul = p.kv_mul();
         let head_size = p.head_size();
-        let scale = libm::sqrtf(head_size as f32);
 
         // Copy the token embedding into x.
         row(s.x, &w.token_embedding, token as usize);
@@ -126,59 +133,131 @@ impl<'m, 'a> Transformer<'m, 'a> {
             // Attention rmsnorm.
             rmsnorm(isa, s.xb, s.x, &lw.rms_att, p.norm_eps);
 
-            // Key and value at this position go straight into the cache.
-            let loff = l * p.seq_len * kv_dim;
-            let at = loff + pos * kv_dim;
-            let k = &mut s.key_cache[at..at + kv_dim];
-            let v = &mut s.value_cache[at..at + kv_dim];
+            // Key and value at this position, to be kept in the cache.
+            let at = l * p.seq_len * kv_dim + pos * kv_dim;
+            let (k, v) = s.kv.rows(at, kv_dim);
 
             // qkv matmuls for this position.
-            matmul(compute, s.q, &lw.wq, s.xb);
-            matmul(compute, k, &lw.wk, s.xb);
-            matmul(compute, v, &lw.wv, s.xb);
+            matmuls(
+                compute,
+                &mut s.input,
+                s.xb,
+                [(&mut *s.q, &lw.wq), (k, &lw.wk), (v, &lw.wv)],
+            );
 
             // RoPE: rotate q and k in every head.
             rope(isa, s.q, s.cos, s.sin);
             rope(isa, k, s.cos, s.sin);
+            s.kv.store(isa, at, kv_dim);
 
             // Multi-head attention, heads in parallel; query head h reads
             // KV head h / kv_mul.
-            let (q, keys, values) = (&*s.q, &*s.key_cache, &*s.value_cache);
+            let (q, kv, loff) = (&*s.q, &s.kv, l * p.seq_len * kv_dim);
+            let att_len = s.att.len() / p.n_heads;
             for_each_pair(
                 exec,
                 p.n_heads,
                 s.att,
-                p.seq_len,
+                att_len,
                 s.xb,
                 head_size,
                 &|h, att, xb| {
                     let q = &q[h * head_size..(h + 1) * head_size];
-                    let att = &mut att[..pos + 1];
-                    let kv_head = loff + (h / kv_mul) * head_size;
-                    // Scores of q against every cached key, then their softmax.
-                    attention_scores(isa, att, q, &keys[kv_head..], kv_dim, scale);
-                    softmax(isa, att);
-                    // The weighted sum of the cached values, into xb.
-                    attention_mix(isa, xb, att, &values[kv_head..], kv_dim);
+                    let head = loff + (h / kv_mul) * head_size;
+                    kv.attend(isa, q, head, kv_dim, pos + 1, att, xb);
                 },
             );
 
             // Output projection and residual.
-            matmul(compute, s.xb2, &lw.wo, s.xb);
+            matmuls(compute, &mut s.input, s.xb, [(&mut *s.xb2, &lw.wo)]);
             add(isa, s.x, s.xb2);
 
             // Feed-forward: w2(silu(w1·x) * w3·x), and residual.
             rmsnorm(isa, s.xb, s.x, &lw.rms_ffn, p.norm_eps);
-            matmul(compute, s.hb, &lw.w1, s.xb);
-            matmul(compute, s.hb2, &lw.w3, s.xb);
+            matmuls(
+                compute,
+                &mut s.input,
+                s.xb,
+                [(&mut *s.hb, &lw.w1), (&mut *s.hb2, &lw.w3)],
+            );
             swiglu(isa, s.hb, s.hb2);
-            matmul(compute, s.xb, &lw.w2, s.hb);
+            matmuls(compute, &mut s.input, s.hb, [(&mut *s.xb, &lw.w2)]);
             add(isa, s.x, s.xb);
         }
 
         // Final rmsnorm and the classifier.
         rmsnorm(isa, s.xb, s.x, &w.rms_final, p.norm_eps);
-        matmul(compute, s.logits, &w.wcls, s.xb);
+        matmuls(compute, &mut s.input, s.xb, [(&mut *s.logits, &w.wcls)]);
         Ok(s.logits)
+    }
+}
+
+impl KvBuffers<'_> {
+    /// The f32 rows where the key and value of cache index `at` are
+    /// computed: in the cache itself, or scratch for an f16 cache.
+    fn rows(&mut self, at: usize, kv_dim: usize) -> (&mut [f32], &mut [f32]) {
+        match self {
+            KvBuffers::F32 { keys, values } => {
+                (&mut keys[at..at + kv_dim], &mut values[at..at + kv_dim])
+            }
+            KvBuffers::F16 { k_row, v_row, .. } => (&mut **k_row, &mut **v_row),
+        }
+    }
+
+    /// Puts the rows of [`KvBuffers::rows`] into the cache (rounding them
+    /// to f16 for an f16 cache).
+    fn store(&mut self, isa: Isa, at: usize, kv_dim: usize) {
+        if let KvBuffers::F16 {
+            keys,
+            values,
+            k_row,
+            v_row,
+        } = self
+        {
+            f32_to_f16(isa, &mut keys[at..at + kv_dim], k_row);
+            f32_to_f16(isa, &mut values[at..at + kv_dim], v_row);
+        }
+    }
+
+    /// One query head's attention over `positions` cached positions of the
+    /// KV head starting at `head`; `att` is scratch (`positions` floats for the
+    /// f32 cache, twice that for the f16 one).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        isa: Isa,
+        q: &[f32],
+        head: usize,
+        kv_dim: usize,
+        positions: usize,
+        att: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let head_size = q.len() as f32;
+        match self {
+            // llama2.c: scores divided by √head_size, softmax, weighted sum.
+            KvBuffers::F32 { keys, values } => {
+                let att = &mut att[..positions];
+                attention_scores(isa, att, q, &keys[head..], kv_dim, libm::sqrtf(head_size));
+                softmax(isa, att);
+                attention_mix(isa, out, att, &values[head..], kv_dim);
+            }
+            // llama.cpp: scores times 1/√head_size, online softmax.
+            KvBuffers::F16 { keys, values, .. } => {
+                let scale = 1.0 / libm::sqrtf(head_size);
+                let scratch = &mut att[..2 * positions];
+                attention_f16(
+                    isa,
+                    out,
+                    q,
+                    &keys[head..],
+                    &values[head..],
+                    kv_dim,
+                    positions,
+                    scale,
+                    scratch,
+                );
+            }
+        }
     }
 }

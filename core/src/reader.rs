@@ -25,6 +25,16 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    /// Length of the whole input.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes read since position `start`.
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.buf[start.min(self.pos)..self.pos]
+    }
+
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         let truncated = Error::Truncated {
             what,
@@ -46,6 +56,14 @@ impl<'a> Reader<'a> {
 
     pub fn u8(&mut self, what: &'static str) -> Result<u8> {
         Ok(self.array::<1>(what)?[0])
+    }
+
+    pub fn u16(&mut self, what: &'static str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     pub fn u32(&mut self, what: &'static str) -> Result<u32> {

@@ -1,26 +1,89 @@
-//! A typed, zero-copy view of one weight matrix inside the image.
+//! A typed, zero-copy view of one weight matrix inside the image, and the
+//! storage types it may have.
 
 use crate::error::{Error, Result};
 
-/// How a matrix's elements are stored.
+/// How a matrix's elements are stored. The block layouts are GGML's (so a
+/// GGUF tensor is used in place); a row is a whole number of blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     /// Little-endian IEEE binary32; in a llama2.c v0 file only 4-byte aligned.
     F32,
+    /// IEEE binary16.
+    F16,
+    /// 32 values: f16 scale `d`, 32 × i8; value = d·q.
+    Q8_0,
+    /// 32 values: f16 scale `d`, 16 bytes of nibbles (values 0..16 low
+    /// nibbles first, then 16..32 high); value = d·(q − 8).
+    Q4_0,
+    /// 256 values in 8 sub-blocks of 32: f16 `d`, f16 `dmin`, 12 bytes of
+    /// packed 6-bit sub-block scales and mins, 128 bytes of nibbles;
+    /// value = d·scale·q − dmin·min.
+    Q4K,
+    /// 256 values in 16 sub-blocks of 16: 128 bytes of low nibbles, 64
+    /// bytes of 2-bit highs, 16 × i8 scales, f16 `d`;
+    /// value = d·scale·(q − 32).
+    Q6K,
 }
 
 impl DType {
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::Q8_0 => "Q8_0",
+            DType::Q4_0 => "Q4_0",
+            DType::Q4K => "Q4_K",
+            DType::Q6K => "Q6_K",
         }
     }
 
-    /// Bytes of a `rows × cols` matrix, or `None` on overflow.
-    pub fn bytes(self, rows: usize, cols: usize) -> Option<usize> {
+    /// Values per block and bytes per block.
+    pub fn block(self) -> (usize, usize) {
         match self {
-            DType::F32 => rows.checked_mul(cols)?.checked_mul(4),
+            DType::F32 => (1, 4),
+            DType::F16 => (1, 2),
+            DType::Q8_0 => (32, 34),
+            DType::Q4_0 => (32, 18),
+            DType::Q4K => (256, 144),
+            DType::Q6K => (256, 210),
         }
+    }
+
+    /// The GGML type id of GGUF tensor infos.
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::Q4_0 => 2,
+            DType::Q8_0 => 8,
+            DType::Q4K => 12,
+            DType::Q6K => 14,
+        }
+    }
+
+    /// The type with GGML id `id`, if this engine computes with it.
+    pub fn from_ggml(id: u32) -> Option<DType> {
+        [
+            DType::F32,
+            DType::F16,
+            DType::Q4_0,
+            DType::Q8_0,
+            DType::Q4K,
+            DType::Q6K,
+        ]
+        .into_iter()
+        .find(|t| t.ggml_id() == id)
+    }
+
+    /// Bytes of a `rows × cols` matrix; `None` on overflow or when `cols`
+    /// is not a whole number of blocks.
+    pub fn bytes(self, rows: usize, cols: usize) -> Option<usize> {
+        let (values, bytes) = self.block();
+        if !cols.is_multiple_of(values) {
+            return None;
+        }
+        (cols / values).checked_mul(bytes)?.checked_mul(rows)
     }
 }
 
@@ -44,6 +107,16 @@ impl<'w> WeightRef<'w> {
         cols: usize,
         data: &'w [u8],
     ) -> Result<Self> {
+        let (values, _) = dtype.block();
+        if !cols.is_multiple_of(values) {
+            return Err(Error::Mismatch {
+                field: name,
+                value: cols as i64,
+                rule: "columns are not a whole number of blocks of",
+                other: dtype.name(),
+                other_value: values as i64,
+            });
+        }
         let want = dtype
             .bytes(rows, cols)
             .ok_or(Error::Overflow { field: name })?;
@@ -80,11 +153,16 @@ impl<'w> WeightRef<'w> {
         self.data
     }
 
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
     /// The `count` rows from `start` on, as a matrix of their own (how work
     /// is split across threads).
     pub fn rows_at(&self, start: usize, count: usize) -> WeightRef<'w> {
         assert!(start + count <= self.rows, "rows_at: range");
-        let row = self.dtype.bytes(1, self.cols).unwrap_or(0);
+        let row = self.row_bytes();
         WeightRef {
             rows: count,
             data: &self.data[start * row..(start + count) * row],
@@ -104,5 +182,96 @@ impl core::fmt::Debug for WeightRef<'_> {
             self.cols,
             self.data.len()
         )
+    }
+}
+
+/// IEEE binary16 bits to f32, exactly (subnormals, infinities and NaNs too).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from(h >> 10) & 0x1f;
+    let man = u32::from(h) & 0x3ff;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        // Subnormal: value man·2^-24, renormalised for binary32.
+        (0, _) => {
+            let shift = man.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | ((man << shift) & 0x3ff) << 13
+        }
+        (0x1f, _) => sign | 0x7f80_0000 | (man << 13),
+        _ => sign | ((exp + 112) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// f32 to the nearest IEEE binary16 (ties to even), as GGML stores scales.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        let nan = if man != 0 { 0x200 } else { 0 };
+        return sign | 0x7c00 | nan;
+    }
+    // Rebias; below 2^-14 becomes subnormal or zero.
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let (mant, shift) = if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        (man | 0x80_0000, (14 - e) as u32)
+    } else {
+        (man, 13)
+    };
+    let half = 1u32 << (shift - 1);
+    let rest = mant & ((1 << shift) - 1);
+    let mut h = (mant >> shift) as u16;
+    if rest > half || (rest == half && h & 1 == 1) {
+        h += 1;
+    }
+    let h = if e <= 0 { h } else { ((e as u16) << 10) + h };
+    sign | h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn f16_round_trips_every_value() {
+        for h in 0..=u16::MAX {
+            let x = f16_to_f32(h);
+            if x.is_nan() {
+                assert!(f16_to_f32(f32_to_f16(x)).is_nan());
+            } else {
+                assert_eq!(f32_to_f16(x), h, "{h:#06x} -> {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_rounds_to_nearest_even() {
+        assert_eq!(f16_to_f32(f32_to_f16(1.0 + 1.0 / 2048.0)), 1.0);
+        assert_eq!(
+            f16_to_f32(f32_to_f16(1.0 + 3.0 / 2048.0)),
+            1.0 + 2.0 / 1024.0
+        );
+        assert_eq!(f32_to_f16(65520.0), 0x7c00);
+        assert_eq!(f32_to_f16(1e-8), 0);
+        assert_eq!(f16_to_f32(1), 5.960_464_5e-8);
+    }
+
+    #[test]
+    fn block_sizes_are_checked() {
+        assert_eq!(DType::Q4K.bytes(2, 512), Some(2 * 2 * 144));
+        assert_eq!(DType::Q4K.bytes(1, 100), None);
+        let bytes = [0u8; 18];
+        assert!(WeightRef::new("w", DType::Q4_0, 1, 32, &bytes).is_ok());
+        let err = WeightRef::new("w", DType::Q4_0, 1, 16, &bytes[..9]).unwrap_err();
+        assert!(err.to_string().contains("whole number of blocks"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! SentencePiece-style BPE over a vocabulary read in place: llama2.c's
-//! `tokenizer.bin` (pieces spell spaces as `' '`).
+//! `tokenizer.bin` (pieces spell spaces as `' '`) or the `tokenizer.ggml.*`
+//! arrays of a GGUF file (SentencePiece's `▁`).
 //!
 //! Encoding follows llama2.c's `encode()` and llama.cpp's SPM tokenizer, which
 //! agree: a dummy leading space, one symbol per UTF-8 character (bytes with
@@ -11,7 +12,8 @@
 use core::cmp::Ordering;
 
 use crate::arena::TokenizerBuffers;
-use crate::error::{Error, Result};
+use crate::error::{text, Error, Result};
+use crate::image::gguf::{Gguf, ValueType};
 use crate::reader::Reader;
 
 /// llama2.c's fixed ids.
@@ -20,6 +22,13 @@ const BOS: u32 = 1;
 const EOS: u32 = 2;
 /// Marks "no merge" in the pair table.
 const NONE: u32 = u32::MAX;
+/// SentencePiece's space, U+2581.
+const SPM_SPACE: &[u8] = "\u{2581}".as_bytes();
+/// GGUF `token_type` values.
+const TYPE_NORMAL: i32 = 1;
+const TYPE_CONTROL: i32 = 3;
+const TYPE_USER_DEFINED: i32 = 4;
+const TYPE_BYTE: i32 = 6;
 
 /// A BPE tokenizer borrowing its pieces from `source`.
 pub struct Tokenizer<'t, 'a> {
@@ -38,6 +47,8 @@ pub struct Tokenizer<'t, 'a> {
     space: &'static [u8],
     bos: u32,
     eos: u32,
+    /// GGUF `token_type` values (little-endian i32 per id), when present.
+    types: &'t [u8],
 }
 
 /// Counts the pieces of a llama2.c `tokenizer.bin`, for when no model says
@@ -138,9 +149,108 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             buf,
             vocab_size,
             b" ",
-            BOS,
-            EOS,
+            (BOS, EOS),
+            &[],
             |id, piece| id > EOS && byte_piece(piece).is_none(),
+        ))
+    }
+
+    /// Reads the SentencePiece vocabulary of a GGUF file
+    /// (`tokenizer.ggml.model` = `llama`), which must have `vocab_size`
+    /// pieces, into the planned buffers.
+    pub fn from_gguf(g: &Gguf<'t>, vocab_size: usize, buf: TokenizerBuffers<'a>) -> Result<Self> {
+        check_buffers(&buf, vocab_size)?;
+        let model = g.string("tokenizer.ggml.model")?.unwrap_or(b"");
+        if model != b"llama" {
+            return Err(Error::Text {
+                field: "tokenizer.ggml.model",
+                value: text(model),
+                problem: "is not supported (only llama, SentencePiece BPE)",
+            });
+        }
+        let count = |what: &'static str, len: u64| -> Result<()> {
+            if len == vocab_size as u64 {
+                return Ok(());
+            }
+            Err(Error::Mismatch {
+                field: what,
+                value: len.min(i64::MAX as u64) as i64,
+                rule: "entries differ from the model's",
+                other: "vocab_size",
+                other_value: vocab_size as i64,
+            })
+        };
+        let (n, tokens) =
+            g.array("tokenizer.ggml.tokens", ValueType::String)?
+                .ok_or(Error::Text {
+                    field: "metadata key",
+                    value: text(b"tokenizer.ggml.tokens"),
+                    problem: "is missing",
+                })?;
+        count("tokenizer.ggml.tokens", n)?;
+        let base = tokens.as_ptr() as usize - g.bytes().as_ptr() as usize;
+        let mut r = Reader::new(tokens);
+        for i in 0..vocab_size {
+            let len = r.u64("token length")? as usize;
+            let start = base + r.pos();
+            r.take(len, "token")?;
+            (buf.starts[i], buf.lens[i]) = match (u32::try_from(start), u32::try_from(len)) {
+                (Ok(s), Ok(l)) => (s, l),
+                _ => {
+                    return Err(Error::Overflow {
+                        field: "tokenizer.ggml.tokens",
+                    })
+                }
+            };
+        }
+        match g.array("tokenizer.ggml.scores", ValueType::F32)? {
+            Some((n, scores)) => {
+                count("tokenizer.ggml.scores", n)?;
+                for (s, b) in buf.scores.iter_mut().zip(scores.chunks_exact(4)) {
+                    *s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            None => buf.scores.fill(0.0),
+        }
+        let types = match g.array("tokenizer.ggml.token_type", ValueType::I32)? {
+            Some((n, types)) => {
+                count("tokenizer.ggml.token_type", n)?;
+                types
+            }
+            None => &[],
+        };
+        let id = |key: &'static str, default: u64| -> Result<u32> {
+            let v = g.uint(key)?.unwrap_or(default);
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| (v as usize) < vocab_size)
+                .ok_or(Error::Invalid {
+                    field: key,
+                    value: v.min(i64::MAX as u64) as i64,
+                })
+        };
+        let ends = (
+            id("tokenizer.ggml.bos_token_id", 1)?,
+            id("tokenizer.ggml.eos_token_id", 2)?,
+        );
+        if g.boolean("tokenizer.ggml.add_space_prefix")? == Some(false) {
+            return Err(Error::Unsupported {
+                field: "tokenizer.ggml.add_space_prefix",
+                value: 0,
+            });
+        }
+        let from_text = |id: u32, piece: &[u8]| match token_type(types, id) {
+            Some(t) => t == TYPE_NORMAL || t == TYPE_USER_DEFINED,
+            None => byte_piece(piece).is_none(),
+        };
+        Ok(Self::index(
+            g.bytes(),
+            buf,
+            vocab_size,
+            SPM_SPACE,
+            ends,
+            types,
+            from_text,
         ))
     }
 
@@ -150,8 +260,8 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
         buf: TokenizerBuffers<'a>,
         vocab_size: usize,
         space: &'static [u8],
-        bos: u32,
-        eos: u32,
+        (bos, eos): (u32, u32),
+        types: &'t [u8],
         from_text: impl Fn(u32, &[u8]) -> bool,
     ) -> Self {
         let TokenizerBuffers {
@@ -170,7 +280,8 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
         let mut byte_ids = [UNK; 256];
         let mut n = 0;
         for id in 0..vocab_size as u32 {
-            if let Some(b) = byte_piece(piece(id)) {
+            let byte_token = token_type(types, id).is_none_or(|t| t == TYPE_BYTE);
+            if let Some(b) = byte_piece(piece(id)).filter(|_| byte_token) {
                 if byte_ids[b as usize] == UNK {
                     byte_ids[b as usize] = id;
                 }
@@ -195,6 +306,7 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             space,
             bos,
             eos,
+            types,
         }
     }
 
@@ -346,17 +458,28 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
     /// become their byte, and control tokens print nothing.
     pub fn decode(&self, prev: u32, token: u32) -> Piece<'t> {
         let piece = self.piece(token);
-        if token == self.bos || token == self.eos || token == UNK {
+        let control = token_type(self.types, token).map(|t| t == TYPE_CONTROL);
+        if token == self.bos || token == self.eos || control.unwrap_or(token == UNK) {
             return Piece::Text(&[]);
         }
         if let Some(b) = byte_piece(piece) {
             return Piece::Byte(b);
         }
-        match piece.strip_prefix(self.space) {
-            Some(rest) if prev == self.bos => Piece::Text(rest),
+        let piece = match piece.strip_prefix(self.space) {
+            Some(rest) if prev == self.bos => rest,
+            _ => piece,
+        };
+        match self.space {
+            SPM_SPACE => Piece::Spm(piece),
             _ => Piece::Text(piece),
         }
     }
+}
+
+/// The GGUF type of token `id`, when the file has types.
+fn token_type(types: &[u8], id: u32) -> Option<i32> {
+    let b = types.get(4 * id as usize..4 * id as usize + 4)?;
+    Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn check_buffers(buf: &TokenizerBuffers<'_>, vocab_size: usize) -> Result<()> {
@@ -376,15 +499,25 @@ fn check_buffers(buf: &TokenizerBuffers<'_>, vocab_size: usize) -> Result<()> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Piece<'t> {
     Text(&'t [u8]),
+    /// SentencePiece text, whose `▁` are spaces.
+    Spm(&'t [u8]),
     Byte(u8),
 }
 
 impl Piece<'_> {
-    /// Hands the piece's bytes to `f`.
+    /// Hands the piece's bytes to `f`, in one or more slices.
     pub fn bytes(&self, mut f: impl FnMut(&[u8])) {
-        match self {
+        match *self {
             Piece::Text(t) => f(t),
-            Piece::Byte(b) => f(&[*b]),
+            Piece::Byte(b) => f(&[b]),
+            Piece::Spm(mut t) => {
+                while let Some(i) = t.windows(3).position(|w| w == SPM_SPACE) {
+                    f(&t[..i]);
+                    f(b" ");
+                    t = &t[i + 3..];
+                }
+                f(t);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use barellama_core::arena::KvType;
 use barellama_core::{Compute, Model, Options, Plan, Transformer};
 
 /// `../shared/data` beside the repository, or `$BARELLAMA_DATA`. `None`
@@ -107,11 +108,25 @@ pub fn teacher_forced(
     steps: usize,
     compute: Compute<'_>,
 ) -> Vec<f32> {
+    teacher_forced_kv(image, tokens, steps, compute, KvType::F32)
+}
+
+/// [`teacher_forced`] with a chosen KV cache type.
+pub fn teacher_forced_kv(
+    image: &[u8],
+    tokens: &[u32],
+    steps: usize,
+    compute: Compute<'_>,
+    kv: KvType,
+) -> Vec<f32> {
     let model = Model::load(image).expect("model loads");
     let plan = Plan::new(
         &model.config,
         &Options {
             seq_len: steps,
+            // The GGUF goldens run past the files' 128-position context.
+            allow_longer: true,
+            kv,
             ..Options::default()
         },
     )

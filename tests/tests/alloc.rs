@@ -2,6 +2,7 @@
 //! pieces into text allocate nothing. Runs without the test harness so no
 //! other thread allocates while we count.
 
+use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
 use barellama_core::{
@@ -12,27 +13,34 @@ use barellama_tests::{data_dir, read, AlignedBuf};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
 
-fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig, threads: usize) {
+/// `tokenizer` names a llama2.c `tokenizer.bin`; without one the model is
+/// a GGUF file, decoded with its own vocabulary and llama.cpp's f16 cache.
+fn decode_without_allocating(
+    name: &str,
+    tokenizer: Option<&str>,
+    sampler: SamplerConfig,
+    threads: usize,
+) {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, &format!("models/{name}"));
-    let tok = read(&dir, &format!("models/{tokenizer}"));
+    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
     let model = Model::load(&image).unwrap();
     let pool = ThreadPool::new(threads).unwrap();
     let compute = Compute {
         isa: Isa::detect(),
         exec: &pool,
     };
-    let plan = Plan::new(&model.config, &Options::default()).unwrap();
+    let (vocab, kv) = match &tok {
+        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
+        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
+    };
+    let options = Options {
+        kv,
+        ..Options::default()
+    };
+    let plan = Plan::new(&model.config, &options).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
-    let mut session = Session::new(
-        &model,
-        Vocab::Llama2c(&tok),
-        sampler,
-        &plan,
-        arena.get(),
-        compute,
-    )
-    .unwrap();
+    let mut session = Session::new(&model, vocab, sampler, &plan, arena.get(), compute).unwrap();
     let mut stream = TextStream::new();
     let mut text_bytes = 0usize;
     let mut tokens = 0usize;
@@ -57,7 +65,7 @@ fn decode_without_allocating(name: &str, tokenizer: &str, sampler: SamplerConfig
         allocations, 0,
         "{name}: {allocations} allocations in {steps} steps"
     );
-    println!("alloc: {name}, {threads} threads: {steps} steps, {text_bytes} bytes of text, 0 allocations");
+    println!("alloc: {name}, {threads} threads, {kv:?} cache: {steps} steps, {text_bytes} bytes of text, 0 allocations");
 }
 
 fn main() {
@@ -67,16 +75,19 @@ fn main() {
         topk: 0,
         seed: 42,
     };
-    decode_without_allocating("stories260K.bin", "tok512.bin", sampled, 1);
-    decode_without_allocating("stories260K.bin", "tok512.bin", sampled, 2);
+    decode_without_allocating("stories260K.bin", Some("tok512.bin"), sampled, 1);
+    decode_without_allocating("stories260K.bin", Some("tok512.bin"), sampled, 2);
     let topk = SamplerConfig {
         topk: 40,
         ..sampled
     };
-    decode_without_allocating("synsmall.bin", "tok512.bin", topk, 2);
+    decode_without_allocating("synsmall.bin", Some("tok512.bin"), topk, 2);
+    decode_without_allocating("synsmall-Q4_K_M.gguf", None, topk, 2);
+    decode_without_allocating("synsmall-Q4_0.gguf", None, sampled, 1);
     let greedy = SamplerConfig {
         temperature: 0.0,
         ..sampled
     };
-    decode_without_allocating("synsmall-v1.bin", "tok512.bin", greedy, 3);
+    decode_without_allocating("synsmall-v1.bin", Some("tok512.bin"), greedy, 3);
+    decode_without_allocating("synsmall-Q8_0.gguf", None, greedy, 3);
 }

@@ -178,6 +178,7 @@ impl<'w> Parts<'w> {
                 version,
                 shared_classifier: self.wcls.is_none(),
             },
+            gguf: None,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Weight images: sniff the format of a `&[u8]` and expose it as a [`Model`],
 //! a validated [`Config`] plus zero-copy [`WeightRef`]s into the same bytes.
 
+pub mod gguf;
 pub mod llama2c;
 pub mod synth;
 
@@ -150,6 +151,8 @@ pub enum Format {
         version: u32,
         shared_classifier: bool,
     },
+    /// GGUF, version 2 or 3.
+    Gguf { version: u32 },
 }
 
 /// A parsed, validated weight image.
@@ -158,12 +161,18 @@ pub struct Model<'w> {
     pub config: Config,
     pub weights: Weights<'w>,
     pub format: Format,
+    /// The GGUF file, for its metadata and vocabulary.
+    pub gguf: Option<gguf::Gguf<'w>>,
 }
 
 impl<'w> Model<'w> {
-    /// Reads any supported format from `image`.
+    /// Reads any supported format from `image`, told apart by its magic.
     pub fn load(image: &'w [u8]) -> Result<Self> {
-        llama2c::parse(image)
+        if image.starts_with(b"GGUF") {
+            gguf::model(gguf::Gguf::parse(image)?)
+        } else {
+            llama2c::parse(image)
+        }
     }
 
     /// Bytes of weights read to produce one token: every layer matrix, the

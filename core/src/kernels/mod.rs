@@ -58,6 +58,9 @@ enum Level {
     Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
+    /// NEON with the dotprod extension (`sdot`): Cortex-A76 (Pi 5), Apple M1+.
+    #[cfg(target_arch = "aarch64")]
+    NeonDot,
 }
 
 impl Isa {
@@ -67,16 +70,34 @@ impl Isa {
     /// The best level the compile-time target features guarantee. This is
     /// what a `no_std` build (firmware) uses: NEON on every aarch64 target.
     pub const fn from_target() -> Isa {
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        ))]
         return Isa(Level::Avx512);
         #[cfg(all(
             target_arch = "x86_64",
-            not(target_feature = "avx512f"),
+            not(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vl",
+                target_feature = "avx512vnni"
+            )),
             target_feature = "avx2",
-            target_feature = "fma"
+            target_feature = "fma",
+            target_feature = "f16c"
         ))]
         return Isa(Level::Avx2);
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+        return Isa(Level::NeonDot);
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            not(target_feature = "dotprod")
+        ))]
         return Isa(Level::Neon);
         #[allow(unreachable_code)]
         Isa::SCALAR
@@ -95,17 +116,21 @@ impl Isa {
         let _ = levels.push(Isa::SCALAR);
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            use std::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
                 let _ = levels.push(Isa(Level::Avx2));
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                let _ = levels.push(Isa(Level::Avx512));
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+                    let _ = levels.push(Isa(Level::Avx512));
+                }
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
             if std::arch::is_aarch64_feature_detected!("neon") {
                 let _ = levels.push(Isa(Level::Neon));
+                if std::arch::is_aarch64_feature_detected!("dotprod") {
+                    let _ = levels.push(Isa(Level::NeonDot));
+                }
             }
         }
         levels.into_iter()
@@ -120,6 +145,8 @@ impl Isa {
             Level::Avx512 => "avx512",
             #[cfg(target_arch = "aarch64")]
             Level::Neon => "neon",
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => "neon+dotprod",
         }
     }
 }
@@ -140,6 +167,9 @@ macro_rules! dispatch {
             // SAFETY: as above.
             #[cfg(target_arch = "aarch64")]
             Level::Neon => unsafe { neon::$f($($arg),*) },
+            // SAFETY: as above; the dotprod level proves `sdot` exists.
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => unsafe { neon::dot::$f($($arg),*) },
         }
     };
 }
@@ -157,6 +187,12 @@ impl sealed::Sealed for u32 {}
 impl Pod for u32 {}
 impl sealed::Sealed for u64 {}
 impl Pod for u64 {}
+impl sealed::Sealed for i8 {}
+impl Pod for i8 {}
+impl sealed::Sealed for i16 {}
+impl Pod for i16 {}
+impl sealed::Sealed for u16 {}
+impl Pod for u16 {}
 
 /// Views bytes as `[T]`; `None` when the start is not aligned for `T` or
 /// the length is not a whole number of elements.
@@ -169,25 +205,157 @@ pub(crate) fn cast_slice_mut<T: Pod>(bytes: &mut [u8]) -> Option<&mut [T]> {
     (head.is_empty() && tail.is_empty()).then_some(body)
 }
 
-/// `out[r] = Σ_c w[r][c] · x[c]` for every row of `w`.
-pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &[f32]) {
-    assert_eq!(out.len(), w.rows(), "matvec: output length");
-    assert_eq!(x.len(), w.cols(), "matvec: input length");
-    match w.dtype() {
-        DType::F32 => dispatch!(isa, matvec_f32(out, w.data(), x)),
+/// The activation vector in the form a weight type's dot product takes:
+/// f32 for float weights, int8 blocks for quantized ones.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'x> {
+    F32(&'x [f32]),
+    /// For Q8_0 and Q4_0 weights: blocks of 32 with an f32 scale each.
+    Q8_0 {
+        qs: &'x [i8],
+        d: &'x [f32],
+    },
+    /// For K-quant weights: blocks of 256 with an f32 scale and the sums of
+    /// every 16 values (which fold the weights' offsets into one product).
+    Q8K {
+        qs: &'x [i8],
+        d: &'x [f32],
+        bsums: &'x [i16],
+    },
+}
+
+/// Arena space for one quantized input vector.
+pub struct InputBuffers<'a> {
+    pub qs: &'a mut [i8],
+    pub d: &'a mut [f32],
+    pub bsums: &'a mut [i16],
+}
+
+/// The form of the activation vector a weight type's dot product takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputForm {
+    F32,
+    Q8_0,
+    Q8K,
+}
+
+impl InputForm {
+    pub fn of(dtype: DType) -> InputForm {
+        match dtype {
+            DType::F32 | DType::F16 => InputForm::F32,
+            DType::Q8_0 | DType::Q4_0 => InputForm::Q8_0,
+            DType::Q4K | DType::Q6K => InputForm::Q8K,
+        }
+    }
+
+    fn block(self) -> usize {
+        match self {
+            InputForm::F32 => 1,
+            InputForm::Q8_0 => 32,
+            InputForm::Q8K => 256,
+        }
     }
 }
 
-/// Copies row `row` of `w` into `out` as f32 (the embedding lookup).
+/// Quantizes `x` into `buf` in `form` (nothing to do for f32). Done once per
+/// input vector, before the rows are split across threads; `x.len()` must
+/// be a whole number of the form's blocks.
+pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>) {
+    let n = x.len();
+    assert!(
+        n.is_multiple_of(form.block()) && n <= buf.qs.len(),
+        "quantize: input length"
+    );
+    match form {
+        InputForm::F32 => {}
+        InputForm::Q8_0 => {
+            let (qs, d) = (&mut buf.qs[..n], &mut buf.d[..n / 32]);
+            dispatch!(isa, quantize_q8_0(x, qs, d))
+        }
+        InputForm::Q8K => {
+            let (qs, d, bsums) = (
+                &mut buf.qs[..n],
+                &mut buf.d[..n / 256],
+                &mut buf.bsums[..n / 16],
+            );
+            dispatch!(isa, quantize_q8_k(x, qs, d, bsums))
+        }
+    }
+}
+
+impl InputBuffers<'_> {
+    /// `x` in `form`, as the last [`quantize`] of `x` left it.
+    pub fn input<'s>(&'s self, form: InputForm, x: &'s [f32]) -> Input<'s> {
+        let n = x.len();
+        match form {
+            InputForm::F32 => Input::F32(x),
+            InputForm::Q8_0 => Input::Q8_0 {
+                qs: &self.qs[..n],
+                d: &self.d[..n / 32],
+            },
+            InputForm::Q8K => Input::Q8K {
+                qs: &self.qs[..n],
+                d: &self.d[..n / 256],
+                bsums: &self.bsums[..n / 16],
+            },
+        }
+    }
+}
+
+/// `x` in the form weights of type `dtype` take: [`quantize`], then
+/// [`InputBuffers::input`].
+pub fn prepare<'a>(
+    isa: Isa,
+    dtype: DType,
+    x: &'a [f32],
+    buf: &'a mut InputBuffers<'_>,
+) -> Input<'a> {
+    let form = InputForm::of(dtype);
+    quantize(isa, form, x, buf);
+    buf.input(form, x)
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` for every row of `w`, with `x` prepared for
+/// `w`'s type by [`prepare`].
+pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
+    assert_eq!(out.len(), w.rows(), "matvec: output length");
+    let (cols, data) = (w.cols(), w.data());
+    match (w.dtype(), *x) {
+        (DType::F32 | DType::F16, Input::F32(x)) => {
+            assert_eq!(x.len(), cols, "matvec: input length");
+            match w.dtype() {
+                DType::F32 => dispatch!(isa, matvec_f32(out, data, x)),
+                _ => dispatch!(isa, matvec_f16(out, data, x)),
+            }
+        }
+        (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
+            assert!(
+                qs.len() == cols && d.len() == cols / 32,
+                "matvec: input blocks"
+            );
+            match w.dtype() {
+                DType::Q8_0 => dispatch!(isa, matvec_q8_0(out, data, qs, d)),
+                _ => dispatch!(isa, matvec_q4_0(out, data, qs, d)),
+            }
+        }
+        (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
+            let ok = qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16;
+            assert!(ok, "matvec: input blocks");
+            match w.dtype() {
+                DType::Q4K => dispatch!(isa, matvec_q4k(out, data, qs, d, bsums)),
+                _ => dispatch!(isa, matvec_q6k(out, data, qs, d, bsums)),
+            }
+        }
+        (dtype, _) => panic!("matvec: input not prepared for {}", dtype.name()),
+    }
+}
+
+/// Row `row` of `w` as f32 (the embedding lookup): one row per token, so
+/// the table is never dequantized whole.
 pub fn row(out: &mut [f32], w: &WeightRef<'_>, row: usize) {
     assert_eq!(out.len(), w.cols(), "row: output length");
     assert!(row < w.rows(), "row: index");
-    match w.dtype() {
-        DType::F32 => {
-            let bytes = w.cols() * 4;
-            scalar::f32_from_le(out, &w.data()[row * bytes..][..bytes])
-        }
-    }
+    scalar::dequantize_row(w.dtype(), w.rows_at(row, 1).data(), out)
 }
 
 /// `out = x / rms(x) · weight`, the RMSNorm of LLaMA.
@@ -260,6 +428,46 @@ pub fn attention_mix(isa: Isa, out: &mut [f32], weights: &[f32], values: &[f32],
         );
     }
     dispatch!(isa, attention_mix(out, weights, values, stride))
+}
+
+/// Attention of one query head over an f16 KV cache, llama.cpp-style (see
+/// the scalar twin): keys and values of position `t` at `t·stride`;
+/// `scratch` holds at least `2 · positions` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_f16(
+    isa: Isa,
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    scratch: &mut [f32],
+) {
+    let n = q.len();
+    assert!(
+        out.len() == n && n > 0 && stride >= n,
+        "attention_f16: lengths"
+    );
+    assert!(scratch.len() >= 2 * positions, "attention_f16: scratch");
+    if let Some(last) = positions.checked_sub(1) {
+        let need = last * stride + n;
+        assert!(
+            keys.len() >= need && values.len() >= need,
+            "attention_f16: cache"
+        );
+    }
+    dispatch!(
+        isa,
+        attention_f16(out, q, keys, values, stride, positions, scale, scratch)
+    )
+}
+
+/// `out[i] = f16(x[i])`, rounding to nearest even: filling the f16 KV cache.
+pub fn f32_to_f16(isa: Isa, out: &mut [u16], x: &[f32]) {
+    assert_eq!(out.len(), x.len(), "f32_to_f16: lengths");
+    dispatch!(isa, f32_to_f16(out, x))
 }
 
 /// `y += x`, the residual connection.

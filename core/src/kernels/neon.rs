@@ -3,13 +3,23 @@
 //! accumulators each, so one load of `x` serves four rows and eight FMA
 //! chains hide the FMA latency of Cortex-A76 and Apple cores.
 //!
+//! The int8 kernels (Q8_0, Q4_0, Q4_K, Q6_K) compute every integer dot
+//! product exactly and then repeat the scalar twin's float operations lane
+//! by lane, one row per lane, so they give the scalar results bit for bit.
+//! They are compiled twice: here with widening multiplies, and in [`dot`]
+//! with `sdot`. The f16 kernels convert with `fcvtl`/`fcvtn` through inline
+//! assembly, since the `float16x4_t` intrinsics are not stable.
+//!
 //! # Safety (every function here)
 //!
-//! The caller guarantees NEON (an `Isa` of the NEON level) and the slice
-//! lengths the entry points in `kernels` check. `vld1q_f32`/`vst1q_f32` are
-//! unaligned accesses on aarch64, so weight bytes may have any alignment.
+//! The caller guarantees NEON (an `Isa` of the NEON level; dotprod too for
+//! [`dot`]) and the slice lengths the entry points in `kernels` check.
+//! `vld1*` and `vst1*` are unaligned accesses on aarch64, so weight bytes may
+//! have any alignment; pointers into them are never dereferenced as wider
+//! types, only read through those, `read_unaligned` or byte arrays.
 
 use core::arch::aarch64::*;
+use core::arch::asm;
 
 use crate::kernels::expf::*;
 use crate::kernels::scalar::rope_pairs;
@@ -30,25 +40,99 @@ unsafe fn exp(x: float32x4_t) -> float32x4_t {
     vmulq_f32(p, vreinterpretq_f32_s32(e))
 }
 
+/// Four f16 values (bits) as f32, exactly.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn widen(h: uint16x4_t) -> float32x4_t {
+    let f: float32x4_t;
+    asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) f, in(vreg) h, options(pure, nomem, nostack));
+    f
+}
+
+/// Four f32 values as f16 bits, rounded to nearest even (the default
+/// rounding mode) and overflowing to infinity, as `tensor::f32_to_f16` does
+/// for every value but NaN.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn narrow(f: float32x4_t) -> uint16x4_t {
+    let h: uint16x4_t;
+    asm!("fcvtn {0:v}.4h, {1:v}.4s", out(vreg) h, in(vreg) f, options(pure, nomem, nostack));
+    h
+}
+
+/// `x` rounded to the nearest f16, kept as f32 (the scalar `round16`).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn round16(x: float32x4_t) -> float32x4_t {
+    widen(narrow(x))
+}
+
+/// The little-endian f16 at `p` (any alignment) as f32.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = u16::from_le_bytes(p.cast::<[u8; 2]>().read());
+    let f: f32;
+    asm!("fcvt {0:s}, {1:h}", out(vreg) f, in(vreg) h, options(pure, nomem, nostack));
+    f
+}
+
+/// Matrix element types that `rows` widens to f32, four at a time. Their
+/// pointers may be unaligned: elements are only read with unaligned loads.
+trait Element: Copy {
+    /// The four elements at `p`.
+    unsafe fn load4(p: *const Self) -> float32x4_t;
+    /// The element at `p`.
+    unsafe fn load1(p: *const Self) -> f32;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    unsafe fn load4(p: *const f32) -> float32x4_t {
+        vld1q_f32(p)
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const f32) -> f32 {
+        p.read_unaligned()
+    }
+}
+
+/// IEEE half precision, as its bits.
+impl Element for u16 {
+    #[inline(always)]
+    unsafe fn load4(p: *const u16) -> float32x4_t {
+        widen(vld1_u16(p))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u16) -> f32 {
+        f16_at(p.cast())
+    }
+}
+
 /// `R` dot products with `x` (length `n`) of rows `stride` apart at `w`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn rows<const R: usize>(w: *const f32, stride: usize, n: usize, x: *const f32) -> [f32; R] {
+unsafe fn rows<E: Element, const R: usize>(
+    w: *const E,
+    stride: usize,
+    n: usize,
+    x: *const f32,
+) -> [f32; R] {
     let mut acc = [[vdupq_n_f32(0.0); 2]; R];
     let mut i = 0;
     while i + 8 <= n {
         let (x0, x1) = (vld1q_f32(x.add(i)), vld1q_f32(x.add(i + 4)));
         for (k, a) in acc.iter_mut().enumerate() {
             let p = w.add(k * stride + i);
-            a[0] = vfmaq_f32(a[0], vld1q_f32(p), x0);
-            a[1] = vfmaq_f32(a[1], vld1q_f32(p.add(4)), x1);
+            a[0] = vfmaq_f32(a[0], E::load4(p), x0);
+            a[1] = vfmaq_f32(a[1], E::load4(p.add(4)), x1);
         }
         i += 8;
     }
     if i + 4 <= n {
         let x0 = vld1q_f32(x.add(i));
         for (k, a) in acc.iter_mut().enumerate() {
-            a[0] = vfmaq_f32(a[0], vld1q_f32(w.add(k * stride + i)), x0);
+            a[0] = vfmaq_f32(a[0], E::load4(w.add(k * stride + i)), x0);
         }
         i += 4;
     }
@@ -56,7 +140,7 @@ unsafe fn rows<const R: usize>(w: *const f32, stride: usize, n: usize, x: *const
     for (k, o) in out.iter_mut().enumerate() {
         let mut s = vaddvq_f32(vaddq_f32(acc[k][0], acc[k][1]));
         for j in i..n {
-            s += w.add(k * stride + j).read_unaligned() * *x.add(j);
+            s += E::load1(w.add(k * stride + j)) * *x.add(j);
         }
         *o = s;
     }
@@ -66,20 +150,25 @@ unsafe fn rows<const R: usize>(w: *const f32, stride: usize, n: usize, x: *const
 /// `out[r] = row_r · x` for rows `stride` apart at `w`, four at a time.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn dots(out: &mut [f32], w: *const f32, stride: usize, x: &[f32]) {
+unsafe fn dots<E: Element>(out: &mut [f32], w: *const E, stride: usize, x: &[f32]) {
     let (n, xp) = (x.len(), x.as_ptr());
     let blocks = out.len() / 4;
     for (b, o) in out.chunks_exact_mut(4).enumerate() {
-        o.copy_from_slice(&rows::<4>(w.add(b * 4 * stride), stride, n, xp));
+        o.copy_from_slice(&rows::<E, 4>(w.add(b * 4 * stride), stride, n, xp));
     }
     for (r, o) in out.iter_mut().enumerate().skip(blocks * 4) {
-        *o = rows::<1>(w.add(r * stride), stride, n, xp)[0];
+        *o = rows::<E, 1>(w.add(r * stride), stride, n, xp)[0];
     }
 }
 
 #[target_feature(enable = "neon")]
 pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
     dots(out, w.as_ptr().cast::<f32>(), x.len(), x);
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
+    dots(out, w.as_ptr().cast::<u16>(), x.len(), x);
 }
 
 #[target_feature(enable = "neon")]
@@ -135,6 +224,19 @@ unsafe fn load(p: *const f32, valid: usize) -> float32x4_t {
     vld1q_f32(buf.as_ptr())
 }
 
+/// Loads `valid` (≤ 4) f16 values from `p` as f32, zero-filling the rest,
+/// without reading past them.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn load_f16(p: *const u16, valid: usize) -> float32x4_t {
+    if valid == 4 {
+        return widen(vld1_u16(p));
+    }
+    let mut buf = [0u16; 4];
+    core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), valid);
+    widen(vld1_u16(buf.as_ptr()))
+}
+
 /// Applies `f` to 4 lanes at a time; the tail goes through a padded copy so
 /// every element sees the same vector code. `f` gets the offset and the
 /// number of valid lanes.
@@ -162,8 +264,7 @@ unsafe fn map(
 
 #[target_feature(enable = "neon")]
 pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let ss = rows::<1>(x.as_ptr(), 0, x.len(), x.as_ptr())[0];
-    let scale = 1.0 / libm::sqrtf(ss / x.len() as f32 + eps);
+    let scale = crate::kernels::scalar::rms_scale(x, eps);
     out.copy_from_slice(x);
     let w = weight.as_ptr().cast::<f32>();
     map(out, 0.0, |v, i, valid| {
@@ -244,4 +345,480 @@ pub unsafe fn sum(data: &[u8]) -> f32 {
         s += p.add(j).read_unaligned();
     }
     s
+}
+
+// ---- Half precision: the KV cache ----
+
+/// `fcvtn` keeps a NaN's sign and top payload bits; `tensor::f32_to_f16`
+/// keeps only the sign and the quiet bit, so NaN lanes lose the rest.
+#[target_feature(enable = "neon")]
+pub unsafe fn f32_to_f16(out: &mut [u16], x: &[f32]) {
+    let payload = vdup_n_u16(0x01ff);
+    let convert = |v: float32x4_t| {
+        let nan = vmovn_u32(vmvnq_u32(vceqq_f32(v, v)));
+        vbic_u16(narrow(v), vand_u16(nan, payload))
+    };
+    let (o, xp, n) = (out.as_mut_ptr(), x.as_ptr(), x.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        vst1_u16(o.add(i), convert(vld1q_f32(xp.add(i))));
+        i += 4;
+    }
+    if i < n {
+        let mut buf = [0u16; 4];
+        vst1_u16(buf.as_mut_ptr(), convert(load(xp.add(i), n - i)));
+        out[i..].copy_from_slice(&buf[..n - i]);
+    }
+}
+
+/// The scalar twin's `dot_f16`: exact f32 products of the f16-rounded `q`
+/// and `k`, summed in four f64 lanes (index mod 4) held as two registers of
+/// two, joined as `(l0 + l1) + (l2 + l3)`. Zero padding past the end adds
+/// `+0.0`, which changes no lane (none can be `-0.0`: each starts `+0.0`).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn dot_f16(q: &[f32], k: *const u16) -> f64 {
+    let (n, qp) = (q.len(), q.as_ptr());
+    let mut acc = [vdupq_n_f64(0.0); 2];
+    let mut i = 0;
+    while i < n {
+        let valid = (n - i).min(4);
+        let p = vmulq_f32(round16(load(qp.add(i), valid)), load_f16(k.add(i), valid));
+        acc[0] = vaddq_f64(acc[0], vcvt_f64_f32(vget_low_f32(p)));
+        acc[1] = vaddq_f64(acc[1], vcvt_high_f64_f32(p));
+        i += 4;
+    }
+    vaddvq_f64(acc[0]) + vaddvq_f64(acc[1])
+}
+
+/// `4·C` output values from `out` on, each accumulated in a register
+/// across all positions (the scalar twin's per-value loop, four values per
+/// vector), then normalised by `inv`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn mix_f16x4<const C: usize>(
+    out: *mut f32,
+    values: *const u16,
+    stride: usize,
+    rescale: &[f32],
+    weight: &[f32],
+    inv: f32,
+) {
+    let mut acc = [vdupq_n_f32(0.0); C];
+    for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
+        if ms != 1.0 {
+            for a in &mut acc {
+                *a = round16(vmulq_n_f32(*a, ms));
+            }
+        }
+        let v = values.add(t * stride);
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a = round16(vfmaq_n_f32(*a, widen(vld1_u16(v.add(4 * c))), vs));
+        }
+    }
+    for (c, a) in acc.iter().enumerate() {
+        vst1q_f32(out.add(4 * c), vmulq_n_f32(*a, inv));
+    }
+}
+
+/// The scalar twin in its three passes: the scores (independent dot
+/// products, which the core overlaps), the softmax factors, then the
+/// values, four vectors of outputs at a time held in registers. A NaN may
+/// keep payload bits the scalar rounding clears: fixing that up on every
+/// update would cost more than a NaN cache is worth.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_f16(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    scratch: &mut [f32],
+) {
+    let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
+    for (t, s) in rescale.iter_mut().enumerate() {
+        *s = dot_f16(q, keys.as_ptr().add(t * stride)) as f32 * scale;
+    }
+    let inv = crate::kernels::scalar::online_softmax(rescale, weight);
+    let (n, o, v) = (out.len(), out.as_mut_ptr(), values.as_ptr());
+    let mut i = 0;
+    while i + 16 <= n {
+        mix_f16x4::<4>(o.add(i), v.add(i), stride, rescale, weight, inv);
+        i += 16;
+    }
+    while i + 4 <= n {
+        mix_f16x4::<1>(o.add(i), v.add(i), stride, rescale, weight, inv);
+        i += 4;
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(i) {
+        *o = crate::kernels::scalar::mix_f16(values, stride, j, rescale, weight) * inv;
+    }
+}
+
+// ---- Quantizing the input ----
+
+/// Sixteen i32 lanes (four vectors) as bytes in order, saturating.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn narrow_i8(q: [int32x4_t; 4]) -> int8x16_t {
+    let lo = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
+    let hi = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
+    vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi))
+}
+
+/// The scalar twin's `quantize_q8_0`, equal to it for finite input:
+/// `fcvtns` rounds half to even.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for (b, db) in d.iter_mut().enumerate() {
+        let p = x.as_ptr().add(32 * b);
+        let v: [float32x4_t; 8] = core::array::from_fn(|k| vld1q_f32(p.add(4 * k)));
+        let amax = vmaxvq_f32(
+            v.iter()
+                .fold(vdupq_n_f32(0.0), |m, &x| vmaxq_f32(m, vabsq_f32(x))),
+        );
+        *db = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let q = v.map(|x| vcvtnq_s32_f32(vmulq_n_f32(x, id)));
+        let out = qs.as_mut_ptr().add(32 * b);
+        vst1q_s8(out, narrow_i8([q[0], q[1], q[2], q[3]]));
+        vst1q_s8(out.add(16), narrow_i8([q[4], q[5], q[6], q[7]]));
+    }
+}
+
+/// The scalar twin's `quantize_q8_k`, equal to it for finite input.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    for (b, db) in d.iter_mut().enumerate() {
+        let xb = &x[256 * b..256 * b + 256];
+        let (q, sums) = (
+            &mut qs[256 * b..256 * b + 256],
+            &mut bsums[16 * b..16 * b + 16],
+        );
+        let p = xb.as_ptr();
+        let mut m = vdupq_n_f32(0.0);
+        for k in 0..64 {
+            m = vmaxq_f32(m, vabsq_f32(vld1q_f32(p.add(4 * k))));
+        }
+        let amax = vmaxvq_f32(m);
+        let Some(&max) = xb.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
+            *db = 0.0;
+            q.fill(0);
+            sums.fill(0);
+            continue;
+        };
+        let iscale = -127.0 / max;
+        for (g, s) in sums.iter_mut().enumerate() {
+            let v: [int32x4_t; 4] = core::array::from_fn(|k| {
+                let x = vld1q_f32(p.add(16 * g + 4 * k));
+                vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(x, iscale)), vdupq_n_s32(127))
+            });
+            vst1q_s8(q.as_mut_ptr().add(16 * g), narrow_i8(v));
+            *s = vaddvq_s32(vaddq_s32(vaddq_s32(v[0], v[1]), vaddq_s32(v[2], v[3]))) as i16;
+        }
+        *db = 1.0 / iscale;
+    }
+}
+
+// ---- Integer blocks ----
+
+/// Rows per pass of the int8 kernels: one per lane.
+const ROWS: usize = 4;
+
+/// The starts of rows `first..first + valid` (`valid` ≤ [`ROWS`]), the last
+/// one repeated to fill [`ROWS`]: a short last group is computed in full and
+/// only its `valid` lanes are kept.
+#[inline]
+unsafe fn group(w: &[u8], row_bytes: usize, first: usize, valid: usize) -> [*const u8; ROWS] {
+    core::array::from_fn(|k| w.as_ptr().add((first + k.min(valid - 1)) * row_bytes))
+}
+
+/// Stores the first `o.len()` (≤ 4) lanes of `v`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn store(o: &mut [f32], v: float32x4_t) {
+    if o.len() == 4 {
+        vst1q_f32(o.as_mut_ptr(), v);
+    } else {
+        let mut lanes = [0.0f32; 4];
+        vst1q_f32(lanes.as_mut_ptr(), v);
+        o.copy_from_slice(&lanes[..o.len()]);
+    }
+}
+
+/// Lane `k` is the sum of `v[k]`'s lanes.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn hsum4(v: [int32x4_t; 4]) -> int32x4_t {
+    vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]))
+}
+
+/// `scalar::hsum8` of eight lanes held as two vectors.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn hsum8(a: [float32x4_t; 2]) -> f32 {
+    let r = vaddq_f32(a[0], a[1]);
+    vpadds_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r)))
+}
+
+/// Lane `k` is the f16 at byte `at` of `rows[k]`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn f16_lanes(rows: [*const u8; ROWS], at: usize) -> float32x4_t {
+    let h = rows.map(|r| u16::from_le_bytes(r.add(at).cast::<[u8; 2]>().read()));
+    widen(vld1_u16(h.as_ptr()))
+}
+
+/// The unsigned bytes of `v` as signed ones (all below 128 here).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+    vreinterpretq_s8_u8(v)
+}
+
+/// `scalar::q4k_scales` of the 12 bytes at `s`: the eight scales, then
+/// the eight mins.
+#[inline]
+unsafe fn q4k_scales(s: *const u8) -> (uint8x8_t, uint8x8_t) {
+    let w = crate::kernels::scalar::q4k_scale_words(&*s.cast::<[u8; 12]>());
+    let pack = |lo: u32, hi: u32| vcreate_u8(u64::from(lo) | (u64::from(hi) << 32));
+    (pack(w[0], w[1]), pack(w[2], w[3]))
+}
+
+/// The int8 kernels, written once and compiled for both NEON levels: each
+/// level supplies `dot16` (`acc` plus the 16 products `a[i]·b[i]`, in some
+/// lanes) and `lanes16` (those products summed four by four: lane `l` gets
+/// products `4l..4l+4`, the scalar twin's lane sums).
+macro_rules! int8_kernels {
+    ($features:literal) => {
+        /// The scalar twin's `matvec_blocks32`: per block, the eight lane
+        /// sums scaled with one fused multiply-add each into eight running
+        /// sums per row, then `hsum8`. `values` loads a block's 32 weights.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn matvec_blocks32(
+            out: &mut [f32],
+            w: &[u8],
+            qs: &[i8],
+            d: &[f32],
+            block_bytes: usize,
+            values: impl Fn(*const u8) -> [int8x16_t; 2],
+        ) {
+            let row_bytes = w.len() / out.len().max(1);
+            for (g, o) in out.chunks_mut(ROWS).enumerate() {
+                let rows = group(w, row_bytes, ROWS * g, o.len());
+                let mut acc = [[vdupq_n_f32(0.0); 2]; ROWS];
+                for (b, &xd) in d.iter().enumerate() {
+                    let x = qs.as_ptr().add(32 * b);
+                    let (x0, x1) = (vld1q_s8(x), vld1q_s8(x.add(16)));
+                    let mut scale = [0.0f32; ROWS];
+                    let at = block_bytes * b;
+                    vst1q_f32(scale.as_mut_ptr(), vmulq_n_f32(f16_lanes(rows, at), xd));
+                    for ((a, r), s) in acc.iter_mut().zip(rows).zip(scale) {
+                        let [w0, w1] = values(r.add(at));
+                        a[0] = vfmaq_n_f32(a[0], vcvtq_f32_s32(lanes16(w0, x0)), s);
+                        a[1] = vfmaq_n_f32(a[1], vcvtq_f32_s32(lanes16(w1, x1)), s);
+                    }
+                }
+                for (o, a) in o.iter_mut().zip(acc) {
+                    *o = hsum8(a);
+                }
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+            matvec_blocks32(out, w, qs, d, 34, |b| {
+                let q = b.add(2).cast::<i8>();
+                [vld1q_s8(q), vld1q_s8(q.add(16))]
+            });
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+            let (low, eight) = (vdupq_n_u8(0xf), vdupq_n_s8(8));
+            matvec_blocks32(out, w, qs, d, 18, |b| {
+                let q = vld1q_u8(b.add(2));
+                let lo = vsubq_s8(s8(vandq_u8(q, low)), eight);
+                [lo, vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight)]
+            });
+        }
+
+        /// One row's Q4_K block `b` against the input block `x`: lanes
+        /// summing to `Σ_j scale_j·(q_j·x_j)`, and lanes summing to
+        /// `Σ_j min_j·Σx_j` (`xsums` holds the eight `Σx_j`).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q4k_block(b: *const u8, x: *const i8, xsums: int16x8_t) -> [int32x4_t; 2] {
+            let (low, zero) = (vdupq_n_u8(0xf), vdupq_n_s32(0));
+            let mut parts = [zero; 8];
+            for c in 0..4 {
+                let (q0, q1) = (vld1q_u8(b.add(16 + 32 * c)), vld1q_u8(b.add(32 + 32 * c)));
+                let x = x.add(64 * c);
+                let lo = dot16(zero, s8(vandq_u8(q0, low)), vld1q_s8(x));
+                parts[2 * c] = dot16(lo, s8(vandq_u8(q1, low)), vld1q_s8(x.add(16)));
+                let hi = dot16(zero, s8(vshrq_n_u8::<4>(q0)), vld1q_s8(x.add(32)));
+                parts[2 * c + 1] = dot16(hi, s8(vshrq_n_u8::<4>(q1)), vld1q_s8(x.add(48)));
+            }
+            let (scales, mins) = q4k_scales(b.add(4));
+            let scales = vreinterpretq_s16_u16(vmovl_u8(scales));
+            let mins = vreinterpretq_s16_u16(vmovl_u8(mins));
+            let [p0, p1, p2, p3, p4, p5, p6, p7] = parts;
+            let isum = vmlaq_s32(
+                vmulq_s32(hsum4([p0, p1, p2, p3]), vmovl_s16(vget_low_s16(scales))),
+                hsum4([p4, p5, p6, p7]),
+                vmovl_high_s16(scales),
+            );
+            let msum = vmlal_high_s16(
+                vmull_s16(vget_low_s16(mins), vget_low_s16(xsums)),
+                mins,
+                xsums,
+            );
+            [isum, msum]
+        }
+
+        /// Per block, the exact integer sums of each row (the mins through
+        /// the input's `bsums`), then the scalar twin's float operations with
+        /// one row per lane.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+            let row_bytes = w.len() / out.len().max(1);
+            for (g, o) in out.chunks_mut(ROWS).enumerate() {
+                let rows = group(w, row_bytes, ROWS * g, o.len());
+                let mut sum = vdupq_n_f32(0.0);
+                for (b, (&xd, bs)) in d.iter().zip(bsums.chunks_exact(16)).enumerate() {
+                    let x = qs.as_ptr().add(256 * b);
+                    let xsums = vpaddq_s16(vld1q_s16(bs.as_ptr()), vld1q_s16(bs.as_ptr().add(8)));
+                    let sums = rows.map(|r| q4k_block(r.add(144 * b), x, xsums));
+                    let isum = vcvtq_f32_s32(hsum4(sums.map(|s| s[0])));
+                    let msum = vcvtq_f32_s32(hsum4(sums.map(|s| s[1])));
+                    let dw = vmulq_n_f32(f16_lanes(rows, 144 * b), xd);
+                    let dmin = vmulq_n_f32(f16_lanes(rows, 144 * b + 2), xd);
+                    sum = vaddq_f32(sum, vsubq_f32(vmulq_f32(dw, isum), vmulq_f32(dmin, msum)));
+                }
+                store(o, sum);
+            }
+        }
+
+        /// One row's Q6_K block `b` against the input block `x`, whose sums
+        /// of each 16 values are `xsums`: lanes summing to
+        /// `Σ_j scale_j·(q_j·x_j)`. The values are dotted as stored (0..64)
+        /// and the offset of 32 comes off through the sums, as llama.cpp
+        /// does.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6k_block(b: *const u8, x: *const i8, xsums: [int16x8_t; 2]) -> int32x4_t {
+            let (low, high, zero) = (vdupq_n_u8(0xf), vdupq_n_u8(0x30), vdupq_n_s32(0));
+            let mut totals = [zero; 4];
+            for n in 0..2 {
+                let (ql, qh) = (b.add(64 * n), b.add(128 + 32 * n));
+                let l = [0, 1, 2, 3].map(|i| vld1q_u8(ql.add(16 * i)));
+                let h = [vld1q_u8(qh), vld1q_u8(qh.add(16))];
+                // Values 16i..16i+16 of this half: four low bits from `l`,
+                // two high bits from `h`.
+                let q = [
+                    vorrq_u8(vandq_u8(l[0], low), vandq_u8(vshlq_n_u8::<4>(h[0]), high)),
+                    vorrq_u8(vandq_u8(l[1], low), vandq_u8(vshlq_n_u8::<4>(h[1]), high)),
+                    vorrq_u8(vandq_u8(l[2], low), vandq_u8(vshlq_n_u8::<2>(h[0]), high)),
+                    vorrq_u8(vandq_u8(l[3], low), vandq_u8(vshlq_n_u8::<2>(h[1]), high)),
+                    vorrq_u8(vshrq_n_u8::<4>(l[0]), vandq_u8(h[0], high)),
+                    vorrq_u8(vshrq_n_u8::<4>(l[1]), vandq_u8(h[1], high)),
+                    vorrq_u8(vshrq_n_u8::<4>(l[2]), vandq_u8(vshrq_n_u8::<2>(h[0]), high)),
+                    vorrq_u8(vshrq_n_u8::<4>(l[3]), vandq_u8(vshrq_n_u8::<2>(h[1]), high)),
+                ];
+                let x = x.add(128 * n);
+                let p: [int32x4_t; 8] =
+                    core::array::from_fn(|i| dot16(zero, s8(q[i]), vld1q_s8(x.add(16 * i))));
+                totals[2 * n] = hsum4([p[0], p[1], p[2], p[3]]);
+                totals[2 * n + 1] = hsum4([p[4], p[5], p[6], p[7]]);
+            }
+            let scales = vld1q_s8(b.add(192).cast::<i8>());
+            let s = [vmovl_s8(vget_low_s8(scales)), vmovl_high_s8(scales)];
+            let mut isum = vmulq_s32(totals[0], vmovl_s16(vget_low_s16(s[0])));
+            isum = vmlaq_s32(isum, totals[1], vmovl_high_s16(s[0]));
+            isum = vmlaq_s32(isum, totals[2], vmovl_s16(vget_low_s16(s[1])));
+            isum = vmlaq_s32(isum, totals[3], vmovl_high_s16(s[1]));
+            let mut offset = vmull_s16(vget_low_s16(s[0]), vget_low_s16(xsums[0]));
+            offset = vmlal_high_s16(offset, s[0], xsums[0]);
+            offset = vmlal_s16(offset, vget_low_s16(s[1]), vget_low_s16(xsums[1]));
+            offset = vmlal_high_s16(offset, s[1], xsums[1]);
+            vsubq_s32(isum, vshlq_n_s32::<5>(offset))
+        }
+
+        /// Per block, the exact integer sum of each row, then the scalar
+        /// twin's `sum += (d_w·d_x)·isum` with one row per lane.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+            let row_bytes = w.len() / out.len().max(1);
+            for (g, o) in out.chunks_mut(ROWS).enumerate() {
+                let rows = group(w, row_bytes, ROWS * g, o.len());
+                let mut sum = vdupq_n_f32(0.0);
+                for (b, (&xd, bs)) in d.iter().zip(bsums.chunks_exact(16)).enumerate() {
+                    let x = qs.as_ptr().add(256 * b);
+                    let xsums = [vld1q_s16(bs.as_ptr()), vld1q_s16(bs.as_ptr().add(8))];
+                    let isum = hsum4(rows.map(|r| q6k_block(r.add(210 * b), x, xsums)));
+                    let scale = vmulq_n_f32(f16_lanes(rows, 210 * b + 208), xd);
+                    sum = vaddq_f32(sum, vmulq_f32(scale, vcvtq_f32_s32(isum)));
+                }
+                store(o, sum);
+            }
+        }
+    };
+}
+
+int8_kernels!("neon");
+
+/// Widening multiplies and pairwise adds: four instructions for 16 bytes.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    vpadalq_s16(acc, vmull_high_s8(a, b))
+}
+
+/// Widening multiplies, then pairs of pairs: five instructions.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn lanes16(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let low = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    vpaddq_s32(low, vpaddlq_s16(vmull_high_s8(a, b)))
+}
+
+/// The dotprod level: the int8 kernels with `sdot`, whose four lanes are
+/// exactly the scalar twin's lane sums; the NEON level's kernels otherwise.
+pub mod dot {
+    pub use super::{
+        add, attention_f16, attention_mix, attention_scores, f32_to_f16, matvec_f16, matvec_f32,
+        quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
+    };
+
+    use super::{f16_lanes, group, hsum4, hsum8, q4k_scales, s8, store, ROWS};
+    use core::arch::aarch64::*;
+    use core::arch::asm;
+
+    int8_kernels!("neon,dotprod");
+
+    /// One `sdot` (its intrinsic, `vdotq_s32`, is not stable).
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot16(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        asm!(
+            "sdot {0:v}.4s, {1:v}.16b, {2:v}.16b",
+            inout(vreg) acc,
+            in(vreg) a,
+            in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }
+
+    /// `sdot` sums exactly the scalar twin's groups of four.
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn lanes16(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        dot16(vdupq_n_s32(0), a, b)
+    }
 }

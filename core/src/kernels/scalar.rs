@@ -26,14 +26,15 @@ pub fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
     }
 }
 
+/// The RMSNorm scale `1/√(mean(x²) + eps)`. The squares are summed in f64
+/// (as GGML does): nearly exact, so every twin's order gives the same f32.
+pub fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let ss: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    1.0 / libm::sqrtf((ss / x.len() as f64) as f32 + eps)
+}
+
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let mut ss = 0.0f32;
-    for &v in x {
-        ss += v * v;
-    }
-    ss /= x.len() as f32;
-    ss += eps;
-    let scale = 1.0 / libm::sqrtf(ss);
+    let scale = rms_scale(x, eps);
     for (j, o) in out.iter_mut().enumerate() {
         *o = f32_at(weight, j) * (scale * x[j]);
     }
@@ -109,4 +110,377 @@ pub fn sum(data: &[u8]) -> f32 {
         s += f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
     s
+}
+
+// ---- Half precision and the quantized types (GGML block layouts) ----
+
+use crate::tensor::f16_to_f32;
+
+fn f16_at(bytes: &[u8], i: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
+}
+
+pub fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let row_bytes = x.len() * 2;
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut sum = 0.0f32;
+        for (i, &xi) in x.iter().enumerate() {
+            sum += f16_at(row, i) * xi;
+        }
+        *o = sum;
+    }
+}
+
+/// llama.cpp's input quantization for Q8_0/Q4_0 weights (its x86 code):
+/// per 32 values, the scale `max|x|/127` kept as f16, and `x·127/max`
+/// rounded half to even.
+pub fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), db) in x
+        .chunks_exact(32)
+        .zip(qs.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+    {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        *db = f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = libm::rintf(v * id) as i8;
+        }
+    }
+}
+
+/// llama.cpp's input quantization for K-quant weights: per 256 values,
+/// scale from the signed value of largest magnitude (so it maps to −127),
+/// values rounded half to even and capped at 127, and the sum of each 16.
+pub fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    let blocks = x.chunks_exact(256).zip(qs.chunks_exact_mut(256));
+    for (((xb, qb), db), sb) in blocks.zip(d.iter_mut()).zip(bsums.chunks_exact_mut(16)) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
+        }
+        if amax == 0.0 {
+            *db = 0.0;
+            qb.fill(0);
+            sb.fill(0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (libm::rintf(iscale * v) as i32).min(127) as i8;
+        }
+        for (s, q16) in sb.iter_mut().zip(qb.chunks_exact(16)) {
+            *s = q16.iter().map(|&q| i16::from(q)).sum();
+        }
+        *db = 1.0 / iscale;
+    }
+}
+
+fn dot_i8(a: impl Iterator<Item = i32>, b: &[i8]) -> i32 {
+    a.zip(b).map(|(x, &y)| x * i32::from(y)).sum()
+}
+
+/// Lane sums of a 32-value block: lane `l` is the integer dot product of
+/// values `4l..4l+4` (what `vpdpbusd`, `pmaddubsw`+`pmaddwd` and NEON `sdot`
+/// all produce).
+fn lanes(w: impl Iterator<Item = i32>, x: &[i8]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (i, (wv, &xv)) in w.zip(x).enumerate() {
+        lanes[i / 4] += wv * i32::from(xv);
+    }
+    lanes
+}
+
+/// GGML's horizontal sum of eight lanes: high half plus low half, then pairs.
+pub fn hsum8(a: [f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Rows of 32-value blocks (Q8_0, Q4_0): per block, eight lane sums
+/// scaled by `d_w·d_x` with a fused multiply-add into eight running sums,
+/// then [`hsum8`]. This is llama.cpp's order for both types on x86, so the
+/// results agree with it bit for bit. `values` decodes a block's weights.
+fn matvec_blocks32(
+    out: &mut [f32],
+    w: &[u8],
+    qs: &[i8],
+    d: &[f32],
+    block_bytes: usize,
+    values: impl Fn(&[u8]) -> [i32; 32],
+) {
+    let row_bytes = w.len() / out.len().max(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut acc = [0.0f32; 8];
+        for ((b, xq), &xd) in row
+            .chunks_exact(block_bytes)
+            .zip(qs.chunks_exact(32))
+            .zip(d)
+        {
+            let scale = f16_at(b, 0) * xd;
+            for (a, lane) in acc.iter_mut().zip(lanes(values(b).into_iter(), xq)) {
+                *a = libm::fmaf(scale, lane as f32, *a);
+            }
+        }
+        *o = hsum8(acc);
+    }
+}
+
+/// Q8_0: an f16 scale and 32 signed bytes.
+pub fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+    matvec_blocks32(out, w, qs, d, 34, |b| {
+        core::array::from_fn(|i| i32::from(b[2 + i] as i8))
+    });
+}
+
+/// Q4_0: an f16 scale and 16 bytes of nibbles, stored as value + 8: the low
+/// nibbles are values 0..16, the high ones 16..32.
+pub fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+    matvec_blocks32(out, w, qs, d, 18, |b| {
+        core::array::from_fn(|i| {
+            i32::from(if i < 16 {
+                b[2 + i] & 0xf
+            } else {
+                b[2 + i - 16] >> 4
+            }) - 8
+        })
+    });
+}
+
+/// A Q4_K block's eight 6-bit sub-block scales and eight 6-bit mins, from
+/// the 12 bytes that pack them, as four little-endian words of four bytes:
+/// scales 0..4, scales 4..8, mins 0..4, mins 4..8. Bytes 0..4 hold scales
+/// 0..4 in their low six bits and the top two bits of scales 4..8; bytes
+/// 4..8 the same for the mins; bytes 8..12 the low four bits of scales
+/// 4..8 (low nibble) and mins 4..8 (high nibble). Word operations unpack
+/// four at a time, as the SIMD twins want them.
+pub fn q4k_scale_words(s: &[u8]) -> [u32; 4] {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a, b, c) = (word(0), word(1), word(2));
+    [
+        a & LOW6,
+        (c & LOW4) | (((a >> 6) & LOW2) << 4),
+        b & LOW6,
+        ((c >> 4) & LOW4) | (((b >> 6) & LOW2) << 4),
+    ]
+}
+
+/// [`q4k_scale_words`] as bytes: the eight scales and the eight mins.
+pub fn q4k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let w = q4k_scale_words(s);
+    let bytes = |lo: u32, hi: u32| (u64::from(lo) | u64::from(hi) << 32).to_le_bytes();
+    (bytes(w[0], w[1]), bytes(w[2], w[3]))
+}
+
+/// The 256 quantized values (0..16) of a Q4_K block, in order.
+fn q4k_values(block: &[u8]) -> [u8; 256] {
+    let mut v = [0u8; 256];
+    for (c, qs) in block[16..144].chunks_exact(32).enumerate() {
+        for (l, &b) in qs.iter().enumerate() {
+            v[64 * c + l] = b & 0xf;
+            v[64 * c + 32 + l] = b >> 4;
+        }
+    }
+    v
+}
+
+pub fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+    let row_bytes = w.len() / out.len().max(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut sum = 0.0f32;
+        let blocks = row.chunks_exact(144).zip(qs.chunks_exact(256));
+        for (((block, xq), &xd), bs) in blocks.zip(d).zip(bsums.chunks_exact(16)) {
+            let (sc, m) = q4k_scales(&block[4..16]);
+            let v = q4k_values(block);
+            let mut isum = 0i32;
+            let mut msum = 0i32;
+            for j in 0..8 {
+                let vals = v[32 * j..32 * j + 32].iter().map(|&q| i32::from(q));
+                isum += i32::from(sc[j]) * dot_i8(vals, &xq[32 * j..32 * j + 32]);
+                msum += i32::from(m[j]) * (i32::from(bs[2 * j]) + i32::from(bs[2 * j + 1]));
+            }
+            sum += (f16_at(block, 0) * xd) * isum as f32 - (f16_at(block, 1) * xd) * msum as f32;
+        }
+        *o = sum;
+    }
+}
+
+/// The 256 quantized values (−32..32) of a Q6_K block, in order.
+fn q6k_values(block: &[u8]) -> [i8; 256] {
+    let (ql, qh) = (&block[..128], &block[128..192]);
+    let mut v = [0i8; 256];
+    for n in 0..2 {
+        let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+        for l in 0..32 {
+            let at = 128 * n + l;
+            v[at] = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i8 - 32;
+            v[at + 32] = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            v[at + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            v[at + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    v
+}
+
+pub fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], _bsums: &[i16]) {
+    let row_bytes = w.len() / out.len().max(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut sum = 0.0f32;
+        for ((block, xq), &xd) in row.chunks_exact(210).zip(qs.chunks_exact(256)).zip(d) {
+            let v = q6k_values(block);
+            let mut isum = 0i32;
+            for j in 0..16 {
+                let vals = v[16 * j..16 * j + 16].iter().map(|&q| i32::from(q));
+                isum += i32::from(block[192 + j] as i8) * dot_i8(vals, &xq[16 * j..16 * j + 16]);
+            }
+            sum += (f16_at(block, 104) * xd) * isum as f32;
+        }
+        *o = sum;
+    }
+}
+
+/// One row of any type as f32 (the embedding lookup).
+pub fn dequantize_row(dtype: crate::tensor::DType, row: &[u8], out: &mut [f32]) {
+    use crate::tensor::DType;
+    match dtype {
+        DType::F32 => f32_from_le(out, row),
+        DType::F16 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = f16_at(row, i);
+            }
+        }
+        DType::Q8_0 => {
+            for (block, ob) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(block, 0);
+                for (o, &q) in ob.iter_mut().zip(&block[2..]) {
+                    *o = d * f32::from(q as i8);
+                }
+            }
+        }
+        DType::Q4_0 => {
+            for (block, ob) in row.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(block, 0);
+                for (j, &b) in block[2..].iter().enumerate() {
+                    ob[j] = d * f32::from(i16::from(b & 0xf) - 8);
+                    ob[j + 16] = d * f32::from(i16::from(b >> 4) - 8);
+                }
+            }
+        }
+        DType::Q4K => {
+            for (block, ob) in row.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
+                let (d, dmin) = (f16_at(block, 0), f16_at(block, 1));
+                let (sc, m) = q4k_scales(&block[4..16]);
+                for (i, (o, &q)) in ob.iter_mut().zip(q4k_values(block).iter()).enumerate() {
+                    let j = i / 32;
+                    *o = d * f32::from(sc[j]) * f32::from(q) - dmin * f32::from(m[j]);
+                }
+            }
+        }
+        DType::Q6K => {
+            for (block, ob) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+                let d = f16_at(block, 104);
+                for (i, (o, &q)) in ob.iter_mut().zip(q6k_values(block).iter()).enumerate() {
+                    *o = d * f32::from(block[192 + i / 16] as i8) * f32::from(q);
+                }
+            }
+        }
+    }
+}
+
+pub fn f32_to_f16(out: &mut [u16], x: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = crate::tensor::f32_to_f16(v);
+    }
+}
+
+/// `x` rounded to the nearest f16, kept as f32.
+fn round16(x: f32) -> f32 {
+    f16_to_f32(crate::tensor::f32_to_f16(x))
+}
+
+/// The score of an f16 query and key: their products are exact in f32 and
+/// summed in f64, in four lanes (index mod 4) joined as `(l0 + l1) + (l2 +
+/// l3)` — the order one AVX2 register or two NEON registers of f64 keep.
+fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+    let mut lanes = [0.0f64; 4];
+    for (i, (&a, &b)) in q.iter().zip(k).enumerate() {
+        lanes[i % 4] += f64::from(round16(a) * f16_to_f32(b));
+    }
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32
+}
+
+/// llama.cpp's online softmax, as factors: walking the scores in order
+/// with a running maximum, a new maximum rescales everything accumulated so
+/// far by `exp(old − new)` and weighs its own value 1; any other score
+/// weighs its value `exp(s − max)`. Replaces each score with its rescale
+/// factor (1 when the maximum held), writes each weight, and returns
+/// `1/Σ`, the normalisation.
+pub fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    for (s, w) in scores.iter_mut().zip(weights.iter_mut()) {
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if *s > max {
+            ms = libm::expf(max - *s);
+            max = *s;
+        } else {
+            vs = libm::expf(*s - max);
+        }
+        (*s, *w) = (ms, vs);
+        sum = sum * ms + vs;
+    }
+    if sum == 0.0 {
+        0.0
+    } else {
+        1.0 / sum
+    }
+}
+
+/// Attention over an f16 KV cache, the way llama.cpp's CPU flash attention
+/// computes it: the query rounded to f16; each score an f64 sum of exact
+/// f16·f16 products ([`dot_f16`]), times `scale`; an [`online_softmax`];
+/// and each output value accumulated in f16 over the positions (a rescale,
+/// then one fused multiply-add, each rounded to f16), then normalised.
+/// Skipping a rescale by exactly 1 changes nothing: the accumulator is
+/// already an f16 value. `scratch` holds `2 · positions` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_f16(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    scratch: &mut [f32],
+) {
+    let n = q.len();
+    let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
+    for (t, s) in rescale.iter_mut().enumerate() {
+        *s = dot_f16(q, &keys[t * stride..][..n]) * scale;
+    }
+    let inv = online_softmax(rescale, weight);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = mix_f16(values, stride, i, rescale, weight) * inv;
+    }
+}
+
+/// Value `i` of every position, weighed and accumulated in f16.
+pub fn mix_f16(values: &[u16], stride: usize, i: usize, rescale: &[f32], weight: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
+        if ms != 1.0 {
+            acc = round16(acc * ms);
+        }
+        acc = round16(libm::fmaf(f16_to_f32(values[t * stride + i]), vs, acc));
+    }
+    acc
 }

@@ -54,8 +54,8 @@ fn check_matvec(isa: Isa, rows: usize, cols: usize, seed: u64) {
     let buf = bytes_at(&w, offset);
     let wr = WeightRef::new("w", DType::F32, rows, cols, &buf[offset..]).unwrap();
     let (mut want, mut got) = (std::vec![0.0; rows], std::vec![0.0; rows]);
-    matvec(Isa::SCALAR, &mut want, &wr, &x);
-    matvec(isa, &mut got, &wr, &x);
+    matvec(Isa::SCALAR, &mut want, &wr, &Input::F32(&x));
+    matvec(isa, &mut got, &wr, &Input::F32(&x));
     for r in 0..rows {
         let abs: f32 = (0..cols).map(|c| (w[r * cols + c] * x[c]).abs()).sum();
         let bound = 2.0 * cols as f32 * U * abs + 1e-30;
@@ -293,8 +293,342 @@ fn each_isa_is_bitwise_repeatable() {
         let wr = WeightRef::new("w", DType::F32, rows, cols, &buf[2..]).unwrap();
         let x = random(cols, 4, 1.0);
         let (mut a, mut b) = (std::vec![0.0; rows], std::vec![0.0; rows]);
-        matvec(isa, &mut a, &wr, &x);
-        matvec(isa, &mut b, &wr, &x);
+        matvec(isa, &mut a, &wr, &Input::F32(&x));
+        matvec(isa, &mut b, &wr, &Input::F32(&x));
         assert_eq!(a, b);
+    }
+}
+
+// ---- Quantized weights ----
+
+use crate::tensor::{f16_to_f32, f32_to_f16 as to_f16_bits};
+
+/// Random blocks of `dtype` with sane f16 scales, `rows × cols`, placed at
+/// byte `offset` of the returned buffer.
+fn random_blocks(dtype: DType, rows: usize, cols: usize, seed: u64, offset: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    let mut byte = || random_u32(&mut state) as u8;
+    let bytes = dtype.bytes(rows, cols).unwrap();
+    let mut b: Vec<u8> = (0..offset + bytes).map(|_| byte()).collect();
+    let scale = |b: &mut [u8], at: usize, v: f32| {
+        b[at..at + 2].copy_from_slice(&to_f16_bits(v).to_le_bytes())
+    };
+    let (_, block) = dtype.block();
+    for (i, blk) in b[offset..].chunks_exact_mut(block).enumerate() {
+        let v = 0.002 + 0.0001 * (i % 17) as f32;
+        match dtype {
+            DType::Q8_0 | DType::Q4_0 => scale(blk, 0, v),
+            DType::Q4K => {
+                scale(blk, 0, v);
+                scale(blk, 2, v / 3.0);
+            }
+            DType::Q6K => scale(blk, 208, v / 4.0),
+            DType::F16 => {
+                let x = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                if !x.is_finite() || x.abs() > 4.0 {
+                    scale(blk, 0, v);
+                }
+            }
+            DType::F32 => {}
+        }
+    }
+    b
+}
+
+/// `Σ|w·x|` of one row, from dequantized weights and (dequantized) input:
+/// what rounding in any summation order is bounded by.
+fn abs_products(w: &WeightRef<'_>, r: usize, x: &[f32]) -> f32 {
+    let mut row = std::vec![0.0f32; w.cols()];
+    scalar::dequantize_row(w.dtype(), w.rows_at(r, 1).data(), &mut row);
+    row.iter().zip(x).map(|(a, b)| (a * b).abs()).sum()
+}
+
+/// The input as the kernels see it, back in f32 (for the bound).
+fn input_values(x: &Input<'_>) -> Vec<f32> {
+    match *x {
+        Input::F32(x) => x.to_vec(),
+        Input::Q8_0 { qs, d } => qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| d[i / 32] * f32::from(q))
+            .collect(),
+        Input::Q8K { qs, d, .. } => qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| d[i / 256] * f32::from(q))
+            .collect(),
+    }
+}
+
+/// Both input quantizations, on random blocks and on blocks made to hit
+/// the edges: all zeros, one nonzero value, exact ties after scaling, the
+/// largest magnitude negative and positive (first one wins), tiny values.
+#[test]
+fn input_quantization_matches_scalar_exactly() {
+    let n = 256 * 6;
+    let mut x = random(n, 7, 5.0);
+    x[..256].fill(0.0);
+    x[256..512].fill(0.0);
+    x[300] = -3.0;
+    for (i, v) in x[512..768].iter_mut().enumerate() {
+        *v = (i as f32 - 128.0) * 0.5;
+    }
+    x[770] = -9.0;
+    x[900] = 9.0;
+    for v in &mut x[1024..1280] {
+        *v *= 1e-30;
+    }
+    for isa in simd_levels() {
+        for form in [InputForm::Q8_0, InputForm::Q8K] {
+            let mut bufs = [(); 2].map(|_| {
+                (
+                    std::vec![0i8; n],
+                    std::vec![0.0f32; n / 32],
+                    std::vec![0i16; n / 16],
+                )
+            });
+            for (i, (qs, d, bsums)) in bufs.iter_mut().enumerate() {
+                let mut ib = InputBuffers { qs, d, bsums };
+                quantize(if i == 0 { Isa::SCALAR } else { isa }, form, &x, &mut ib);
+            }
+            let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bufs[0].0, bufs[1].0, "{} {form:?} values", isa.name());
+            assert_eq!(
+                bits(&bufs[0].1),
+                bits(&bufs[1].1),
+                "{} {form:?} scales",
+                isa.name()
+            );
+            assert_eq!(bufs[0].2, bufs[1].2, "{} {form:?} sums", isa.name());
+        }
+    }
+}
+
+fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) {
+    let offset = 1 + seed as usize % 3;
+    let buf = random_blocks(dtype, rows, cols, seed, offset);
+    let w = WeightRef::new("w", dtype, rows, cols, &buf[offset..]).unwrap();
+    let x = random(cols, seed + 1, 3.0);
+    let n = cols.next_multiple_of(256);
+    let (mut qs, mut d, mut bsums) = (
+        std::vec![0i8; n],
+        std::vec![0.0f32; n / 32],
+        std::vec![0i16; n / 16],
+    );
+    let mut ib = InputBuffers {
+        qs: &mut qs,
+        d: &mut d,
+        bsums: &mut bsums,
+    };
+    let input = prepare(Isa::SCALAR, dtype, &x, &mut ib);
+    let (mut want, mut got) = (std::vec![0.0; rows], std::vec![0.0; rows]);
+    matvec(Isa::SCALAR, &mut want, &w, &input);
+    matvec(isa, &mut got, &w, &input);
+    let what = || std::format!("{} {} {rows}x{cols}", isa.name(), dtype.name());
+    match dtype {
+        // Exact integer sums and the spec's float order: the same bits.
+        DType::Q8_0 | DType::Q4_0 | DType::Q4K | DType::Q6K => {
+            let (g, w): (Vec<u32>, Vec<u32>) = (
+                got.iter().map(|v| v.to_bits()).collect(),
+                want.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(g, w, "{}", what());
+        }
+        _ => {
+            let xv = input_values(&input);
+            for r in 0..rows {
+                let bound = 2.0 * cols as f32 * U * abs_products(&w, r, &xv) + 1e-30;
+                let err = (got[r] - want[r]).abs();
+                assert!(err <= bound, "{} row {r}: {err} > {bound}", what());
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_matvec_matches_scalar() {
+    for isa in simd_levels() {
+        for k in 1..=24 {
+            for rows in [1, 3, 8, 13, 37] {
+                check_quantized(isa, DType::Q8_0, rows, 32 * k, (k * rows) as u64);
+                check_quantized(isa, DType::Q4_0, rows, 32 * k, (k * rows + 1) as u64);
+            }
+        }
+        for cols in (1..=300).chain([768, 2048]) {
+            check_quantized(isa, DType::F16, 1 + cols % 11, cols, cols as u64);
+        }
+        for k in 1..=8 {
+            for rows in [1, 2, 8, 13] {
+                check_quantized(isa, DType::Q4K, rows, 256 * k, (k * rows + 2) as u64);
+                check_quantized(isa, DType::Q6K, rows, 256 * k, (k * rows + 3) as u64);
+            }
+        }
+        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4K, DType::Q6K, DType::F16] {
+            check_quantized(isa, dtype, 2048, 768, 99);
+            check_quantized(isa, dtype, 768, 2048, 98);
+        }
+    }
+}
+
+/// Scores whose f64 lane sums round: lanes 0 and 2 cancel (±2^30 per
+/// product), lane 1 holds 2^-24 per product, below half an ulp of lane 0's
+/// sum. Joined as `(l0 + l1) + (l2 + l3)` the score is 0; any other order
+/// keeps lane 1 and, times the scale 2^20, moves the softmax.
+#[test]
+fn attention_f16_keeps_the_score_summation_order() {
+    let head = 64;
+    let pattern = [32768.0f32, 1.0 / 4096.0, -32768.0, 0.0];
+    let q: Vec<f32> = (0..head).map(|i| pattern[i % 4]).collect();
+    let key: Vec<f32> = (0..head).map(|i| pattern[i % 4].abs()).collect();
+    let (mut keys, mut values) = (std::vec![0u16; 2 * head], std::vec![0u16; 2 * head]);
+    f32_to_f16(Isa::SCALAR, &mut keys[head..], &key);
+    f32_to_f16(Isa::SCALAR, &mut values, &random(2 * head, 5, 1.0));
+    let mut scratch = [0.0f32; 4];
+    let mut want = std::vec![0.0f32; head];
+    attention_f16(
+        Isa::SCALAR,
+        &mut want,
+        &q,
+        &keys,
+        &values,
+        head,
+        2,
+        1048576.0,
+        &mut scratch,
+    );
+    let mut equal = std::vec![0.0f32; head];
+    attention_f16(
+        Isa::SCALAR,
+        &mut equal,
+        &q,
+        &keys,
+        &values,
+        head,
+        2,
+        0.0,
+        &mut scratch,
+    );
+    assert_eq!(want, equal, "the scalar score must round to 0");
+    for isa in simd_levels() {
+        let mut got = std::vec![0.0f32; head];
+        attention_f16(
+            isa,
+            &mut got,
+            &q,
+            &keys,
+            &values,
+            head,
+            2,
+            1048576.0,
+            &mut scratch,
+        );
+        assert_eq!(got, want, "{}", isa.name());
+    }
+}
+
+/// llama.cpp's flash-attention loop as it reads: one pass, the output
+/// rescaled in place whenever the maximum grows.
+#[allow(clippy::too_many_arguments)]
+fn one_pass_attention(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+) {
+    let round16 = |x: f32| f16_to_f32(to_f16_bits(x));
+    let n = q.len();
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    out.fill(0.0);
+    for t in 0..positions {
+        let mut lanes = [0.0f64; 4];
+        for i in 0..n {
+            lanes[i % 4] += f64::from(round16(q[i]) * f16_to_f32(keys[t * stride + i]));
+        }
+        let s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32 * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if s > max {
+            ms = libm::expf(max - s);
+            max = s;
+            out.iter_mut().for_each(|o| *o = round16(*o * ms));
+        } else {
+            vs = libm::expf(s - max);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = round16(libm::fmaf(f16_to_f32(values[t * stride + i]), vs, *o));
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+#[test]
+fn f16_conversion_and_attention_match_scalar_exactly() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for isa in simd_levels() {
+        for n in (1..=300).chain([768, 4099]) {
+            let x = random(n, n as u64, 70000.0);
+            let (mut want, mut got) = (std::vec![0u16; n], std::vec![0u16; n]);
+            f32_to_f16(Isa::SCALAR, &mut want, &x);
+            f32_to_f16(isa, &mut got, &x);
+            assert_eq!(got, want, "{} f32_to_f16 {n}", isa.name());
+        }
+    }
+    // The scalar twin too: its three passes must be the one-pass loop.
+    for head in (1..=160).chain([256]) {
+        for isa in Isa::available() {
+            // Long enough for the maximum to grow and hold many times.
+            let (positions, stride) = (1 + (head * 7) % 97, head + head % 7);
+            let len = (positions - 1) * stride + head;
+            let (mut keys, mut values) = (std::vec![0u16; len], std::vec![0u16; len]);
+            f32_to_f16(Isa::SCALAR, &mut keys, &random(len, head as u64, 2.0));
+            f32_to_f16(Isa::SCALAR, &mut values, &random(len, head as u64 + 5, 2.0));
+            let q = random(head, head as u64 + 9, 3.0);
+            let scale = 1.0 / libm::sqrtf(head as f32);
+            let (mut want, mut got) = (std::vec![0.0f32; head], std::vec![1.0f32; head]);
+            let mut scratch = std::vec![0.0f32; 2 * positions];
+            one_pass_attention(&mut want, &q, &keys, &values, stride, positions, scale);
+            attention_f16(
+                isa,
+                &mut got,
+                &q,
+                &keys,
+                &values,
+                stride,
+                positions,
+                scale,
+                &mut scratch,
+            );
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{} attention_f16 head {head}",
+                isa.name()
+            );
+        }
+    }
+}
+
+/// The word-at-a-time unpacking against the Q4_K layout byte by byte.
+#[test]
+fn q4k_scale_words_unpack_the_byte_layout() {
+    let mut state = 5u64;
+    for _ in 0..10_000 {
+        let s: [u8; 12] = core::array::from_fn(|_| random_u32(&mut state) as u8);
+        let (sc, m) = scalar::q4k_scales(&s);
+        for j in 0..8 {
+            let (want_sc, want_m) = if j < 4 {
+                (s[j] & 63, s[j + 4] & 63)
+            } else {
+                (
+                    (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4),
+                    (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+                )
+            };
+            assert_eq!((sc[j], m[j]), (want_sc, want_m), "{s:?} sub-block {j}");
+        }
     }
 }

@@ -14,30 +14,588 @@
 //! `2 · cos.len()` for RoPE. Weight bytes may have any alignment: only
 //! unaligned loads touch them.
 
+/// The integer and half-precision kernels of both x86 levels: 256-bit code
+/// whose only difference is the module's `lanes_u` (the eight sums of four
+/// unsigned × signed byte products): `pmaddubsw`+`pmaddwd` on AVX2,
+/// `vpdpbusd` with AVX-512 VNNI. Each computes exact integer sums per block
+/// and then the scalar twin's float formula, so they equal it bit for bit.
+macro_rules! block_kernels {
+    ($features:literal) => {
+        /// GGML's horizontal sum of eight floats: halves, then pairs.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hsum8(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hmax8(v: __m256) -> f32 {
+            let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps::<1>(s, s)))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hsum_i32(v: __m256i) -> i32 {
+            hsum4_i32(_mm_add_epi32(
+                _mm256_castsi256_si128(v),
+                _mm256_extracti128_si256::<1>(v),
+            ))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hsum4_i32(s: __m128i) -> i32 {
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b1011_0001>(s)))
+        }
+
+        /// The eight sums of four `a` (unsigned) × `b` (signed) byte products.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn lanes_u(a: __m256i, b: __m256i) -> __m256i {
+            lanes_u_acc(_mm256_setzero_si256(), a, b)
+        }
+
+        /// The little-endian f16 at `p` (any alignment) as f32.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn f16_at(p: *const u8) -> f32 {
+            let bits = i32::from(p.cast::<u16>().read_unaligned());
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+        }
+
+        /// `x` rounded to the nearest f16 (ties to even), as f32.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn round16(x: __m256) -> __m256 {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+        }
+
+        /// `out[r]` for every row of `w`, four rows per pass (each block of
+        /// the input loaded once for the four, their dependency chains
+        /// interleaved) and one at a time for the rest.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn by_rows(
+            out: &mut [f32],
+            w: &[u8],
+            four: impl Fn([*const u8; 4], usize) -> [f32; 4],
+            one: impl Fn([*const u8; 1], usize) -> [f32; 1],
+        ) {
+            let row_bytes = w.len() / out.len().max(1);
+            let row = |r: usize| w.as_ptr().add(r * row_bytes);
+            let quads = out.len() / 4;
+            for (q, o) in out.chunks_exact_mut(4).enumerate() {
+                let rows = [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
+                o.copy_from_slice(&four(rows, 4 * row_bytes));
+            }
+            for (r, o) in out.iter_mut().enumerate().skip(4 * quads) {
+                *o = one([row(r)], row_bytes)[0];
+            }
+        }
+
+        /// Asks for the cache line `ahead` bytes past `p`: the same spot one
+        /// group of rows further. Each matrix is read once per token from
+        /// DRAM, and these kernels do enough arithmetic per byte to fill the
+        /// out-of-order window before enough loads are in flight.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn prefetch(p: *const u8, ahead: usize) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+        }
+
+        /// Thirty-two i32 lanes (four vectors) as bytes in order, saturating.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn pack_i8(q: [__m256i; 4]) -> __m256i {
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            // The packs interleave 128-bit halves: put the four-byte groups back.
+            _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn abs8(v: __m256) -> __m256 {
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+        }
+
+        /// The scalar twin's `quantize_q8_0`, equal to it for finite input:
+        /// `cvtps2dq` rounds half to even in the default rounding mode.
+        #[target_feature(enable = $features)]
+        pub unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+            for (b, db) in d.iter_mut().enumerate() {
+                let p = x.as_ptr().add(32 * b);
+                let v: [__m256; 4] = core::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+                let amax = hmax8(
+                    v.iter()
+                        .fold(_mm256_setzero_ps(), |m, &x| _mm256_max_ps(m, abs8(x))),
+                );
+                *db = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+                let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+                let q = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, id)));
+                _mm256_storeu_si256(qs.as_mut_ptr().add(32 * b).cast(), pack_i8(q));
+            }
+        }
+
+        /// The scalar twin's `quantize_q8_k`, equal to it for finite input.
+        #[target_feature(enable = $features)]
+        pub unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+            for (b, db) in d.iter_mut().enumerate() {
+                let xb = &x[256 * b..256 * b + 256];
+                let (q, sums) = (
+                    &mut qs[256 * b..256 * b + 256],
+                    &mut bsums[16 * b..16 * b + 16],
+                );
+                let p = xb.as_ptr();
+                let mut m = _mm256_setzero_ps();
+                for k in 0..32 {
+                    m = _mm256_max_ps(m, abs8(_mm256_loadu_ps(p.add(8 * k))));
+                }
+                let amax = hmax8(m);
+                let Some(&max) = xb.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
+                    *db = 0.0;
+                    q.fill(0);
+                    sums.fill(0);
+                    continue;
+                };
+                let iscale = -127.0 / max;
+                let (sv, cap) = (_mm256_set1_ps(iscale), _mm256_set1_epi32(127));
+                for g in 0..8 {
+                    let v: [__m256i; 4] = core::array::from_fn(|k| {
+                        let x = _mm256_loadu_ps(p.add(32 * g + 8 * k));
+                        _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(sv, x)), cap)
+                    });
+                    _mm256_storeu_si256(q.as_mut_ptr().add(32 * g).cast(), pack_i8(v));
+                    sums[2 * g] = hsum_i32(_mm256_add_epi32(v[0], v[1])) as i16;
+                    sums[2 * g + 1] = hsum_i32(_mm256_add_epi32(v[2], v[3])) as i16;
+                }
+                *db = 1.0 / iscale;
+            }
+        }
+
+        /// The scalar twin's `matvec_blocks32` for `R` rows. `lanes` gives
+        /// a block's eight exact lane sums from its bytes, the input block
+        /// and `corr`: the input's lane sums times `−bias`, computed once
+        /// for all rows, for weights stored as unsigned `value + bias`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn blocks32_rows<const R: usize>(
+            rows: [*const u8; R],
+            ahead: usize,
+            qs: &[i8],
+            d: &[f32],
+            block_bytes: usize,
+            bias: i8,
+            lanes: impl Fn(*const u8, __m256i, __m256i) -> __m256i,
+        ) -> [f32; R] {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (b, &xd) in d.iter().enumerate() {
+                let xq = _mm256_loadu_si256(qs.as_ptr().add(32 * b).cast());
+                let corr = match bias {
+                    0 => _mm256_setzero_si256(),
+                    _ => _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        lanes_u(_mm256_set1_epi8(bias), xq),
+                    ),
+                };
+                for (a, row) in acc.iter_mut().zip(rows) {
+                    let block = row.add(block_bytes * b);
+                    prefetch(block, ahead);
+                    let scale = _mm256_set1_ps(f16_at(block) * xd);
+                    *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes(block, xq, corr)), *a);
+                }
+            }
+            let mut out = [0.0; R];
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = hsum8(a);
+            }
+            out
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+            let lanes = |block: *const u8, x, corr| {
+                q8_0_lanes(_mm256_loadu_si256(block.add(2).cast()), x, corr)
+            };
+            by_rows(
+                out,
+                w,
+                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes),
+                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes),
+            );
+        }
+
+        /// Nibbles are stored as value + 8: low ones are values 0..16,
+        /// high ones 16..32.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+            let low = _mm256_set1_epi8(0xf);
+            let lanes = |block: *const u8, x, corr| {
+                let nib = _mm_loadu_si128(block.add(2).cast());
+                let both = _mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib);
+                lanes_u_acc(corr, _mm256_and_si256(both, low), x)
+            };
+            by_rows(
+                out,
+                w,
+                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes),
+                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes),
+            );
+        }
+
+        /// The eight lane sums of four `a` (unsigned, below 64) × `b`
+        /// (signed) byte products, each times its lane's 16-bit scale
+        /// (`s`, the same in both halves of a lane). Exact: a pair of
+        /// products is at most 2·63·128 in magnitude, below 2^15.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn scaled_lanes(a: __m256i, b: __m256i, s: __m256i) -> __m256i {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), s)
+        }
+
+        /// The 16-bit lanes of `v` all set to its 16-bit lane `i` (< 8),
+        /// in both halves.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn spread16(v: __m256i, i: usize) -> __m256i {
+            let pair = (((2 * i + 1) << 8) | (2 * i)) as i16;
+            _mm256_shuffle_epi8(v, _mm256_set1_epi16(pair))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q4k_rows<const R: usize>(
+            rows: [*const u8; R],
+            ahead: usize,
+            qs: &[i8],
+            d: &[f32],
+            bsums: &[i16],
+        ) -> [f32; R] {
+            let low = _mm256_set1_epi8(0xf);
+            let mut sum = [0.0f32; R];
+            for (b, &xd) in d.iter().enumerate() {
+                let x = qs.as_ptr().add(256 * b);
+                // Σx of each 32-value sub-block, the mins' partners.
+                let bs = _mm256_loadu_si256(bsums.as_ptr().add(16 * b).cast());
+                let pairs = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                for (s, row) in sum.iter_mut().zip(rows) {
+                    let block = row.add(144 * b);
+                    // Every line the block touches; its last is the next block's first.
+                    for line in [0, 64, 128] {
+                        prefetch(block.add(line), ahead);
+                    }
+                    let w =
+                        crate::kernels::scalar::q4k_scale_words(&*block.add(4).cast::<[u8; 12]>());
+                    let words = _mm_set_epi32(w[3] as i32, w[2] as i32, w[1] as i32, w[0] as i32);
+                    // 16-bit lanes: the eight scales, then the eight mins.
+                    let both = _mm256_cvtepu8_epi16(words);
+                    let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(both));
+                    let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(both), pairs);
+                    let mut sumi = _mm256_setzero_si256();
+                    for j in 0..4 {
+                        let q = _mm256_loadu_si256(block.add(16 + 32 * j).cast());
+                        let lo = _mm256_and_si256(q, low);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                        let xl = _mm256_loadu_si256(x.add(64 * j).cast());
+                        let xh = _mm256_loadu_si256(x.add(64 * j + 32).cast());
+                        sumi =
+                            _mm256_add_epi32(sumi, scaled_lanes(lo, xl, spread16(scales, 2 * j)));
+                        sumi = _mm256_add_epi32(
+                            sumi,
+                            scaled_lanes(hi, xh, spread16(scales, 2 * j + 1)),
+                        );
+                    }
+                    let isum = hsum_i32(sumi);
+                    let msum = hsum4_i32(mins);
+                    *s += (f16_at(block) * xd) * isum as f32
+                        - (f16_at(block.add(2)) * xd) * msum as f32;
+                }
+            }
+            sum
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+            by_rows(
+                out,
+                w,
+                |r, a| q4k_rows(r, a, qs, d, bsums),
+                |r, a| q4k_rows(r, a, qs, d, bsums),
+            );
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6k_rows<const R: usize>(
+            rows: [*const u8; R],
+            ahead: usize,
+            qs: &[i8],
+            d: &[f32],
+            bsums: &[i16],
+        ) -> [f32; R] {
+            let (low, two) = (_mm256_set1_epi8(0xf), _mm256_set1_epi8(3));
+            let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, two));
+            let mut sum = [0.0f32; R];
+            for (b, &xd) in d.iter().enumerate() {
+                let x = qs.as_ptr().add(256 * b);
+                let bs = _mm256_loadu_si256(bsums.as_ptr().add(16 * b).cast());
+                for (s, row) in sum.iter_mut().zip(rows) {
+                    let block = row.add(210 * b);
+                    for line in [0, 64, 128, 192] {
+                        prefetch(block.add(line), ahead);
+                    }
+                    let scales = _mm_loadu_si128(block.add(192).cast());
+                    // The stored values are q + 32: start from −32·Σ scale·Σx.
+                    let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bs);
+                    let mut sumi =
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
+                    for n in 0..2 {
+                        let ql0 = _mm256_loadu_si256(block.add(64 * n).cast());
+                        let ql1 = _mm256_loadu_si256(block.add(64 * n + 32).cast());
+                        let qh = _mm256_loadu_si256(block.add(128 + 32 * n).cast());
+                        // Four groups of 32 values: a nibble and two high bits each.
+                        let groups = [
+                            _mm256_or_si256(_mm256_and_si256(ql0, low), high(qh)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(ql1, low),
+                                high(_mm256_srli_epi16::<2>(qh)),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+                                high(_mm256_srli_epi16::<4>(qh)),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+                                high(_mm256_srli_epi16::<6>(qh)),
+                            ),
+                        ];
+                        for (g, q) in groups.into_iter().enumerate() {
+                            // Lanes 0..4 are one 16-value sub-block, 4..8 the
+                            // next: their two scales, eight times each.
+                            let j = (8 * n + 2 * g) as i64;
+                            let pick = _mm_set_epi64x(
+                                (j + 1) * 0x0101_0101_0101_0101,
+                                j * 0x0101_0101_0101_0101,
+                            );
+                            let sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                            let xq = _mm256_loadu_si256(x.add(128 * n + 32 * g).cast());
+                            sumi = _mm256_add_epi32(sumi, scaled_lanes(q, xq, sv));
+                        }
+                    }
+                    *s += (f16_at(block.add(208)) * xd) * hsum_i32(sumi) as f32;
+                }
+            }
+            sum
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+            by_rows(
+                out,
+                w,
+                |r, a| q6k_rows(r, a, qs, d, bsums),
+                |r, a| q6k_rows(r, a, qs, d, bsums),
+            );
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn f16_rows<const R: usize>(
+            rows: [*const u8; R],
+            ahead: usize,
+            x: &[f32],
+        ) -> [f32; R] {
+            let n = x.len();
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut i = 0;
+            while i + 8 <= n {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+                for (a, row) in acc.iter_mut().zip(rows) {
+                    prefetch(row.add(2 * i), ahead);
+                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast()));
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+                i += 8;
+            }
+            let mut out = [0.0; R];
+            for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
+                *o = hsum8(a);
+                for (j, &xj) in x.iter().enumerate().skip(i) {
+                    *o += f16_at(row.add(2 * j)) * xj;
+                }
+            }
+            out
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
+            by_rows(out, w, |r, a| f16_rows(r, a, x), |r, a| f16_rows(r, a, x));
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn f32_to_f16(out: &mut [u16], x: &[f32]) {
+            let n = x.len();
+            let mut i = 0;
+            while i + 8 <= n {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(
+                    x.as_ptr().add(i),
+                ));
+                _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), h);
+                i += 8;
+            }
+            crate::kernels::scalar::f32_to_f16(&mut out[i..], &x[i..]);
+        }
+
+        /// The scalar twin's [`dot_f16`](crate::kernels::scalar): exact f32
+        /// products summed in four f64 lanes, the lanes of one `__m256d`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn dot_f16(q: &[f32], k: *const u16) -> f32 {
+            let n = q.len();
+            let mut acc = _mm256_setzero_pd();
+            let mut i = 0;
+            while i + 8 <= n {
+                let qv = round16(_mm256_loadu_ps(q.as_ptr().add(i)));
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
+                let p = _mm256_mul_ps(qv, kv);
+                acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+                acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)));
+                i += 8;
+            }
+            let mut lanes = [0.0f64; 4];
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+            for j in i..n {
+                let qj = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(q[j]));
+                lanes[j % 4] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
+            }
+            ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32
+        }
+
+        /// `8·C` output values from `out` on, each accumulated in a
+        /// register across all positions (the scalar twin's per-value loop,
+        /// eight values per vector), then normalised by `inv`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn mix_f16x8<const C: usize>(
+            out: *mut f32,
+            values: *const u16,
+            stride: usize,
+            rescale: &[f32],
+            weight: &[f32],
+            inv: f32,
+        ) {
+            let mut acc = [_mm256_setzero_ps(); C];
+            for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
+                if ms != 1.0 {
+                    for a in &mut acc {
+                        *a = round16(_mm256_mul_ps(*a, _mm256_set1_ps(ms)));
+                    }
+                }
+                let v = values.add(t * stride);
+                for c in (0..C).step_by(4) {
+                    prefetch(v.add(8 * c).cast(), 2 * AHEAD * stride);
+                }
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * c).cast()));
+                    *a = round16(_mm256_fmadd_ps(vv, _mm256_set1_ps(vs), *a));
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(8 * c), _mm256_mul_ps(*a, _mm256_set1_ps(inv)));
+            }
+        }
+
+        /// The scalar twin in its three passes: the scores (independent dot
+        /// products, which the core overlaps), the softmax factors, then the
+        /// values, eight vectors of outputs at a time held in registers:
+        /// each one's update is a chain of latency (multiply-add, round trip
+        /// through f16) that only other chains can fill.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn attention_f16(
+            out: &mut [f32],
+            q: &[f32],
+            keys: &[u16],
+            values: &[u16],
+            stride: usize,
+            positions: usize,
+            scale: f32,
+            scratch: &mut [f32],
+        ) {
+            let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
+            let n = out.len();
+            for (t, s) in rescale.iter_mut().enumerate() {
+                let k = keys.as_ptr().add(t * stride);
+                for line in (0..n).step_by(32) {
+                    prefetch(k.add(line).cast(), 2 * AHEAD * stride);
+                }
+                *s = dot_f16(q, k) * scale;
+            }
+            let inv = crate::kernels::scalar::online_softmax(rescale, weight);
+            let (o, v) = (out.as_mut_ptr(), values.as_ptr());
+            let mut i = 0;
+            while i + 64 <= n {
+                mix_f16x8::<8>(o.add(i), v.add(i), stride, rescale, weight, inv);
+                i += 64;
+            }
+            while i + 8 <= n {
+                mix_f16x8::<1>(o.add(i), v.add(i), stride, rescale, weight, inv);
+                i += 8;
+            }
+            for (j, o) in out.iter_mut().enumerate().skip(i) {
+                *o = crate::kernels::scalar::mix_f16(values, stride, j, rescale, weight) * inv;
+            }
+        }
+    };
+}
+
+/// How many positions ahead f16 attention prefetches the cache: positions
+/// are a row of the cache apart, too far for the hardware prefetcher.
+const AHEAD: usize = 16;
+
 /// Rows per matvec pass: eight concurrent read streams.
 const ROWS: usize = 8;
 /// The bandwidth probe (`sum`) reads as many streams as matvec does.
 const STREAMS: usize = ROWS;
 
 pub mod avx2 {
-    use super::{ROWS, STREAMS};
+    use super::{AHEAD, ROWS, STREAMS};
     use crate::kernels::expf::*;
     use core::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
+    block_kernels!("avx2,fma,f16c");
+
+    /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
+    /// products. `pmaddubsw` saturates pairs at 2^15: callers keep `a` at
+    /// most 128 (|−128| as unsigned) and inputs are at most 127 in magnitude.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    unsafe fn lanes_u_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
+        )
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// Q8_0 weights are signed: the sign trick keeps `pmaddubsw` exact.
+    const Q8_0_BIAS: i8 = 0;
+
+    /// The sign trick: |w| · (x with w's signs).
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn hmax(v: __m256) -> f32 {
-        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, _corr: __m256i) -> __m256i {
+        lanes_u(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -88,7 +646,7 @@ pub mod avx2 {
         }
         let mut out = [0.0; R];
         for (k, o) in out.iter_mut().enumerate() {
-            let mut s = hsum(acc[k]);
+            let mut s = hsum8(acc[k]);
             for j in i..n {
                 s += w.add(k * stride + j).read_unaligned() * *x.add(j);
             }
@@ -155,8 +713,7 @@ pub mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-        let ss = rows::<1>(x.as_ptr(), 0, x.len(), x.as_ptr())[0];
-        let scale = 1.0 / libm::sqrtf(ss / x.len() as f32 + eps);
+        let scale = crate::kernels::scalar::rms_scale(x, eps);
         let (w, sv) = (weight.as_ptr().cast::<f32>(), _mm256_set1_ps(scale));
         let n = x.len();
         let mut i = 0;
@@ -208,14 +765,14 @@ pub mod avx2 {
             mv = _mm256_blendv_ps(mv, _mm256_max_ps(mv, v), _mm256_castsi256_ps(m));
             v
         });
-        let max = _mm256_set1_ps(hmax(mv));
+        let max = _mm256_set1_ps(hmax8(mv));
         let mut sv = _mm256_setzero_ps();
         map(x, |v, _, m| {
             let e = exp(_mm256_sub_ps(v, max));
             sv = _mm256_add_ps(sv, _mm256_and_ps(e, _mm256_castsi256_ps(m)));
             e
         });
-        let s = _mm256_set1_ps(hsum(sv));
+        let s = _mm256_set1_ps(hsum8(sv));
         map(x, |v, _, _| _mm256_div_ps(v, s));
     }
 
@@ -275,7 +832,7 @@ pub mod avx2 {
                 *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(k * part + i)));
             }
         }
-        let mut s = acc.iter().map(|&a| hsum(a)).sum::<f32>();
+        let mut s = acc.iter().map(|&a| hsum8(a)).sum::<f32>();
         for j in STREAMS * part..n {
             s += p.add(j).read_unaligned();
         }
@@ -284,9 +841,29 @@ pub mod avx2 {
 }
 
 pub mod avx512 {
-    use super::{ROWS, STREAMS};
+    use super::{AHEAD, ROWS, STREAMS};
     use crate::kernels::expf::*;
     use core::arch::x86_64::*;
+
+    block_kernels!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+
+    /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
+    /// products: one `vpdpbusd`, exact for any bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn lanes_u_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, a, b)
+    }
+
+    /// Q8_0 weights as unsigned `w + 128` (flipping the sign bit), the
+    /// offset taken back out through `corr`: one `vpdpbusd` per block.
+    const Q8_0_BIAS: i8 = i8::MIN;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(corr, _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN)), x)
+    }
 
     /// Lanes `0..n` of 16 (n ≤ 16).
     #[inline]
@@ -423,8 +1000,7 @@ pub mod avx512 {
 
     #[target_feature(enable = "avx512f")]
     pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-        let ss = rows::<1>(x.as_ptr(), 0, x.len(), x.as_ptr())[0];
-        let scale = _mm512_set1_ps(1.0 / libm::sqrtf(ss / x.len() as f32 + eps));
+        let scale = _mm512_set1_ps(crate::kernels::scalar::rms_scale(x, eps));
         out.copy_from_slice(x);
         let w = weight.as_ptr().cast::<f32>();
         map(out, |v, i, m| {
