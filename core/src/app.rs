@@ -613,15 +613,7 @@ fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         )?;
     }
     inspect_config(host, &m)?;
-    out!(
-        host,
-        "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
-        "tensor",
-        "type",
-        "shape",
-        "bytes",
-        "offset"
-    )?;
+    tensor_table_header(host)?;
     let w = &m.weights;
     let row = |name: fmt::Arguments<'_>, t: &WeightRef<'_>| {
         let mut label = Line::new();
@@ -657,6 +649,19 @@ fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     }
     row(format_args!("rms_final"), &w.rms_final)?;
     row(format_args!("wcls"), &w.wcls)
+}
+
+/// The column titles of `inspect`'s tensor table, for both formats.
+fn tensor_table_header<H: Host>(host: &H) -> Result<()> {
+    out!(
+        host,
+        "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
+        "tensor",
+        "type",
+        "shape",
+        "bytes",
+        "offset"
+    )
 }
 
 fn inspect_config<H: Host>(host: &H, m: &Model<'_>) -> Result<()> {
@@ -699,15 +704,7 @@ fn inspect_gguf<H: Host>(host: &H, g: &Gguf<'_>) -> Result<()> {
             Shown(value)
         )?;
     }
-    out!(
-        host,
-        "{:<28} {:<6} {:>20} {:>12} {:>12}\n",
-        "tensor",
-        "type",
-        "shape",
-        "bytes",
-        "offset"
-    )?;
+    tensor_table_header(host)?;
     for t in g.tensors() {
         let t = t?;
         out!(

@@ -67,7 +67,9 @@ impl<'m, 'a> Session<'m, 'a> {
         if steps > max {
             return Err(Error::ContextFull { needed: steps, max });
         }
-        let ids = self.tokenizer.encode(prompt, true, false)?;
+        // An empty prompt still needs a first token: BOS.
+        let bos = self.tokenizer.add_bos() || prompt.is_empty();
+        let ids = self.tokenizer.encode(prompt, bos, false)?;
         let n_prompt = ids.len();
         self.prompt
             .get_mut(..n_prompt)

@@ -178,26 +178,40 @@ impl<'a> Sampler<'a> {
 const RADIX_MIN: usize = 4096;
 
 /// Sorts keys by their high 32 bits, stably (least significant byte first,
-/// four counting passes through `scratch`). Sorted input stays sorted, so
+/// counting passes through `scratch`; one read counts all four digits, and
+/// a digit every key shares needs no pass). Sorted input stays sorted, so
 /// with sorted keys the result is in full key order.
 fn radix_sort_by_probability(keys: &mut [u64], scratch: &mut [u64]) {
+    const SHIFTS: [u32; 4] = [32, 40, 48, 56];
+    let digit = |k: u64, shift: u32| ((k >> shift) & 0xff) as usize;
+    let mut counts = [[0usize; 256]; 4];
+    for &k in keys.iter() {
+        for (c, shift) in counts.iter_mut().zip(SHIFTS) {
+            c[digit(k, shift)] += 1;
+        }
+    }
+    let n = keys.len();
     let (mut from, mut to) = (keys, scratch);
-    for shift in [32, 40, 48, 56] {
-        let digit = |k: u64| ((k >> shift) & 0xff) as usize;
+    let mut in_keys = true;
+    for (count, shift) in counts.iter().zip(SHIFTS) {
+        if count.contains(&n) {
+            continue;
+        }
         let mut start = [0usize; 256];
-        for &k in from.iter() {
-            start[digit(k)] += 1;
-        }
         let mut sum = 0;
-        for s in start.iter_mut() {
-            (*s, sum) = (sum, sum + *s);
+        for (s, &c) in start.iter_mut().zip(count) {
+            (*s, sum) = (sum, sum + c);
         }
         for &k in from.iter() {
-            let d = digit(k);
+            let d = digit(k, shift);
             to[start[d]] = k;
             start[d] += 1;
         }
         core::mem::swap(&mut from, &mut to);
+        in_keys = !in_keys;
+    }
+    if !in_keys {
+        to.copy_from_slice(from);
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Tokenizer<'t, 'a> {
     space: &'static [u8],
     bos: u32,
     eos: u32,
+    /// Whether a prompt starts with `bos` (GGUF `add_bos_token`; llama2.c
+    /// always does).
+    add_bos: bool,
     /// GGUF `token_type` values (little-endian i32 per id), when present.
     types: &'t [u8],
 }
@@ -243,7 +246,7 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             Some(t) => t == TYPE_NORMAL || t == TYPE_USER_DEFINED,
             None => byte_piece(piece).is_none(),
         };
-        Ok(Self::index(
+        let mut t = Self::index(
             g.bytes(),
             buf,
             vocab_size,
@@ -251,7 +254,9 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             ends,
             types,
             from_text,
-        ))
+        );
+        t.add_bos = g.boolean("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
+        Ok(t)
     }
 
     /// Sorts the text-producible ids and finds the byte-fallback tokens.
@@ -306,12 +311,18 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             space,
             bos,
             eos,
+            add_bos: true,
             types,
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         self.scores.len()
+    }
+
+    /// Whether prompts start with [`Tokenizer::bos`].
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
     }
 
     pub fn bos(&self) -> u32 {

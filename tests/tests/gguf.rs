@@ -152,6 +152,10 @@ fn stories260k_gguf_matches_llama2c() {
         for isa in Isa::available() {
             let ours = teacher_forced(&image, &g.tokens, g.steps(), Compute::single(isa));
             let (max, _) = diff(&ours, &g.logits);
+            println!(
+                "stories260K-f32.gguf, {golden} [{}]: max {max:.2e}",
+                isa.name()
+            );
             assert!(max <= 0.05, "{golden} [{}]: {max}", isa.name());
         }
     }

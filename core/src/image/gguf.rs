@@ -460,6 +460,10 @@ impl<'a> Gguf<'a> {
     pub fn uint(&self, key: &'static str) -> Result<Option<u64>> {
         match self.get(key)? {
             None => Ok(None),
+            Some((_, Value::Int(v))) if v < 0 => Err(Error::Invalid {
+                field: key,
+                value: v,
+            }),
             Some((ty, v)) => v.as_uint().map(Some).ok_or(Error::KeyType {
                 key,
                 found: ty.id(),

@@ -483,45 +483,29 @@ fn attention_f16_keeps_the_score_summation_order() {
     let (mut keys, mut values) = (std::vec![0u16; 2 * head], std::vec![0u16; 2 * head]);
     f32_to_f16(Isa::SCALAR, &mut keys[head..], &key);
     f32_to_f16(Isa::SCALAR, &mut values, &random(2 * head, 5, 1.0));
-    let mut scratch = [0.0f32; 4];
-    let mut want = std::vec![0.0f32; head];
-    attention_f16(
-        Isa::SCALAR,
-        &mut want,
-        &q,
-        &keys,
-        &values,
-        head,
-        2,
-        1048576.0,
-        &mut scratch,
-    );
-    let mut equal = std::vec![0.0f32; head];
-    attention_f16(
-        Isa::SCALAR,
-        &mut equal,
-        &q,
-        &keys,
-        &values,
-        head,
-        2,
-        0.0,
-        &mut scratch,
-    );
-    assert_eq!(want, equal, "the scalar score must round to 0");
-    for isa in simd_levels() {
-        let mut got = std::vec![0.0f32; head];
+    let run = |isa, scale| {
+        let (mut out, mut scratch) = (std::vec![0.0f32; head], [0.0f32; 4]);
         attention_f16(
             isa,
-            &mut got,
+            &mut out,
             &q,
             &keys,
             &values,
             head,
             2,
-            1048576.0,
+            scale,
             &mut scratch,
         );
+        out
+    };
+    let want = run(Isa::SCALAR, 1048576.0);
+    assert_eq!(
+        want,
+        run(Isa::SCALAR, 0.0),
+        "the scalar score must round to 0"
+    );
+    for isa in simd_levels() {
+        let got = run(isa, 1048576.0);
         assert_eq!(got, want, "{}", isa.name());
     }
 }

@@ -78,7 +78,8 @@ macro_rules! block_kernels {
 
         /// `out[r]` for every row of `w`, four rows per pass (each block of
         /// the input loaded once for the four, their dependency chains
-        /// interleaved) and one at a time for the rest.
+        /// interleaved) and one at a time for the rest. The kernels are told
+        /// to prefetch two passes ahead (eight rows).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn by_rows(
@@ -92,17 +93,18 @@ macro_rules! block_kernels {
             let quads = out.len() / 4;
             for (q, o) in out.chunks_exact_mut(4).enumerate() {
                 let rows = [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
-                o.copy_from_slice(&four(rows, 4 * row_bytes));
+                o.copy_from_slice(&four(rows, 8 * row_bytes));
             }
             for (r, o) in out.iter_mut().enumerate().skip(4 * quads) {
-                *o = one([row(r)], row_bytes)[0];
+                *o = one([row(r)], 2 * row_bytes)[0];
             }
         }
 
-        /// Asks for the cache line `ahead` bytes past `p`: the same spot one
-        /// group of rows further. Each matrix is read once per token from
-        /// DRAM, and these kernels do enough arithmetic per byte to fill the
-        /// out-of-order window before enough loads are in flight.
+        /// Asks for the cache line `ahead` bytes past `p`: the same spot some
+        /// rows further. Each matrix is read once per token from DRAM, and
+        /// these kernels do enough arithmetic per byte to fill the
+        /// out-of-order window before enough loads are in flight. (A line
+        /// past the matrix is never touched: prefetching does not fault.)
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn prefetch(p: *const u8, ahead: usize) {
@@ -457,29 +459,36 @@ macro_rules! block_kernels {
             crate::kernels::scalar::f32_to_f16(&mut out[i..], &x[i..]);
         }
 
-        /// The scalar twin's [`dot_f16`](crate::kernels::scalar): exact f32
-        /// products summed in four f64 lanes, the lanes of one `__m256d`.
+        /// The scalar twin's [`dot_f16`](crate::kernels::scalar) of `q` with
+        /// `R` keys at once: exact f32 products summed in four f64 lanes,
+        /// the lanes of one `__m256d` per key. The keys' chains of dependent
+        /// additions interleave, and `q` is rounded once for all of them.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn dot_f16(q: &[f32], k: *const u16) -> f32 {
+        unsafe fn dot_f16<const R: usize>(q: &[f32], keys: [*const u16; R]) -> [f32; R] {
             let n = q.len();
-            let mut acc = _mm256_setzero_pd();
+            let mut acc = [_mm256_setzero_pd(); R];
             let mut i = 0;
             while i + 8 <= n {
                 let qv = round16(_mm256_loadu_ps(q.as_ptr().add(i)));
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
-                let p = _mm256_mul_ps(qv, kv);
-                acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-                acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)));
+                for (a, k) in acc.iter_mut().zip(keys) {
+                    let p = _mm256_mul_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast())));
+                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)));
+                }
                 i += 8;
             }
-            let mut lanes = [0.0f64; 4];
-            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
-            for j in i..n {
-                let qj = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(q[j]));
-                lanes[j % 4] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
+            let mut out = [0.0f32; R];
+            for ((o, a), k) in out.iter_mut().zip(acc).zip(keys) {
+                let mut lanes = [0.0f64; 4];
+                _mm256_storeu_pd(lanes.as_mut_ptr(), a);
+                for j in i..n {
+                    let qj = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(q[j]));
+                    lanes[j % 4] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
+                }
+                *o = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32;
             }
-            ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32
+            out
         }
 
         /// `8·C` output values from `out` on, each accumulated in a
@@ -535,12 +544,22 @@ macro_rules! block_kernels {
         ) {
             let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
             let n = out.len();
-            for (t, s) in rescale.iter_mut().enumerate() {
+            let key = |t: usize| {
                 let k = keys.as_ptr().add(t * stride);
                 for line in (0..n).step_by(32) {
                     prefetch(k.add(line).cast(), 2 * AHEAD * stride);
                 }
-                *s = dot_f16(q, k) * scale;
+                k
+            };
+            let fours = positions / 4;
+            for (f, s) in rescale.chunks_exact_mut(4).enumerate() {
+                let dots = dot_f16(q, core::array::from_fn::<_, 4, _>(|j| key(4 * f + j)));
+                for (s, d) in s.iter_mut().zip(dots) {
+                    *s = d * scale;
+                }
+            }
+            for (t, s) in rescale.iter_mut().enumerate().skip(4 * fours) {
+                *s = dot_f16(q, [key(t)])[0] * scale;
             }
             let inv = crate::kernels::scalar::online_softmax(rescale, weight);
             let (o, v) = (out.as_mut_ptr(), values.as_ptr());
