@@ -12,8 +12,13 @@ use crate::arena::{KvType, Options, Plan, TokenizerPlan};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};
 use crate::generate::{Session, TextStream, Vocab};
-use crate::image::gguf::{Gguf, Value, ValueType};
-use crate::image::{synth, Format, Model};
+use crate::image::export::{
+    check_float, check_groups, longest_row, write_gguf, write_llama2c_v2, Layout, Quantize,
+    Vocabulary,
+};
+use crate::image::gguf::{Gguf, TensorSpec, Value, ValueType};
+use crate::image::synth::{self, Synthetic};
+use crate::image::{Format, Model};
 use crate::kernels::{cast_slice_mut, Isa};
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -134,6 +139,8 @@ commands:
   logits    teacher-forced logits of a token list, in L2CG format
   tokenize  print the token ids of a text
   inspect   print a model's configuration and tensors
+  quantize  write a model as GGUF (F32 ... Q4_K) or llama2.c v2 (int8)
+  convert   write a model as F32 GGUF (quantize --type f32)
 barellama <command> --help shows the command's options
 ";
 
@@ -158,8 +165,9 @@ const BENCH_USAGE: &str = "\
 usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--threads N] [--ctx N]
                        [--kv f32|f16] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
-  --format F    the synthetic model's weights: f32 (default), f16, q8_0, q4_0 (with
-                a Q6_K classifier) or q4_k (Q4_K_M's mix of Q4_K and Q6_K)
+  --format F    the synthetic model's weights: f32 (default, a llama2.c file), GGUF
+                f16, q8_0, q4_0 (with a Q6_K classifier), q4_0-pure, q4_k (Q4_K_M's
+                mix of Q4_K and Q6_K) or q6_k, or v2 (llama2.c's int8, groups of 64)
   -z TOKENIZER  also decode each token to text, as run does
   -n TOKENS     tokens to generate (default 256)
   --threads N   threads (default: every core)
@@ -185,6 +193,21 @@ usage: barellama tokenize (-z TOKENIZER [-m MODEL] | -m MODEL.gguf) -i TEXT [--b
 const INSPECT_USAGE: &str = "\
 usage: barellama inspect -m MODEL
   prints the format, configuration and tensor table
+";
+
+const QUANTIZE_USAGE: &str = "\
+usage: barellama quantize IN OUT --type TYPE [-z TOKENIZER]
+       barellama convert IN OUT [-z TOKENIZER]       (quantize --type f32)
+  IN            a llama2.c .bin (v0, v1) or GGUF file with F32 or F16 weights
+  OUT           the GGUF file to write, or with --type v2 a llama2.c v2 file
+  --type TYPE   f32, f16, q8_0, q4_0 (with a Q6_K classifier, as llama-quantize
+                writes Q4_0), q4_0-pure (every matrix Q4_0), q4_k (llama-quantize's
+                Q4_K_M mix of Q4_K and Q6_K), q6_k, or v2[:GS] (llama2.c's int8
+                for runq, in groups of GS values; default 64)
+  -z TOKENIZER  the GGUF file's vocabulary from a llama2.c tokenizer.bin
+                (default: IN's own vocabulary, when IN is GGUF)
+  rows are read, quantized and written one at a time: memory stays a row
+  whatever the model's size; progress goes to stderr
 ";
 
 /// Runs one command line and returns the process exit code; errors are
@@ -213,6 +236,8 @@ fn dispatch<H: Host>(host: &H, args: &[&[u8]]) -> Result<()> {
         b"logits" => (LOGITS_USAGE, logits::<H>),
         b"tokenize" => (TOKENIZE_USAGE, tokenize::<H>),
         b"inspect" => (INSPECT_USAGE, inspect::<H>),
+        b"quantize" => (QUANTIZE_USAGE, quantize::<H>),
+        b"convert" => (QUANTIZE_USAGE, convert::<H>),
         b"help" | b"--help" | b"-h" => return host.print(USAGE.as_bytes()),
         _ => return Err(Error::usage("unknown command", command)),
     };
@@ -507,6 +532,169 @@ fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         let logits = transformer.forward(id, pos)?;
         write_le(&mut file, logits.iter().map(|v| v.to_le_bytes()))?;
     }
+    Ok(())
+}
+
+/// What `quantize` writes.
+#[derive(Clone, Copy)]
+enum Target {
+    Gguf(Layout),
+    /// llama2.c v2 with this group size.
+    V2(u32),
+}
+
+fn target(v: &[u8]) -> Result<Target> {
+    let bad = || {
+        Error::usage(
+            "--type takes f32, f16, q8_0, q4_0, q4_0-pure, q4_k, q6_k or v2[:GS]",
+            v,
+        )
+    };
+    match v.strip_prefix(b"v2") {
+        Some(b"") => Ok(Target::V2(64)),
+        Some([b':', gs @ ..]) => core::str::from_utf8(gs)
+            .ok()
+            .and_then(|g| g.parse().ok())
+            .filter(|&g| g > 0)
+            .map(Target::V2)
+            .ok_or_else(bad),
+        _ => Layout::parse(v).map(Target::Gguf).ok_or_else(bad),
+    }
+}
+
+fn quantize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    write_model(host, args, None)
+}
+
+fn convert<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
+    write_model(host, args, Some(Target::Gguf(Layout::F32)))
+}
+
+/// Collects small writes (GGUF metadata comes a few bytes at a time) into
+/// `buf` before they reach `out`.
+struct Buffered<'b, O: Output> {
+    out: O,
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl<O: Output> Buffered<'_, O> {
+    fn flush(&mut self) -> Result<()> {
+        self.out.write(&self.buf[..self.len])?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+impl<O: Output> Output for Buffered<'_, O> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush()?;
+        }
+        if bytes.len() >= self.buf.len() {
+            return self.out.write(bytes);
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+}
+
+/// A [`Target`] with what writing it needs.
+enum Job<'m> {
+    Gguf(Layout, Vocabulary<'m>),
+    V2(u32),
+}
+
+/// `quantize` and `convert` (whose type is fixed).
+fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) -> Result<()> {
+    let (mut paths, mut kind, mut tokenizer) = (heapless::Vec::<&[u8], 2>::new(), fixed, None);
+    while let Some(a) = args.next() {
+        match a {
+            b"--type" if fixed.is_none() => kind = Some(target(args.value(a)?)?),
+            b"-z" => tokenizer = Some(args.value(a)?),
+            _ if !a.starts_with(b"-") => paths
+                .push(a)
+                .map_err(|_| Error::usage("more than IN and OUT", a))?,
+            _ => return Err(unknown(a)),
+        }
+    }
+    let [input, output] = paths[..] else {
+        return Err(Error::usage("needs IN and OUT", b""));
+    };
+    let kind = kind.ok_or_else(|| Error::usage("missing required option", b"--type"))?;
+    let model = Model::load(host.map(input)?)?;
+    check_float(&model)?;
+    // Everything that can be refused is, before OUT exists.
+    let job = match (kind, tokenizer, model.gguf) {
+        (Target::V2(group), _, _) => {
+            check_groups(&model, group)?;
+            Job::V2(group)
+        }
+        (Target::Gguf(l), Some(z), _) => Job::Gguf(l, Vocabulary::Llama2c(host.map(z)?)),
+        (Target::Gguf(l), None, Some(g)) => Job::Gguf(l, Vocabulary::Gguf(g)),
+        (Target::Gguf(_), None, None) => {
+            return Err(Error::usage(
+                "a llama2.c model needs -z TOKENIZER for the GGUF vocabulary",
+                b"",
+            ))
+        }
+    };
+    let c = model.config;
+    // The longest row of any matrix.
+    let widest = c.dim.max(c.hidden_dim);
+    let row = cast_slice_mut::<f32>(host.memory(4 * widest)?)
+        .ok_or(Error::OutOfMemory { bytes: 4 * widest })?;
+    let mut file = Buffered {
+        out: host.create(output)?,
+        buf: host.memory(1 << 16)?,
+        len: 0,
+    };
+    let started = host.now_ns();
+    let report = |index: usize, count: usize, name: &[u8], dtype: &str, shape: (usize, usize)| {
+        let mut line = Line::new();
+        let name = core::str::from_utf8(name).unwrap_or("?");
+        let _ = writeln!(
+            line,
+            "[{:>4}/{count}] {name:<28} {dtype:<5} {}x{}",
+            index + 1,
+            shape.1,
+            shape.0
+        );
+        host.eprint(line.as_bytes());
+    };
+    match job {
+        Job::Gguf(layout, vocab) => {
+            let scratch = host.memory(longest_row(&c, layout)?)?;
+            let mut progress = |i: usize, n: usize, t: &TensorSpec<'_>| {
+                report(i, n, t.name, t.dtype.name(), (t.cols, t.rows))
+            };
+            let mut source = Quantize {
+                model: &model,
+                vocab,
+                row,
+                progress: &mut progress,
+            };
+            write_gguf(&c, layout, &mut source, &mut file, scratch)?;
+        }
+        Job::V2(group) => {
+            // A row's values and its scales (at most one per value).
+            let bytes = host.memory(5 * widest)?;
+            let mut progress = |i: usize, n: usize, name: &'static str, shape: (usize, usize)| {
+                report(i, n, name.as_bytes(), "Q8_G", shape)
+            };
+            write_llama2c_v2(&model, group, &mut file, row, bytes, &mut progress)?;
+        }
+    }
+    file.flush()?;
+    let mut line = Line::new();
+    let secs = (host.now_ns() - started) as f64 / 1e9;
+    let _ = writeln!(
+        line,
+        "barellama: wrote {} in {secs:.1} s",
+        core::str::from_utf8(output).unwrap_or("?")
+    );
+    host.eprint(line.as_bytes());
     Ok(())
 }
 
@@ -928,13 +1116,16 @@ impl<'h> Probe<'h> {
 fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model_path, mut tokenizer, mut tokens) = (None, None, 256usize);
     let (mut json, mut scalar, mut threads, mut ctx, mut kv) = (false, false, None, None, None);
-    let mut layout = synth::Layout::F32;
+    let mut layout = Synthetic::Gguf(Layout::F32);
     while let Some(flag) = args.next() {
         match flag {
             b"--format" => {
                 let v = args.value(flag)?;
-                layout = synth::Layout::parse(v).ok_or_else(|| {
-                    Error::usage("--format takes f32, f16, q8_0, q4_0 or q4_k", v)
+                layout = Synthetic::parse(v).ok_or_else(|| {
+                    Error::usage(
+                        "--format takes f32, f16, q8_0, q4_0, q4_0-pure, q4_k, q6_k or v2",
+                        v,
+                    )
                 })?;
             }
             b"--threads" => threads = Some(threads_flag(args, flag)?),

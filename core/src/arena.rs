@@ -138,7 +138,7 @@ impl Plan {
                 sin: c.take(p.head_size() / 2)?,
                 input: InputBuffers {
                     qs: c.take(input)?,
-                    d: c.take(input / 32)?,
+                    d: c.take(input)?,
                     bsums: c.take(input / 16)?,
                 },
             },

@@ -37,6 +37,7 @@ pub mod hosted;
 pub mod image;
 pub mod kernels;
 pub mod model;
+pub mod quant;
 mod reader;
 pub mod sampler;
 pub mod tensor;

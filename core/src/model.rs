@@ -71,7 +71,11 @@ impl<'m, 'a> Transformer<'m, 'a> {
         // RoPE frequencies, as llama2.c computes them per pair.
         for (i, f) in s.inv_freq.iter_mut().enumerate() {
             let head_dim = (2 * i) as f32;
-            *f = 1.0 / libm::powf(config.rope_theta, head_dim / head_size as f32);
+            *f = 1.0
+                / libm::pow(
+                    f64::from(config.rope_theta),
+                    f64::from(head_dim / head_size as f32),
+                ) as f32;
         }
         Ok(Transformer {
             model,
@@ -125,8 +129,8 @@ impl<'m, 'a> Transformer<'m, 'a> {
             .zip(s.inv_freq.iter())
         {
             let val = pos as f32 * f;
-            *c = libm::cosf(val);
-            *sn = libm::sinf(val);
+            *c = libm::cos(f64::from(val)) as f32;
+            *sn = libm::sin(f64::from(val)) as f32;
         }
 
         for (l, lw) in w.layers.iter().enumerate() {

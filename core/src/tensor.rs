@@ -24,6 +24,9 @@ pub enum DType {
     /// bytes of 2-bit highs, 16 × i8 scales, f16 `d`;
     /// value = d·scale·(q − 32).
     Q6K,
+    /// llama2.c v2 (`runq`): a matrix's i8 values row by row, then its f32
+    /// scales, one per `group` consecutive values of a row; value = s·q.
+    Q8G { group: u32 },
 }
 
 impl DType {
@@ -35,10 +38,12 @@ impl DType {
             DType::Q4_0 => "Q4_0",
             DType::Q4K => "Q4_K",
             DType::Q6K => "Q6_K",
+            DType::Q8G { .. } => "Q8_G",
         }
     }
 
-    /// Values per block and bytes per block.
+    /// Values per block and bytes per block (for [`DType::Q8G`], a group
+    /// and its values: the scales lie elsewhere).
     pub fn block(self) -> (usize, usize) {
         match self {
             DType::F32 => (1, 4),
@@ -47,18 +52,20 @@ impl DType {
             DType::Q4_0 => (32, 18),
             DType::Q4K => (256, 144),
             DType::Q6K => (256, 210),
+            DType::Q8G { group } => (group as usize, group as usize),
         }
     }
 
-    /// The GGML type id of GGUF tensor infos.
-    pub fn ggml_id(self) -> u32 {
+    /// The GGML type id of GGUF tensor infos (none for llama2.c's groups).
+    pub fn ggml_id(self) -> Option<u32> {
         match self {
-            DType::F32 => 0,
-            DType::F16 => 1,
-            DType::Q4_0 => 2,
-            DType::Q8_0 => 8,
-            DType::Q4K => 12,
-            DType::Q6K => 14,
+            DType::F32 => Some(0),
+            DType::F16 => Some(1),
+            DType::Q4_0 => Some(2),
+            DType::Q8_0 => Some(8),
+            DType::Q4K => Some(12),
+            DType::Q6K => Some(14),
+            DType::Q8G { .. } => None,
         }
     }
 
@@ -73,17 +80,24 @@ impl DType {
             DType::Q6K,
         ]
         .into_iter()
-        .find(|t| t.ggml_id() == id)
+        .find(|t| t.ggml_id() == Some(id))
     }
 
-    /// Bytes of a `rows × cols` matrix; `None` on overflow or when `cols`
-    /// is not a whole number of blocks.
+    /// Bytes of a `rows × cols` matrix (scales included); `None` on
+    /// overflow, a zero group, or when `cols` is not a whole number of
+    /// blocks.
     pub fn bytes(self, rows: usize, cols: usize) -> Option<usize> {
         let (values, bytes) = self.block();
-        if !cols.is_multiple_of(values) {
+        if values == 0 || !cols.is_multiple_of(values) {
             return None;
         }
-        (cols / values).checked_mul(bytes)?.checked_mul(rows)
+        let data = (cols / values).checked_mul(bytes)?.checked_mul(rows)?;
+        match self {
+            DType::Q8G { .. } => {
+                data.checked_add((cols / values).checked_mul(rows)?.checked_mul(4)?)
+            }
+            _ => Some(data),
+        }
     }
 }
 
@@ -96,10 +110,13 @@ pub struct WeightRef<'w> {
     rows: usize,
     cols: usize,
     data: &'w [u8],
+    /// [`DType::Q8G`]'s scales, `rows × cols / group` f32; empty otherwise.
+    scales: &'w [u8],
 }
 
 impl<'w> WeightRef<'w> {
-    /// Views `data` as a matrix; `name` labels the error if the sizes disagree.
+    /// Views `data` as a matrix; `name` labels the error if the sizes
+    /// disagree. For [`DType::Q8G`], `data` holds the values then the scales.
     pub fn new(
         name: &'static str,
         dtype: DType,
@@ -108,7 +125,7 @@ impl<'w> WeightRef<'w> {
         data: &'w [u8],
     ) -> Result<Self> {
         let (values, _) = dtype.block();
-        if !cols.is_multiple_of(values) {
+        if values == 0 || !cols.is_multiple_of(values) {
             return Err(Error::Mismatch {
                 field: name,
                 value: cols as i64,
@@ -129,11 +146,17 @@ impl<'w> WeightRef<'w> {
                 other_value: want as i64,
             });
         }
+        // Only Q8G has separate scales, after `rows · cols` values.
+        let (data, scales) = match dtype {
+            DType::Q8G { .. } => data.split_at(rows * cols),
+            _ => (data, &data[data.len()..]),
+        };
         Ok(WeightRef {
             dtype,
             rows,
             cols,
             data,
+            scales,
         })
     }
 
@@ -149,11 +172,22 @@ impl<'w> WeightRef<'w> {
         self.cols
     }
 
+    /// The values (all of the matrix but [`DType::Q8G`]'s scales).
     pub fn data(&self) -> &'w [u8] {
         self.data
     }
 
-    /// Bytes of one row.
+    /// [`DType::Q8G`]'s scales as little-endian f32; empty for other types.
+    pub fn scales(&self) -> &'w [u8] {
+        self.scales
+    }
+
+    /// Bytes the matrix occupies, scales included.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + self.scales.len()
+    }
+
+    /// Bytes of one row's values.
     pub fn row_bytes(&self) -> usize {
         self.data.len() / self.rows.max(1)
     }
@@ -163,9 +197,11 @@ impl<'w> WeightRef<'w> {
     pub fn rows_at(&self, start: usize, count: usize) -> WeightRef<'w> {
         assert!(start + count <= self.rows, "rows_at: range");
         let row = self.row_bytes();
+        let scales = self.scales.len() / self.rows.max(1);
         WeightRef {
             rows: count,
             data: &self.data[start * row..(start + count) * row],
+            scales: &self.scales[start * scales..(start + count) * scales],
             ..*self
         }
     }
@@ -180,7 +216,7 @@ impl core::fmt::Debug for WeightRef<'_> {
             self.dtype.name(),
             self.rows,
             self.cols,
-            self.data.len()
+            self.bytes()
         )
     }
 }

@@ -57,14 +57,19 @@ pub struct Tokenizer<'t, 'a> {
 /// Counts the pieces of a llama2.c `tokenizer.bin`, for when no model says
 /// how many there are.
 pub fn llama2c_vocab_size(bytes: &[u8]) -> Result<usize> {
+    llama2c_pieces(bytes)?.try_fold(0, |n, p| p.map(|_| n + 1))
+}
+
+/// The `(score, piece)` records of a llama2.c `tokenizer.bin`, in id order.
+pub fn llama2c_pieces(bytes: &[u8]) -> Result<impl Iterator<Item = Result<(f32, &[u8])>>> {
     let mut r = Reader::new(bytes);
     let max_len = max_token_length(&mut r)?;
-    let mut n = 0usize;
-    while r.remaining() > 0 {
-        piece_record(&mut r, max_len)?;
-        n += 1;
-    }
-    Ok(n)
+    Ok(core::iter::from_fn(move || {
+        (r.remaining() > 0).then(|| {
+            let (score, start, len) = piece_record(&mut r, max_len)?;
+            Ok((score, &bytes[start..start + len]))
+        })
+    }))
 }
 
 fn max_token_length(r: &mut Reader<'_>) -> Result<usize> {
@@ -98,7 +103,7 @@ fn piece_record(r: &mut Reader<'_>, max_len: usize) -> Result<(f32, usize, usize
 }
 
 /// Parses `"<0xNN>"` (either hex case), the spelling of byte tokens.
-fn byte_piece(piece: &[u8]) -> Option<u8> {
+pub(crate) fn byte_piece(piece: &[u8]) -> Option<u8> {
     match piece {
         [b'<', b'0', b'x', hi, lo, b'>'] => {
             let hex = |c: u8| (c as char).to_digit(16);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use barellama_core::arena::KvType;
-use barellama_core::{Compute, Model, Options, Plan, Transformer};
+use barellama_core::{Compute, Isa, Model, Options, Plan, Transformer};
 
 /// `../shared/data` beside the repository, or `$BARELLAMA_DATA`. `None`
 /// (with a note on stderr) when it is missing, except under `CI=true`,
@@ -111,6 +111,19 @@ pub fn teacher_forced(
     teacher_forced_kv(image, tokens, steps, compute, KvType::F32)
 }
 
+/// Teacher-forces `models/{model}` on `golden/{golden}`'s tokens with every
+/// kernel level this CPU has, and hands `check` each level's name, its
+/// logits and the golden. Does nothing (after a note) without the data.
+pub fn against_golden(model: &str, golden: &str, mut check: impl FnMut(&str, &[f32], &Golden)) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{model}"));
+    let g = Golden::read(&dir, &format!("golden/{golden}"));
+    for isa in Isa::available() {
+        let ours = teacher_forced(&image, &g.tokens, g.steps(), Compute::single(isa));
+        check(isa.name(), &ours, &g);
+    }
+}
+
 /// [`teacher_forced`] with a chosen KV cache type.
 pub fn teacher_forced_kv(
     image: &[u8],
@@ -177,4 +190,19 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+/// The fraction of steps (rows of `vocab` logits) whose argmax agrees.
+pub fn argmax_agreement(a: &[f32], b: &[f32], vocab: usize) -> f64 {
+    let rows = a.len() / vocab;
+    let same = (0..rows)
+        .filter(|&t| argmax(&a[t * vocab..][..vocab]) == argmax(&b[t * vocab..][..vocab]))
+        .count();
+    same as f64 / rows as f64
 }

@@ -12,23 +12,8 @@ use barellama_core::arena::{KvType, TokenizerPlan};
 use barellama_core::image::gguf::{Gguf, ValueType};
 use barellama_core::{Compute, Isa, Tokenizer};
 use barellama_tests::{
-    data_dir, diff, read, teacher_forced, teacher_forced_kv, AlignedBuf, Golden,
+    argmax_agreement, data_dir, diff, read, teacher_forced, teacher_forced_kv, AlignedBuf, Golden,
 };
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
-}
-
-/// Steps whose argmax agrees, as a fraction.
-fn argmax_agreement(a: &[f32], b: &[f32], vocab: usize) -> f64 {
-    let rows = a.len() / vocab;
-    let same = (0..rows)
-        .filter(|&t| argmax(&a[t * vocab..][..vocab]) == argmax(&b[t * vocab..][..vocab]))
-        .count();
-    same as f64 / rows as f64
-}
 
 /// Float files: within 0.2 (max) and 0.03 (mean) of llama.cpp's logits.
 fn float_file(model: &str) {

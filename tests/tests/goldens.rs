@@ -2,23 +2,18 @@
 //! greedy generation against its token ids.
 
 use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Vocab};
-use barellama_tests::{data_dir, diff, read, read_ids, teacher_forced, AlignedBuf, Golden};
+use barellama_tests::{against_golden, data_dir, diff, read, read_ids, AlignedBuf};
 
 /// Every kernel level this CPU has must match the reference.
 fn check(model: &str, golden: &str, tolerance: f32) {
-    let Some(dir) = data_dir() else { return };
-    let image = read(&dir, &format!("models/{model}"));
-    let g = Golden::read(&dir, &format!("golden/{golden}"));
-    for isa in Isa::available() {
-        let ours = teacher_forced(&image, &g.tokens, g.steps(), Compute::single(isa));
-        let (max, mean) = diff(&ours, &g.logits);
-        let name = isa.name();
+    against_golden(model, golden, |name, ours, g| {
+        let (max, mean) = diff(ours, &g.logits);
         println!("{model} vs {golden} [{name}]: max |Δlogit| {max:.3e}, mean {mean:.3e}");
         assert!(
             max <= tolerance,
             "{model} [{name}]: max |Δlogit| {max} > {tolerance}"
         );
-    }
+    });
 }
 
 #[test]

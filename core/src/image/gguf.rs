@@ -181,6 +181,17 @@ fn string<'a>(r: &mut Reader<'a>, what: &'static str, max: u64) -> Result<&'a [u
     r.take(len as usize, what)
 }
 
+/// A metadata entry's key and value type.
+fn entry_head<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], ValueType)> {
+    let key = string(r, "metadata key", MAX_KEY)?;
+    let id = r.u32("metadata value type")?;
+    let ty = ValueType::from_id(id).ok_or(Error::Unsupported {
+        field: "metadata value type",
+        value: id.into(),
+    })?;
+    Ok((key, ty))
+}
+
 fn value<'a>(r: &mut Reader<'a>, ty: ValueType) -> Result<Value<'a>> {
     Ok(match ty {
         ValueType::U8 => Value::Uint(r.u8("metadata value")?.into()),
@@ -348,8 +359,9 @@ impl<'a> Gguf<'a> {
         let mut keys = [(0u32, 0u32); MAX_KV];
         let mut alignment = DEFAULT_ALIGNMENT;
         for i in 0..n_kv {
-            let key = string(&mut r, "metadata key", MAX_KEY)?;
-            let at = u32::try_from(r.pos() - key.len())
+            let (key, ty) = entry_head(&mut r)?;
+            // The key's bytes end where the value type's 4 bytes begin.
+            let at = u32::try_from(r.pos() - 4 - key.len())
                 .map_err(|_| Error::Overflow { field: "metadata" })?;
             for &(o, l) in &keys[..i] {
                 if &bytes[o as usize..(o + l) as usize] == key {
@@ -361,16 +373,11 @@ impl<'a> Gguf<'a> {
                 }
             }
             keys[i] = (at, key.len() as u32);
-            let id = r.u32("metadata value type")?;
-            let ty = ValueType::from_id(id).ok_or(Error::Unsupported {
-                field: "metadata value type",
-                value: id.into(),
-            })?;
             let v = value(&mut r, ty)?;
             if key == b"general.alignment" {
                 alignment = v.as_uint().ok_or(Error::KeyType {
                     key: "general.alignment",
-                    found: id,
+                    found: ty.id(),
                     expected: "an unsigned integer",
                 })?;
                 if !alignment.is_power_of_two() || alignment > MAX_ALIGNMENT {
@@ -435,13 +442,22 @@ impl<'a> Gguf<'a> {
     pub fn metadata(&self) -> impl Iterator<Item = Result<(&'a [u8], ValueType, Value<'a>)>> + 'a {
         let mut r = Reader::at(self.bytes, self.kv_start);
         (0..self.n_kv).map(move |_| {
-            let key = string(&mut r, "metadata key", MAX_KEY)?;
-            let id = r.u32("metadata value type")?;
-            let ty = ValueType::from_id(id).ok_or(Error::Unsupported {
-                field: "metadata value type",
-                value: id.into(),
-            })?;
+            let (key, ty) = entry_head(&mut r)?;
             Ok((key, ty, value(&mut r, ty)?))
+        })
+    }
+
+    /// Every metadata entry with its value's bytes as stored: for copying
+    /// entries into another file.
+    pub fn raw_metadata(
+        &self,
+    ) -> impl Iterator<Item = Result<(&'a [u8], ValueType, &'a [u8])>> + 'a {
+        let mut r = Reader::at(self.bytes, self.kv_start);
+        (0..self.n_kv).map(move |_| {
+            let (key, ty) = entry_head(&mut r)?;
+            let start = r.pos();
+            value(&mut r, ty)?;
+            Ok((key, ty, r.since(start)))
         })
     }
 
@@ -816,9 +832,7 @@ impl<'s> Writer<'s> {
     /// An array of `len` elements of the fixed-size type `elem`, given as
     /// their little-endian bytes.
     pub fn array(&mut self, key: &str, elem: ValueType, len: u64, data: &[u8]) -> Result<()> {
-        self.key(key, ValueType::Array)?;
-        self.raw(&elem.id().to_le_bytes())?;
-        self.raw(&len.to_le_bytes())?;
+        self.array_start(key, elem, len)?;
         self.raw(data)
     }
 
@@ -828,13 +842,33 @@ impl<'s> Writer<'s> {
         key: &str,
         items: impl ExactSizeIterator<Item = &'x [u8]>,
     ) -> Result<()> {
-        self.key(key, ValueType::Array)?;
-        self.raw(&ValueType::String.id().to_le_bytes())?;
-        self.raw(&(items.len() as u64).to_le_bytes())?;
+        self.array_start(key, ValueType::String, items.len() as u64)?;
         for s in items {
             self.string(s)?;
         }
         Ok(())
+    }
+
+    /// The head of an array of `len` elements of type `elem`; the caller
+    /// then writes exactly their bytes with [`Writer::element`] (a string
+    /// element is its u64 length and its bytes).
+    pub fn array_start(&mut self, key: &str, elem: ValueType, len: u64) -> Result<()> {
+        self.key(key, ValueType::Array)?;
+        self.raw(&elem.id().to_le_bytes())?;
+        self.raw(&len.to_le_bytes())
+    }
+
+    /// Bytes of an array started with [`Writer::array_start`].
+    pub fn element(&mut self, bytes: &[u8]) -> Result<()> {
+        self.raw(bytes)
+    }
+
+    /// A metadata entry copied from another file: its key, type and the
+    /// value's bytes as [`Gguf::raw_metadata`] gives them.
+    pub fn entry(&mut self, key: &[u8], ty: ValueType, value: &[u8]) -> Result<()> {
+        self.string(key)?;
+        self.raw(&ty.id().to_le_bytes())?;
+        self.raw(value)
     }
 
     /// One tensor info; `offset` is where its data starts in the data
@@ -847,7 +881,12 @@ impl<'s> Writer<'s> {
         for d in dims {
             self.raw(&d.to_le_bytes())?;
         }
-        self.raw(&t.dtype.ggml_id().to_le_bytes())?;
+        let id = t.dtype.ggml_id().ok_or(Error::Text {
+            field: "tensor",
+            value: text(t.name),
+            problem: "has a type GGUF cannot store",
+        })?;
+        self.raw(&id.to_le_bytes())?;
         self.raw(&offset.to_le_bytes())
     }
 

@@ -8,6 +8,9 @@
 //! - v1: magic `ak42`, version, the same seven `i32`, a shared-classifier
 //!   byte, zero padding to 256 bytes, then all norms first and the matrices
 //!   in the v0 order.
+//! - v2 (`runq`'s int8): v1's header plus an `i32` group size, the norms in
+//!   fp32, then every matrix (embedding first) as its i8 values followed by
+//!   one f32 scale per group of values.
 
 use super::{Config, Format, LayerWeights, Model, Weights};
 use crate::error::{Error, Result};
@@ -16,7 +19,8 @@ use crate::tensor::{DType, WeightRef};
 
 /// `"ak42"` read as a little-endian `u32`.
 pub const MAGIC: u32 = 0x616b_3432;
-const V1_HEADER_BYTES: usize = 256;
+/// v1 and v2 headers are zero-padded to this size.
+const AK42_HEADER_BYTES: usize = 256;
 /// No trained model is this wide; a first word beyond it is not a v0 `dim`
 /// but some other file, and is reported as an unknown magic number.
 const MAX_V0_DIM: u32 = 1 << 20;
@@ -27,7 +31,7 @@ pub(crate) fn parse(image: &[u8]) -> Result<Model<'_>> {
     if first == MAGIC {
         let version = r.i32("version")?;
         match version {
-            1 => parse_v1(image, r),
+            1 | 2 => parse_ak42(image, r, version as u32),
             _ => Err(Error::Unsupported {
                 field: "llama2.c version",
                 value: version.into(),
@@ -92,9 +96,10 @@ impl Header {
     }
 }
 
-/// `n` fp32 tensors of `rows × cols`, one per layer, back to back.
+/// `n` tensors of `rows × cols`, one per layer, back to back.
 struct Stack<'w> {
     name: &'static str,
+    dtype: DType,
     rows: usize,
     cols: usize,
     size: usize,
@@ -105,16 +110,30 @@ impl<'w> Stack<'w> {
     fn take(
         r: &mut Reader<'w>,
         name: &'static str,
+        dtype: DType,
         n: usize,
-        rows: usize,
-        cols: usize,
+        (rows, cols): (usize, usize),
     ) -> Result<Self> {
-        let size = DType::F32
+        if let DType::Q8G { group } = dtype {
+            // llama2.c's exporter checks only `dim`; a group straddling two
+            // rows would make `runq` decode garbage.
+            if !cols.is_multiple_of(group as usize) {
+                return Err(Error::Mismatch {
+                    field: name,
+                    value: cols as i64,
+                    rule: "values per row are not a multiple of",
+                    other: "group_size",
+                    other_value: group.into(),
+                });
+            }
+        }
+        let size = dtype
             .bytes(rows, cols)
             .ok_or(Error::Overflow { field: name })?;
         let total = size.checked_mul(n).ok_or(Error::Overflow { field: name })?;
         Ok(Stack {
             name,
+            dtype,
             rows,
             cols,
             size,
@@ -127,7 +146,7 @@ impl<'w> Stack<'w> {
             .data
             .get(i * self.size..(i + 1) * self.size)
             .ok_or(Error::Overflow { field: self.name })?;
-        WeightRef::new(self.name, DType::F32, self.rows, self.cols, part)
+        WeightRef::new(self.name, self.dtype, self.rows, self.cols, part)
     }
 }
 
@@ -199,12 +218,17 @@ fn expect_end(r: &Reader<'_>) -> Result<()> {
 }
 
 /// The classifier, when the file stores one of its own.
-fn classifier<'w>(r: &mut Reader<'w>, shared: bool, c: &Config) -> Result<Option<WeightRef<'w>>> {
+fn classifier<'w>(
+    r: &mut Reader<'w>,
+    shared: bool,
+    c: &Config,
+    dtype: DType,
+) -> Result<Option<WeightRef<'w>>> {
     if shared {
         return Ok(None);
     }
     Ok(Some(
-        Stack::take(r, "wcls", 1, c.vocab_size, c.dim)?.get(0)?,
+        Stack::take(r, "wcls", dtype, 1, (c.vocab_size, c.dim))?.get(0)?,
     ))
 }
 
@@ -215,20 +239,21 @@ fn parse_v0(image: &[u8]) -> Result<Model<'_>> {
     let c = h.config(i64::from(h.vocab_size).abs())?;
     let (l, dim, hid, kv) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim());
     let r = &mut r;
-    let token_embedding = Stack::take(r, "token_embedding", 1, c.vocab_size, dim)?.get(0)?;
-    let rms_att = Stack::take(r, "rms_att_weight", l, 1, dim)?;
-    let wq = Stack::take(r, "wq", l, dim, dim)?;
-    let wk = Stack::take(r, "wk", l, kv, dim)?;
-    let wv = Stack::take(r, "wv", l, kv, dim)?;
-    let wo = Stack::take(r, "wo", l, dim, dim)?;
-    let rms_ffn = Stack::take(r, "rms_ffn_weight", l, 1, dim)?;
-    let w1 = Stack::take(r, "w1", l, hid, dim)?;
-    let w2 = Stack::take(r, "w2", l, dim, hid)?;
-    let w3 = Stack::take(r, "w3", l, hid, dim)?;
-    let rms_final = Stack::take(r, "rms_final_weight", 1, 1, dim)?.get(0)?;
+    let f = DType::F32;
+    let token_embedding = Stack::take(r, "token_embedding", f, 1, (c.vocab_size, dim))?.get(0)?;
+    let rms_att = Stack::take(r, "rms_att_weight", f, l, (1, dim))?;
+    let wq = Stack::take(r, "wq", f, l, (dim, dim))?;
+    let wk = Stack::take(r, "wk", f, l, (kv, dim))?;
+    let wv = Stack::take(r, "wv", f, l, (kv, dim))?;
+    let wo = Stack::take(r, "wo", f, l, (dim, dim))?;
+    let rms_ffn = Stack::take(r, "rms_ffn_weight", f, l, (1, dim))?;
+    let w1 = Stack::take(r, "w1", f, l, (hid, dim))?;
+    let w2 = Stack::take(r, "w2", f, l, (dim, hid))?;
+    let w3 = Stack::take(r, "w3", f, l, (hid, dim))?;
+    let rms_final = Stack::take(r, "rms_final_weight", f, 1, (1, dim))?.get(0)?;
     // freq_cis_real and freq_cis_imag: RoPE is computed, not read.
-    Stack::take(r, "freq_cis", 2, c.seq_len, c.head_size() / 2)?;
-    let wcls = classifier(r, shared, &c)?;
+    Stack::take(r, "freq_cis", f, 2, (c.seq_len, c.head_size() / 2))?;
+    let wcls = classifier(r, shared, &c, f)?;
     expect_end(r)?;
     let parts = Parts {
         token_embedding,
@@ -247,7 +272,8 @@ fn parse_v0(image: &[u8]) -> Result<Model<'_>> {
     parts.into_model(c, 0)
 }
 
-fn parse_v1<'w>(image: &'w [u8], mut r: Reader<'w>) -> Result<Model<'w>> {
+/// v1 and v2: the header after the version, then norms and matrices.
+fn parse_ak42<'w>(image: &'w [u8], mut r: Reader<'w>, version: u32) -> Result<Model<'w>> {
     let h = Header::read(&mut r)?;
     let flag = r.u8("shared_classifier")?;
     let shared = match flag {
@@ -260,21 +286,37 @@ fn parse_v1<'w>(image: &'w [u8], mut r: Reader<'w>) -> Result<Model<'w>> {
             })
         }
     };
+    let matrices = match version {
+        1 => DType::F32,
+        _ => {
+            let group = r.i32("group_size")?;
+            match u32::try_from(group) {
+                Ok(group) if group > 0 => DType::Q8G { group },
+                _ => {
+                    return Err(Error::Invalid {
+                        field: "group_size",
+                        value: group.into(),
+                    })
+                }
+            }
+        }
+    };
     let c = h.config(h.vocab_size.into())?;
     let (l, dim, hid, kv) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim());
-    let r = &mut Reader::at(image, V1_HEADER_BYTES);
-    let rms_att = Stack::take(r, "rms_att_weight", l, 1, dim)?;
-    let rms_ffn = Stack::take(r, "rms_ffn_weight", l, 1, dim)?;
-    let rms_final = Stack::take(r, "rms_final_weight", 1, 1, dim)?.get(0)?;
-    let token_embedding = Stack::take(r, "token_embedding", 1, c.vocab_size, dim)?.get(0)?;
-    let wq = Stack::take(r, "wq", l, dim, dim)?;
-    let wk = Stack::take(r, "wk", l, kv, dim)?;
-    let wv = Stack::take(r, "wv", l, kv, dim)?;
-    let wo = Stack::take(r, "wo", l, dim, dim)?;
-    let w1 = Stack::take(r, "w1", l, hid, dim)?;
-    let w2 = Stack::take(r, "w2", l, dim, hid)?;
-    let w3 = Stack::take(r, "w3", l, hid, dim)?;
-    let wcls = classifier(r, shared, &c)?;
+    let r = &mut Reader::at(image, AK42_HEADER_BYTES);
+    let (f, m) = (DType::F32, matrices);
+    let rms_att = Stack::take(r, "rms_att_weight", f, l, (1, dim))?;
+    let rms_ffn = Stack::take(r, "rms_ffn_weight", f, l, (1, dim))?;
+    let rms_final = Stack::take(r, "rms_final_weight", f, 1, (1, dim))?.get(0)?;
+    let token_embedding = Stack::take(r, "token_embedding", m, 1, (c.vocab_size, dim))?.get(0)?;
+    let wq = Stack::take(r, "wq", m, l, (dim, dim))?;
+    let wk = Stack::take(r, "wk", m, l, (kv, dim))?;
+    let wv = Stack::take(r, "wv", m, l, (kv, dim))?;
+    let wo = Stack::take(r, "wo", m, l, (dim, dim))?;
+    let w1 = Stack::take(r, "w1", m, l, (hid, dim))?;
+    let w2 = Stack::take(r, "w2", m, l, (dim, hid))?;
+    let w3 = Stack::take(r, "w3", m, l, (hid, dim))?;
+    let wcls = classifier(r, shared, &c, m)?;
     expect_end(r)?;
     let parts = Parts {
         token_embedding,
@@ -290,5 +332,5 @@ fn parse_v1<'w>(image: &'w [u8], mut r: Reader<'w>) -> Result<Model<'w>> {
         rms_final,
         wcls,
     };
-    parts.into_model(c, 1)
+    parts.into_model(c, version)
 }

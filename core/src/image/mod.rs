@@ -1,6 +1,7 @@
 //! Weight images: sniff the format of a `&[u8]` and expose it as a [`Model`],
 //! a validated [`Config`] plus zero-copy [`WeightRef`]s into the same bytes.
 
+pub mod export;
 pub mod gguf;
 pub mod llama2c;
 pub mod synth;

@@ -3,7 +3,8 @@
 //! machine with nothing downloaded. The numbers are noise; the shapes, the
 //! types and the bytes read per token are real.
 
-use super::gguf::{layer_name, Counter, SliceOutput, TensorSpec, Writer, LAYER_TENSORS};
+use super::export::{write_gguf, Layout, Role, Source};
+use super::gguf::{Counter, SliceOutput, TensorSpec, Writer};
 use super::llama2c::MAGIC;
 use super::Config;
 use crate::app::Output;
@@ -26,8 +27,8 @@ pub const STORIES110M: Config = Config {
     norm_eps: 1e-5,
 };
 
-/// The v1 tensors in file order as (count, rows, cols); rows == 0 marks a
-/// norm (filled with ones) instead of a random matrix.
+/// The v1 and v2 tensors in file order as (count, rows, cols); rows == 0
+/// marks a norm (f32, filled with ones) instead of a random matrix.
 fn tensors(c: &Config) -> [(usize, usize, usize); 9] {
     let (l, d, h, kv) = (c.n_layers, c.dim, c.hidden_dim, c.kv_dim());
     [
@@ -43,8 +44,9 @@ fn tensors(c: &Config) -> [(usize, usize, usize); 9] {
     ]
 }
 
-/// Size in bytes of the v1 image of `config` (tied classifier).
-pub fn llama2c_v1_bytes(config: &Config) -> Result<usize> {
+/// Size in bytes of the llama2.c image of `config` (tied classifier) with
+/// matrices of type `matrices`: F32 (v1) or [`DType::Q8G`] (v2).
+pub fn llama2c_bytes(config: &Config, matrices: DType) -> Result<usize> {
     config.validate()?;
     let overflow = Error::Overflow {
         field: "synthetic model",
@@ -52,18 +54,21 @@ pub fn llama2c_v1_bytes(config: &Config) -> Result<usize> {
     tensors(config)
         .iter()
         .try_fold(HEADER_BYTES, |acc, &(n, rows, cols)| {
-            n.checked_mul(rows.max(1))
-                .and_then(|x| x.checked_mul(cols))
-                .and_then(|x| x.checked_mul(4))
+            let one = match rows {
+                0 => cols.checked_mul(4),
+                _ => matrices.bytes(rows, cols),
+            };
+            one.and_then(|x| x.checked_mul(n))
                 .and_then(|x| x.checked_add(acc))
                 .ok_or(overflow.clone())
         })
 }
 
-/// Writes the v1 image of `config` into `out` (exactly
-/// [`llama2c_v1_bytes`] long), weights uniform in ±1/√cols from `seed`.
-pub fn write_llama2c_v1(config: &Config, seed: u64, out: &mut [u8]) -> Result<()> {
-    let need = llama2c_v1_bytes(config)?;
+/// Writes the llama2.c image of `config` into `out` (exactly
+/// [`llama2c_bytes`] long): v1 with f32 weights uniform in ±1/√cols, or v2
+/// with random int8 values scaled to the same range, from `seed`.
+pub fn write_llama2c(config: &Config, matrices: DType, seed: u64, out: &mut [u8]) -> Result<()> {
+    let need = llama2c_bytes(config, matrices)?;
     if out.len() != need {
         return Err(Error::Mismatch {
             field: "synthetic image buffer",
@@ -85,7 +90,8 @@ pub fn write_llama2c_v1(config: &Config, seed: u64, out: &mut [u8]) -> Result<()
         config.seq_len,
     ];
     header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    header[4..8].copy_from_slice(&1i32.to_le_bytes());
+    let version: i32 = if matrices == DType::F32 { 1 } else { 2 };
+    header[4..8].copy_from_slice(&version.to_le_bytes());
     for (i, d) in dims.iter().enumerate() {
         let v = i32::try_from(*d).map_err(|_| Error::Overflow {
             field: "synthetic dims",
@@ -93,191 +99,61 @@ pub fn write_llama2c_v1(config: &Config, seed: u64, out: &mut [u8]) -> Result<()
         header[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_le_bytes());
     }
     header[36] = 1; // shared classifier
+    if let DType::Q8G { group } = matrices {
+        header[37..41].copy_from_slice(&(group as i32).to_le_bytes());
+    }
     let mut rng = seed | 1;
     for (n, rows, cols) in tensors(config) {
-        let count = n * rows.max(1) * cols;
-        let (part, tail) = rest.split_at_mut(count * 4);
+        let one = if rows == 0 {
+            4 * cols
+        } else {
+            matrices.bytes(rows, cols).unwrap_or(0)
+        };
+        let (part, tail) = rest.split_at_mut(n * one);
         rest = tail;
-        let scale = 1.0 / libm::sqrtf(cols as f32);
-        for b in part.chunks_exact_mut(4) {
-            let v = if rows == 0 {
-                1.0
-            } else {
-                let unit = (random_u32(&mut rng) >> 8) as f32 / 8_388_608.0 - 1.0;
-                unit * scale
-            };
-            b.copy_from_slice(&f32::to_le_bytes(v));
+        if rows == 0 {
+            for b in part.chunks_exact_mut(4) {
+                b.copy_from_slice(&1.0f32.to_le_bytes());
+            }
+        } else {
+            for m in part.chunks_exact_mut(one) {
+                random_blocks(matrices, m, 1.0 / libm::sqrtf(cols as f32), &mut rng);
+            }
         }
     }
     Ok(())
 }
 
-/// The weight layouts `bench --format` synthesizes: fp32 as a llama2.c
-/// image, the others as GGUF with the type mix llama.cpp's quantizer gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    F32,
-    F16,
-    Q8_0,
-    /// Q4_0 matrices, the classifier Q6_K (as `llama-quantize Q4_0` does).
-    Q4_0,
-    /// Q4_K with Q6_K for the classifier and, in a third of the layers,
-    /// `attn_v` and `ffn_down` (the rule of llama.cpp's Q4_K_M).
-    Q4K,
-}
+/// Random rows for [`write_gguf`]: no metadata beyond the shape.
+struct Random(u64);
 
-impl Layout {
-    pub const ALL: [Layout; 5] = [
-        Layout::F32,
-        Layout::F16,
-        Layout::Q8_0,
-        Layout::Q4_0,
-        Layout::Q4K,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::F32 => "f32",
-            Layout::F16 => "f16",
-            Layout::Q8_0 => "q8_0",
-            Layout::Q4_0 => "q4_0",
-            Layout::Q4K => "q4_k",
-        }
+impl Source for Random {
+    fn metadata_count(&self) -> u64 {
+        0
     }
 
-    pub fn parse(name: &[u8]) -> Option<Layout> {
-        Layout::ALL
-            .into_iter()
-            .find(|l| l.name().as_bytes() == name)
+    fn metadata(&mut self, _: &mut Writer<'_>) -> Result<()> {
+        Ok(())
     }
 
-    /// The type of layer `l`'s tensor `role` (an index into LAYER_TENSORS),
-    /// or of the classifier when `l` is `None`.
-    fn dtype(self, l: Option<usize>, role: usize, n_layers: usize) -> DType {
-        let more_bits =
-            |l: usize| l < n_layers / 8 || l >= 7 * n_layers / 8 || (l - n_layers / 8) % 3 == 2;
-        match (self, l) {
-            (Layout::F32, _) => DType::F32,
-            (Layout::F16, _) => DType::F16,
-            (Layout::Q8_0, _) => DType::Q8_0,
-            (Layout::Q4_0 | Layout::Q4K, None) => DType::Q6K,
-            (Layout::Q4_0, Some(_)) => DType::Q4_0,
-            (Layout::Q4K, Some(l)) if (role == 3 || role == 7) && more_bits(l) => DType::Q6K,
-            (Layout::Q4K, Some(_)) => DType::Q4K,
-        }
+    fn row(&mut self, _: Role, spec: &TensorSpec<'_>, _: usize, out: &mut [u8]) -> Result<()> {
+        random_blocks(
+            spec.dtype,
+            out,
+            1.0 / libm::sqrtf(spec.cols as f32),
+            &mut self.0,
+        );
+        Ok(())
     }
-}
 
-/// Calls `f` with every tensor of `config` in `layout`, in file order.
-fn for_each_tensor(
-    config: &Config,
-    layout: Layout,
-    mut f: impl FnMut(TensorSpec<'_>) -> Result<()>,
-) -> Result<()> {
-    let c = config;
-    let (d, h, kv) = (c.dim, c.hidden_dim, c.kv_dim());
-    let embd = layout.dtype(Some(0), 1, c.n_layers);
-    f(TensorSpec {
-        name: b"token_embd.weight",
-        dtype: embd,
-        rows: c.vocab_size,
-        cols: d,
-    })?;
-    let norm = |name| TensorSpec {
-        name,
-        dtype: DType::F32,
-        rows: 1,
-        cols: d,
-    };
-    f(norm(b"output_norm.weight"))?;
-    f(TensorSpec {
-        name: b"output.weight",
-        dtype: layout.dtype(None, 0, c.n_layers),
-        rows: c.vocab_size,
-        cols: d,
-    })?;
-    let shapes = [
-        (1, d),
-        (d, d),
-        (kv, d),
-        (kv, d),
-        (d, d),
-        (1, d),
-        (h, d),
-        (d, h),
-        (h, d),
-    ];
-    for l in 0..c.n_layers {
-        for (role, (&tensor, &(rows, cols))) in LAYER_TENSORS.iter().zip(&shapes).enumerate() {
-            let dtype = if rows == 1 {
-                DType::F32
-            } else {
-                layout.dtype(Some(l), role, c.n_layers)
-            };
-            f(TensorSpec {
-                name: &layer_name(l, tensor),
-                dtype,
-                rows,
-                cols,
-            })?;
-        }
-    }
-    Ok(())
+    fn progress(&mut self, _: usize, _: usize, _: &TensorSpec<'_>) {}
 }
 
 /// Writes the GGUF image of `config` in `layout` (not F32) to `out`.
 fn write_gguf_to(config: &Config, layout: Layout, seed: u64, out: &mut dyn Output) -> Result<()> {
-    let c = config;
-    let mut n = 0u64;
-    for_each_tensor(c, layout, |_| {
-        n += 1;
-        Ok(())
-    })?;
-    let mut w = Writer::new(out, n, 10)?;
-    w.str("general.architecture", b"llama")?;
-    let dims = [
-        ("llama.embedding_length", c.dim),
-        ("llama.feed_forward_length", c.hidden_dim),
-        ("llama.block_count", c.n_layers),
-        ("llama.attention.head_count", c.n_heads),
-        ("llama.attention.head_count_kv", c.n_kv_heads),
-        ("llama.context_length", c.seq_len),
-        ("llama.rope.dimension_count", c.head_size()),
-    ];
-    for (key, v) in dims {
-        w.u32(
-            key,
-            u32::try_from(v).map_err(|_| Error::Overflow { field: key })?,
-        )?;
-    }
-    w.f32("llama.rope.freq_base", c.rope_theta)?;
-    w.f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps)?;
-    let mut offset = 0u64;
-    for_each_tensor(c, layout, |t| {
-        w.tensor_info(&t, offset)?;
-        offset = t.next_offset(offset)?;
-        Ok(())
-    })?;
-    w.align()?;
-    let mut rng = seed | 1;
-    let mut buf = [0u8; 1 << 14];
-    for_each_tensor(c, layout, |t| {
-        let (_, block) = t.dtype.block();
-        let row = t.bytes()? / t.rows;
-        let scale = 1.0 / libm::sqrtf(t.cols as f32);
-        for _ in 0..t.rows {
-            // Rows are far below 16 KiB for any benchmark shape; longer ones
-            // are written in chunks of whole blocks.
-            let mut left = row;
-            while left > 0 {
-                let n = left.min(buf.len() / block * block);
-                random_blocks(t.dtype, &mut buf[..n], scale, &mut rng);
-                w.data(&buf[..n])?;
-                left -= n;
-            }
-        }
-        w.align()
-    })
+    // Rows of any benchmark shape are far below this.
+    let mut scratch = [0u8; 1 << 15];
+    write_gguf(config, layout, &mut Random(seed | 1), out, &mut scratch)
 }
 
 /// Fills `out` (whole blocks) with random weights of type `dtype` whose
@@ -312,28 +188,63 @@ fn random_blocks(dtype: DType, out: &mut [u8], scale: f32, rng: &mut u64) {
                 b[2..4].copy_from_slice(&half(scale / 63.0));
             }
             DType::Q6K => b[208..210].copy_from_slice(&half(scale / 32.0 / 127.0)),
+            // Values stay random bytes; the scales are set below.
+            DType::Q8G { .. } => {}
+        }
+    }
+    if let DType::Q8G { group } = dtype {
+        // `n` values and `n / group` scales: the scales are the last part.
+        let n = out.len() / (group as usize + 4) * group as usize;
+        for s in out[n..].chunks_exact_mut(4) {
+            s.copy_from_slice(&(scale / 127.0).to_le_bytes());
         }
     }
 }
 
-/// Size in bytes of the synthetic image of `config` in `layout`.
-pub fn image_bytes(config: &Config, layout: Layout) -> Result<usize> {
-    if layout == Layout::F32 {
-        return llama2c_v1_bytes(config);
-    }
-    config.validate()?;
-    let mut count = Counter::default();
-    write_gguf_to(config, layout, 1, &mut count)?;
-    usize::try_from(count.0).map_err(|_| Error::Overflow {
-        field: "synthetic model",
-    })
+/// The images `bench --format` synthesizes: a GGUF mix (F32 as a
+/// llama2.c v1 image instead), or llama2.c v2 with groups of 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synthetic {
+    Gguf(Layout),
+    Llama2cV2,
 }
 
-/// Writes the synthetic image of `config` in `layout` into `out`, which
-/// must be exactly [`image_bytes`] long.
-pub fn write_image(config: &Config, layout: Layout, seed: u64, out: &mut [u8]) -> Result<()> {
-    if layout == Layout::F32 {
-        return write_llama2c_v1(config, seed, out);
+impl Synthetic {
+    pub fn parse(name: &[u8]) -> Option<Synthetic> {
+        match name {
+            b"v2" => Some(Synthetic::Llama2cV2),
+            _ => Layout::parse(name).map(Synthetic::Gguf),
+        }
     }
-    write_gguf_to(config, layout, seed, &mut SliceOutput { buf: out, pos: 0 })
+}
+
+/// The group size of the synthetic llama2.c v2 image (`export.py`'s default).
+const V2: DType = DType::Q8G { group: 64 };
+
+/// Size in bytes of the synthetic image of `config` as `kind`.
+pub fn image_bytes(config: &Config, kind: Synthetic) -> Result<usize> {
+    match kind {
+        Synthetic::Gguf(Layout::F32) => llama2c_bytes(config, DType::F32),
+        Synthetic::Llama2cV2 => llama2c_bytes(config, V2),
+        Synthetic::Gguf(layout) => {
+            config.validate()?;
+            let mut count = Counter::default();
+            write_gguf_to(config, layout, 1, &mut count)?;
+            usize::try_from(count.0).map_err(|_| Error::Overflow {
+                field: "synthetic model",
+            })
+        }
+    }
+}
+
+/// Writes the synthetic image of `config` as `kind` into `out`, which must
+/// be exactly [`image_bytes`] long.
+pub fn write_image(config: &Config, kind: Synthetic, seed: u64, out: &mut [u8]) -> Result<()> {
+    match kind {
+        Synthetic::Gguf(Layout::F32) => write_llama2c(config, DType::F32, seed, out),
+        Synthetic::Llama2cV2 => write_llama2c(config, V2, seed, out),
+        Synthetic::Gguf(layout) => {
+            write_gguf_to(config, layout, seed, &mut SliceOutput { buf: out, pos: 0 })
+        }
+    }
 }

@@ -222,6 +222,13 @@ pub enum Input<'x> {
         d: &'x [f32],
         bsums: &'x [i16],
     },
+    /// For llama2.c v2 weights: groups of `group` with an f32 scale each,
+    /// quantized as `runq` does.
+    Q8G {
+        qs: &'x [i8],
+        d: &'x [f32],
+        group: usize,
+    },
 }
 
 /// Arena space for one quantized input vector.
@@ -237,6 +244,7 @@ pub enum InputForm {
     F32,
     Q8_0,
     Q8K,
+    Q8G(u32),
 }
 
 impl InputForm {
@@ -245,6 +253,7 @@ impl InputForm {
             DType::F32 | DType::F16 => InputForm::F32,
             DType::Q8_0 | DType::Q4_0 => InputForm::Q8_0,
             DType::Q4K | DType::Q6K => InputForm::Q8K,
+            DType::Q8G { group } => InputForm::Q8G(group),
         }
     }
 
@@ -253,6 +262,7 @@ impl InputForm {
             InputForm::F32 => 1,
             InputForm::Q8_0 => 32,
             InputForm::Q8K => 256,
+            InputForm::Q8G(group) => group as usize,
         }
     }
 }
@@ -262,8 +272,9 @@ impl InputForm {
 /// be a whole number of the form's blocks.
 pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>) {
     let n = x.len();
+    let block = form.block();
     assert!(
-        n.is_multiple_of(form.block()) && n <= buf.qs.len(),
+        block > 0 && n.is_multiple_of(block) && n <= buf.qs.len(),
         "quantize: input length"
     );
     match form {
@@ -279,6 +290,10 @@ pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>
                 &mut buf.bsums[..n / 16],
             );
             dispatch!(isa, quantize_q8_k(x, qs, d, bsums))
+        }
+        // A few divisions per value, once per vector: scalar everywhere.
+        InputForm::Q8G(_) => {
+            scalar::quantize_groups(x, &mut buf.qs[..n], &mut buf.d[..n / block], block)
         }
     }
 }
@@ -297,6 +312,11 @@ impl InputBuffers<'_> {
                 qs: &self.qs[..n],
                 d: &self.d[..n / 256],
                 bsums: &self.bsums[..n / 16],
+            },
+            InputForm::Q8G(group) => Input::Q8G {
+                qs: &self.qs[..n],
+                d: &self.d[..n / group as usize],
+                group: group as usize,
             },
         }
     }
@@ -346,6 +366,18 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
                 _ => dispatch!(isa, matvec_q6k(out, data, qs, d, bsums)),
             }
         }
+        (DType::Q8G { group: g }, Input::Q8G { qs, d, group }) => {
+            let ok = g as usize == group && qs.len() == cols && d.len() == cols / group;
+            assert!(ok, "matvec: input groups");
+            let scales = w.scales();
+            // Whole 32-value blocks per group take the integer kernels;
+            // other group sizes (llama2.c allows any) the general code.
+            if group.is_multiple_of(32) {
+                dispatch!(isa, matvec_q8g(out, data, scales, qs, d, group))
+            } else {
+                scalar::matvec_q8g(out, data, scales, qs, d, group)
+            }
+        }
         (dtype, _) => panic!("matvec: input not prepared for {}", dtype.name()),
     }
 }
@@ -355,7 +387,13 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
 pub fn row(out: &mut [f32], w: &WeightRef<'_>, row: usize) {
     assert_eq!(out.len(), w.cols(), "row: output length");
     assert!(row < w.rows(), "row: index");
-    scalar::dequantize_row(w.dtype(), w.rows_at(row, 1).data(), out)
+    let r = w.rows_at(row, 1);
+    match w.dtype() {
+        DType::Q8G { group } => {
+            scalar::dequantize_groups(r.data(), r.scales(), group as usize, out)
+        }
+        dtype => scalar::dequantize_row(dtype, r.data(), out),
+    }
 }
 
 /// `out = x / rms(x) · weight`, the RMSNorm of LLaMA.

@@ -594,6 +594,48 @@ unsafe fn q4k_scales(s: *const u8) -> (uint8x8_t, uint8x8_t) {
 /// products `4l..4l+4`, the scalar twin's lane sums).
 macro_rules! int8_kernels {
     ($features:literal) => {
+        /// The scalar twin's `matvec_q8g`, the group size a multiple of 16:
+        /// per group the exact integer sum of each row (one per lane), then
+        /// `runq`'s float step for each row, group after group.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q8g(
+            out: &mut [f32],
+            w: &[u8],
+            scales: &[u8],
+            qs: &[i8],
+            d: &[f32],
+            gs: usize,
+        ) {
+            let cols = qs.len();
+            for (g0, o) in out.chunks_mut(ROWS).enumerate() {
+                let rows = group(w, cols, ROWS * g0, o.len());
+                let scale = |k: usize, g: usize| {
+                    let at = 4 * ((ROWS * g0 + k.min(o.len() - 1)) * d.len() + g);
+                    f32::from_le_bytes([scales[at], scales[at + 1], scales[at + 2], scales[at + 3]])
+                };
+                let mut val = [0.0f32; ROWS];
+                for (g, &xs) in d.iter().enumerate() {
+                    let sums = hsum4(rows.map(|r| {
+                        let mut acc = vdupq_n_s32(0);
+                        for at in (gs * g..gs * (g + 1)).step_by(16) {
+                            acc = dot16(
+                                acc,
+                                vld1q_s8(r.add(at).cast()),
+                                vld1q_s8(qs.as_ptr().add(at)),
+                            );
+                        }
+                        acc
+                    }));
+                    let mut isum = [0i32; ROWS];
+                    vst1q_s32(isum.as_mut_ptr(), sums);
+                    for (k, (v, &i)) in val.iter_mut().zip(&isum).enumerate() {
+                        *v += i as f32 * scale(k, g) * xs;
+                    }
+                }
+                o.copy_from_slice(&val[..o.len()]);
+            }
+        }
+
         /// The scalar twin's `matvec_blocks32`: per block, the eight lane
         /// sums scaled with one fused multiply-add each into eight running
         /// sums per row, then `hsum8`. `values` loads a block's 32 weights.

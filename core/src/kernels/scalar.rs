@@ -150,6 +150,49 @@ pub fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
     }
 }
 
+/// `runq`'s input quantization: per group the largest magnitude over 127
+/// is the scale, and each value divided by it is rounded half away from
+/// zero (C's `round`). An all-zero group divides 0 by 0: C's conversion of
+/// that NaN to int8 gives 0 on the machines `runq` runs on, as Rust's does.
+pub fn quantize_groups(x: &[f32], qs: &mut [i8], d: &mut [f32], group: usize) {
+    for ((xg, qg), s) in x
+        .chunks_exact(group)
+        .zip(qs.chunks_exact_mut(group))
+        .zip(d.iter_mut())
+    {
+        let wmax = xg
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        *s = wmax / 127.0;
+        for (q, &v) in qg.iter_mut().zip(xg) {
+            *q = libm::roundf(v / *s) as i8;
+        }
+    }
+}
+
+/// llama2.c v2 rows: per group the exact integer dot product, then
+/// `runq`'s `val += isum · s_w · s_x`, group after group.
+pub fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize) {
+    let cols = qs.len();
+    let groups = cols / group;
+    for (r, o) in out.iter_mut().enumerate() {
+        let (row, s) = (
+            &w[r * cols..(r + 1) * cols],
+            &scales[4 * r * groups..4 * (r + 1) * groups],
+        );
+        let mut val = 0.0f32;
+        for (g, (wq, xq)) in row
+            .chunks_exact(group)
+            .zip(qs.chunks_exact(group))
+            .enumerate()
+        {
+            let isum = dot_i8(wq.iter().map(|&q| i32::from(q as i8)), xq);
+            val += isum as f32 * f32_at(s, g) * d[g];
+        }
+        *o = val;
+    }
+}
+
 /// llama.cpp's input quantization for K-quant weights: per 256 values,
 /// scale from the signed value of largest magnitude (so it maps to −127),
 /// values rounded half to even and capped at 127, and the sum of each 16.
@@ -348,10 +391,17 @@ pub fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], _bsums: &[i16
     }
 }
 
-/// One row of any type as f32 (the embedding lookup).
+/// One row of any type as f32 (the embedding lookup). A [`DType::Q8G`]
+/// row is laid out as a one-row matrix: its values, then its scales.
+///
+/// [`DType::Q8G`]: crate::tensor::DType::Q8G
 pub fn dequantize_row(dtype: crate::tensor::DType, row: &[u8], out: &mut [f32]) {
     use crate::tensor::DType;
     match dtype {
+        DType::Q8G { group } => {
+            let (values, scales) = row.split_at(out.len());
+            dequantize_groups(values, scales, group as usize, out);
+        }
         DType::F32 => f32_from_le(out, row),
         DType::F16 => {
             for (i, o) in out.iter_mut().enumerate() {
@@ -392,6 +442,20 @@ pub fn dequantize_row(dtype: crate::tensor::DType, row: &[u8], out: &mut [f32]) 
                     *o = d * f32::from(block[192 + i / 16] as i8) * f32::from(q);
                 }
             }
+        }
+    }
+}
+
+/// llama2.c v2 values with one f32 scale per `group` of them.
+pub fn dequantize_groups(values: &[u8], scales: &[u8], group: usize, out: &mut [f32]) {
+    for (g, (vg, og)) in values
+        .chunks_exact(group)
+        .zip(out.chunks_exact_mut(group))
+        .enumerate()
+    {
+        let s = f32_at(scales, g);
+        for (o, &q) in og.iter_mut().zip(vg) {
+            *o = f32::from(q as i8) * s;
         }
     }
 }

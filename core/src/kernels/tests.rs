@@ -329,7 +329,15 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, seed: u64, offset: usiz
                     scale(blk, 0, v);
                 }
             }
-            DType::F32 => {}
+            DType::F32 | DType::Q8G { .. } => {}
+        }
+    }
+    if let DType::Q8G { group } = dtype {
+        let values = rows * cols;
+        for (i, s) in b[offset + values..].chunks_exact_mut(4).enumerate() {
+            s.copy_from_slice(
+                &(0.002 + 0.0001 * (i % 17) as f32 + group as f32 * 1e-6).to_le_bytes(),
+            );
         }
     }
     b
@@ -356,6 +364,11 @@ fn input_values(x: &Input<'_>) -> Vec<f32> {
             .iter()
             .enumerate()
             .map(|(i, &q)| d[i / 256] * f32::from(q))
+            .collect(),
+        Input::Q8G { qs, d, group } => qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| d[i / group] * f32::from(q))
             .collect(),
     }
 }
@@ -412,7 +425,7 @@ fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) 
     let n = cols.next_multiple_of(256);
     let (mut qs, mut d, mut bsums) = (
         std::vec![0i8; n],
-        std::vec![0.0f32; n / 32],
+        std::vec![0.0f32; n],
         std::vec![0i16; n / 16],
     );
     let mut ib = InputBuffers {
@@ -427,7 +440,7 @@ fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) 
     let what = || std::format!("{} {} {rows}x{cols}", isa.name(), dtype.name());
     match dtype {
         // Exact integer sums and the spec's float order: the same bits.
-        DType::Q8_0 | DType::Q4_0 | DType::Q4K | DType::Q6K => {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4K | DType::Q6K | DType::Q8G { .. } => {
             let (g, w): (Vec<u32>, Vec<u32>) = (
                 got.iter().map(|v| v.to_bits()).collect(),
                 want.iter().map(|v| v.to_bits()).collect(),
@@ -463,7 +476,25 @@ fn quantized_matvec_matches_scalar() {
                 check_quantized(isa, DType::Q6K, rows, 256 * k, (k * rows + 3) as u64);
             }
         }
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4K, DType::Q6K, DType::F16] {
+        // llama2.c v2: the integer kernels for whole blocks, the general
+        // code for other group sizes.
+        for group in [4, 32, 64, 96, 160] {
+            for k in [1, 2, 5] {
+                for rows in [1, 3, 5, 13] {
+                    let dtype = DType::Q8G { group };
+                    check_quantized(isa, dtype, rows, group as usize * k * 3, (k * rows) as u64);
+                }
+            }
+        }
+        let q8g = DType::Q8G { group: 64 };
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4K,
+            DType::Q6K,
+            DType::F16,
+            q8g,
+        ] {
             check_quantized(isa, dtype, 2048, 768, 99);
             check_quantized(isa, dtype, 768, 2048, 98);
         }

@@ -253,6 +253,69 @@ macro_rules! block_kernels {
             );
         }
 
+        /// The scalar twin's `matvec_q8g` for `R` rows (`scales[k]` holds
+        /// row `k`'s), the group size a multiple of 32: exact integer sums
+        /// per group, then `runq`'s float step, group after group.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8g_rows<const R: usize>(
+            rows: [*const u8; R],
+            scales: [*const u8; R],
+            ahead: usize,
+            qs: &[i8],
+            d: &[f32],
+            group: usize,
+        ) -> [f32; R] {
+            let mut val = [0.0f32; R];
+            for (g, &xs) in d.iter().enumerate() {
+                let mut acc = [_mm256_setzero_si256(); R];
+                for at in (group * g..group * (g + 1)).step_by(32) {
+                    let xq = _mm256_loadu_si256(qs.as_ptr().add(at).cast());
+                    let corr = match Q8_0_BIAS {
+                        0 => _mm256_setzero_si256(),
+                        bias => _mm256_sub_epi32(
+                            _mm256_setzero_si256(),
+                            lanes_u(_mm256_set1_epi8(bias), xq),
+                        ),
+                    };
+                    for (a, row) in acc.iter_mut().zip(rows) {
+                        prefetch(row.add(at), ahead);
+                        let w = _mm256_loadu_si256(row.add(at).cast());
+                        *a = _mm256_add_epi32(*a, q8_0_lanes(w, xq, corr));
+                    }
+                }
+                for ((v, a), s) in val.iter_mut().zip(acc).zip(scales) {
+                    let ws = f32::from_le_bytes(s.add(4 * g).cast::<[u8; 4]>().read());
+                    *v += hsum_i32(a) as f32 * ws * xs;
+                }
+            }
+            val
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q8g(
+            out: &mut [f32],
+            w: &[u8],
+            scales: &[u8],
+            qs: &[i8],
+            d: &[f32],
+            group: usize,
+        ) {
+            let (cols, row_scales) = (qs.len(), 4 * d.len());
+            // Row `r`'s scales, from where by_rows says its values start.
+            let s = |p: *const u8| {
+                scales
+                    .as_ptr()
+                    .add(p.offset_from(w.as_ptr()) as usize / cols * row_scales)
+            };
+            by_rows(
+                out,
+                w,
+                |r, a| q8g_rows(r, r.map(s), a, qs, d, group),
+                |r, a| q8g_rows(r, r.map(s), a, qs, d, group),
+            );
+        }
+
         /// The eight lane sums of four `a` (unsigned, below 64) × `b`
         /// (signed) byte products, each times its lane's 16-bit scale
         /// (`s`, the same in both halves of a lane). Exact: a pair of
