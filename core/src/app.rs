@@ -99,6 +99,19 @@ fn kv_flag(args: &mut Args<'_>, flag: &[u8]) -> Result<KvType> {
     }
 }
 
+/// The prompt of `-i TEXT` or `-f FILE`: FILE's bytes, mapped.
+fn prompt_text<'a, H: Host>(
+    host: &'a H,
+    text: Option<&'a [u8]>,
+    file: Option<&'a [u8]>,
+) -> Result<Option<&'a [u8]>> {
+    match (text, file) {
+        (Some(_), Some(_)) => Err(Error::usage("give -i or -f, not both", b"-f")),
+        (_, Some(path)) => host.map(path).map(Some),
+        (text, None) => Ok(text),
+    }
+}
+
 /// Plans exactly `positions` positions, already checked against the
 /// context (the model's, or one `--ctx` chose). Without `--kv` the cache
 /// is what the format's own engine uses: f32 for llama2.c checkpoints, f16
@@ -150,6 +163,8 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   -z TOKENIZER  llama2.c tokenizer.bin (needed for a .bin model; default:
                 the vocabulary inside a GGUF file)
   -i PROMPT     prompt text (default: empty)
+  -f FILE       read the prompt from FILE instead (any bytes; invalid UTF-8
+                goes through byte tokens)
   -n STEPS      positions to run, prompt included; 0 = the model's context (default 256)
   -t TEMP       temperature, 0 = greedy (default 1.0)
   -p TOPP       nucleus sampling threshold in [0, 1] (default 0.9)
@@ -186,8 +201,8 @@ usage: barellama logits -m MODEL --tokens FILE -o OUT.bin [--threads N] [--ctx N
 ";
 
 const TOKENIZE_USAGE: &str = "\
-usage: barellama tokenize (-z TOKENIZER [-m MODEL] | -m MODEL.gguf) -i TEXT [--bos]
-  prints the ids of TEXT on one line; --bos puts BOS first
+usage: barellama tokenize (-z TOKENIZER [-m MODEL] | -m MODEL.gguf) (-i TEXT | -f FILE) [--bos]
+  prints the ids of TEXT (or of FILE's bytes) on one line; --bos puts BOS first
 ";
 
 const INSPECT_USAGE: &str = "\
@@ -373,7 +388,7 @@ fn vocab<'h, H: Host>(host: &'h H, model: &Model<'h>, path: Option<&[u8]>) -> Re
 }
 
 fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut model, mut tokenizer, mut prompt) = (None, None, &b""[..]);
+    let (mut model, mut tokenizer, mut prompt, mut prompt_file) = (None, None, None, None);
     let mut steps = 256usize;
     let mut sampler = SamplerConfig::default();
     let (mut seed, mut threads, mut ctx, mut kv) = (None, None, None, None);
@@ -384,7 +399,8 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             b"--kv" => kv = Some(kv_flag(args, flag)?),
             b"-m" => model = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
-            b"-i" => prompt = args.value(flag)?,
+            b"-i" => prompt = Some(args.value(flag)?),
+            b"-f" => prompt_file = Some(args.value(flag)?),
             b"-n" => steps = args.number(flag)?,
             b"-t" => {
                 sampler.temperature = args.number_in(flag, |t: f32| t >= 0.0 && t.is_finite())?
@@ -398,6 +414,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let image = host.map(required(model, "-m MODEL")?)?;
     let model = Model::load(image)?;
     let vocab = vocab(host, &model, tokenizer)?;
+    let prompt = prompt_text(host, prompt, prompt_file)?.unwrap_or_default();
     let context = ctx.unwrap_or(model.config.seq_len);
     let steps = match steps {
         0 => context,
@@ -714,17 +731,18 @@ fn write_le(out: &mut impl Output, words: impl Iterator<Item = [u8; 4]>) -> Resu
 }
 
 fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut model, mut tokenizer, mut text, mut bos) = (None, None, None, false);
+    let (mut model, mut tokenizer, mut text, mut file, mut bos) = (None, None, None, None, false);
     while let Some(flag) = args.next() {
         match flag {
             b"-m" => model = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-i" => text = Some(args.value(flag)?),
+            b"-f" => file = Some(args.value(flag)?),
             b"--bos" => bos = true,
             _ => return Err(unknown(flag)),
         }
     }
-    let text = required(text, "-i TEXT")?;
+    let text = required(prompt_text(host, text, file)?, "-i TEXT or -f FILE")?;
     // The vocabulary alone: a GGUF file with no tensors is enough.
     let (vocab, vocab_size) = match (tokenizer, model) {
         (Some(z), model) => {

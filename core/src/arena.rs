@@ -13,6 +13,10 @@ use crate::kernels::{cast_slice_mut, InputBuffers, Pod};
 /// Every carve-out starts on a cache line (and a full AVX-512 vector).
 pub const ALIGN: usize = 64;
 
+/// The largest arena this target can address: no Rust object may exceed
+/// `isize::MAX` bytes (2 GiB on a 32-bit target).
+pub const ADDRESS_SPACE: usize = isize::MAX as usize;
+
 /// How the KV cache stores keys and values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvType {
@@ -51,16 +55,20 @@ pub struct Plan {
 impl Plan {
     /// Sizes the arena for `config` (as loaded) under `options`.
     pub fn new(config: &Config, options: &Options) -> Result<Plan> {
+        Plan::within(config, options, ADDRESS_SPACE)
+    }
+
+    /// [`Plan::new`] for an address space of `limit` bytes: every product
+    /// of dimensions and the arena's total must stay within it, so the
+    /// answer for a 32-bit target can be checked on any machine.
+    pub fn within(config: &Config, options: &Options, limit: usize) -> Result<Plan> {
         let seq_len = match options.seq_len {
             0 => config.seq_len,
             n if n <= config.seq_len || options.allow_longer => n,
             n => {
-                return Err(Error::Mismatch {
-                    field: "seq_len",
-                    value: n as i64,
-                    rule: "exceeds the model's",
-                    other: "seq_len",
-                    other_value: config.seq_len as i64,
+                return Err(Error::ContextFull {
+                    needed: n,
+                    max: config.seq_len,
                 })
             }
         };
@@ -78,7 +86,7 @@ impl Plan {
             kv: options.kv,
             bytes: 0,
         };
-        let mut measure = Carver::measure();
+        let mut measure = Carver::measure(limit);
         plan.layout(&mut measure)?;
         plan.bytes = measure.used;
         Ok(plan)
@@ -97,20 +105,20 @@ impl Plan {
     /// Splits `arena` into the engine's buffers.
     pub fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<Buffers<'a>> {
         check_arena(arena, self.bytes)?;
-        self.layout(&mut Carver::cut(arena))
+        self.layout(&mut Carver::cut(arena, self.bytes))
     }
 
     fn layout<'a>(&self, c: &mut Carver<'a>) -> Result<Buffers<'a>> {
         let p = &self.config;
-        let kv_cache = p.n_layers * p.seq_len * p.kv_dim();
+        let kv_cache = c.count(&[p.n_layers, p.seq_len, p.kv_dim()])?;
         // Per head and position: the f32 cache's scores; the f16 cache's
         // softmax factors, two.
         let att = match self.kv {
-            KvType::F32 => p.n_heads * p.seq_len,
-            KvType::F16 => 2 * p.n_heads * p.seq_len,
+            KvType::F32 => c.count(&[p.n_heads, p.seq_len])?,
+            KvType::F16 => c.count(&[2, p.n_heads, p.seq_len])?,
         };
         // The widest matvec input; block-rounded (K-quants use 256).
-        let input = p.dim.max(p.hidden_dim).next_multiple_of(256);
+        let input = c.count(&[p.dim.max(p.hidden_dim).div_ceil(256), 256])?;
         Ok(Buffers {
             state: StateBuffers {
                 x: c.take(p.dim)?,
@@ -143,7 +151,7 @@ impl Plan {
                 },
             },
             tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
-            candidates: c.take(2 * p.vocab_size)?,
+            candidates: c.take(c.count(&[2, p.vocab_size])?)?,
             prompt: c.take(p.seq_len)?,
         })
     }
@@ -159,7 +167,7 @@ pub struct TokenizerPlan {
 
 impl TokenizerPlan {
     pub fn new(vocab_size: usize, prompt_bytes: usize) -> Result<Self> {
-        let mut measure = Carver::measure();
+        let mut measure = Carver::measure(ADDRESS_SPACE);
         tokenizer_layout(&mut measure, vocab_size, prompt_bytes)?;
         Ok(TokenizerPlan {
             vocab_size,
@@ -174,7 +182,11 @@ impl TokenizerPlan {
 
     pub fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<TokenizerBuffers<'a>> {
         check_arena(arena, self.bytes)?;
-        tokenizer_layout(&mut Carver::cut(arena), self.vocab_size, self.prompt_bytes)
+        tokenizer_layout(
+            &mut Carver::cut(arena, self.bytes),
+            self.vocab_size,
+            self.prompt_bytes,
+        )
     }
 }
 
@@ -270,36 +282,52 @@ pub struct TokenizerBuffers<'a> {
 }
 
 /// Bump allocator over the arena. In measuring mode it only adds up the
-/// aligned sizes and hands out empty slices.
+/// aligned sizes and hands out empty slices. Nothing it counts or takes
+/// may exceed `limit` bytes.
 struct Carver<'a> {
     rest: Option<&'a mut [u8]>,
     used: usize,
+    limit: usize,
 }
 
 impl<'a> Carver<'a> {
-    fn measure() -> Self {
+    fn measure(limit: usize) -> Self {
         Carver {
             rest: None,
             used: 0,
+            limit,
         }
     }
 
-    fn cut(arena: &'a mut [u8]) -> Self {
+    /// Cuts an arena already checked to hold `planned` bytes.
+    fn cut(arena: &'a mut [u8], planned: usize) -> Self {
         Carver {
             rest: Some(arena),
             used: 0,
+            limit: planned,
         }
+    }
+
+    /// The product of `factors`, if it stays within the limit.
+    fn count(&self, factors: &[usize]) -> Result<usize> {
+        factors
+            .iter()
+            .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+            .filter(|&n| n <= self.limit)
+            .ok_or(Error::Overflow { field: "arena" })
     }
 
     fn take<T: Pod>(&mut self, n: usize) -> Result<&'a mut [T]> {
         let overflow = Error::Overflow { field: "arena" };
-        let bytes = n
-            .checked_mul(core::mem::size_of::<T>())
-            .ok_or(overflow.clone())?;
+        let bytes = self.count(&[n, core::mem::size_of::<T>()])?;
         let padded = bytes
             .checked_next_multiple_of(ALIGN)
             .ok_or(overflow.clone())?;
-        self.used = self.used.checked_add(padded).ok_or(overflow)?;
+        self.used = self
+            .used
+            .checked_add(padded)
+            .filter(|&u| u <= self.limit)
+            .ok_or(overflow)?;
         let Some(rest) = self.rest.take() else {
             return Ok(&mut []);
         };
@@ -390,13 +418,62 @@ mod tests {
                 ..Options::default()
             },
         );
-        assert!(matches!(
+        assert_eq!(
             err,
-            Err(Error::Mismatch {
-                field: "seq_len",
-                ..
+            Err(Error::ContextFull {
+                needed: 513,
+                max: 512
             })
-        ));
+        );
+    }
+
+    /// stories110M's shape with a 2²⁰-position context: a 77 GB KV cache,
+    /// which a 64-bit target can plan and a 32-bit one cannot address.
+    #[test]
+    fn sizes_beyond_a_32_bit_address_space_are_errors() {
+        let big = Config {
+            dim: 768,
+            hidden_dim: 2048,
+            n_layers: 12,
+            n_heads: 12,
+            n_kv_heads: 12,
+            vocab_size: 32000,
+            seq_len: 1 << 20,
+            ..config()
+        };
+        let options = Options::default();
+        let u32_limit = u32::MAX as usize;
+        assert_eq!(
+            Plan::within(&big, &options, u32_limit),
+            Err(Error::Overflow { field: "arena" })
+        );
+        let plan = Plan::new(&big, &options).unwrap();
+        assert!(plan.bytes() > 2 * 12 * (1 << 20) * 768 * 4);
+        // Each buffer fits, their sum does not.
+        let fits = Config {
+            seq_len: 65536,
+            ..big
+        };
+        let one_cache = 12 * 65536 * 768 * 4;
+        assert!(one_cache <= u32_limit && 2 * one_cache > u32_limit);
+        assert_eq!(
+            Plan::within(&fits, &options, u32_limit),
+            Err(Error::Overflow { field: "arena" })
+        );
+        // A vocabulary whose sort keys alone pass the limit.
+        let vocab = Config {
+            vocab_size: 1 << 30,
+            seq_len: 16,
+            ..big
+        };
+        assert_eq!(
+            Plan::within(&vocab, &options, u32_limit),
+            Err(Error::Overflow { field: "arena" })
+        );
+        assert_eq!(
+            Plan::within(&config(), &options, u32_limit).map(|p| p.bytes()),
+            Ok(Plan::new(&config(), &options).unwrap().bytes())
+        );
     }
 
     #[test]

@@ -234,18 +234,44 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "{path}: {problem}")?;
                 if *errno != 0 {
-                    write!(f, " (errno {errno})")?;
+                    write!(f, " ({})", Errno(*errno))?;
                 }
                 Ok(())
             }
-            Error::Io { what, errno } => write!(f, "cannot write {what} (errno {errno})"),
+            Error::Io { what, errno } => write!(f, "cannot write {what} ({})", Errno(*errno)),
             Error::OutOfMemory { bytes } => {
                 write!(f, "out of memory: cannot map {bytes} bytes")
             }
             Error::Threads { threads, errno } => {
-                write!(f, "cannot start {threads} threads (errno {errno})")
+                write!(f, "cannot start {threads} threads ({})", Errno(*errno))
             }
         }
+    }
+}
+
+/// An OS error number, named when it is one of the common ones whose
+/// numbers Linux and macOS share.
+struct Errno(i32);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "operation not permitted",
+            2 => "no such file or directory",
+            5 => "input/output error",
+            12 => "out of memory",
+            13 => "permission denied",
+            20 => "not a directory",
+            21 => "is a directory",
+            22 => "invalid argument",
+            24 => "too many open files",
+            27 => "file too large",
+            28 => "no space left on device",
+            30 => "read-only file system",
+            32 => "broken pipe",
+            _ => return write!(f, "errno {}", self.0),
+        };
+        write!(f, "{name}, errno {}", self.0)
     }
 }
 

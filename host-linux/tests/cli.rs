@@ -1,12 +1,14 @@
 //! The `barellama` binary end to end: outputs against the references, exit
 //! codes of DESIGN.md, and one-line errors without backtraces.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use barellama_tests::{data_dir, diff, read, read_ids, Golden, TempDir};
 
-fn barellama(args: &[&str]) -> Output {
+fn barellama<A: AsRef<OsStr>>(args: &[A]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_barellama"))
         .args(args)
         .env("RUST_BACKTRACE", "1")
@@ -19,7 +21,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// Fails unless `args` exits with `code` and prints exactly one line to stderr.
-fn fails(args: &[&str], code: i32) -> String {
+fn fails<A: AsRef<OsStr> + std::fmt::Debug>(args: &[A], code: i32) -> String {
     let o = barellama(args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
@@ -234,9 +236,25 @@ fn bad_command_lines_exit_2() {
     assert!(run(&["-p", "1.5"]).contains("out of range: '1.5'"));
     assert!(run(&["-k", "0"]).contains("out of range: '0'"));
     assert!(run(&["-n", "513"]).contains("-n exceeds"));
-    fails(&["run", "-m", s(&m)], 2);
+    assert!(run(&["--threads", "0"]).contains("out of range: '0'"));
+    assert!(run(&["--threads", "-2"]).contains("not a valid number: '-2'"));
+    assert!(run(&["--ctx", "0"]).contains("out of range: '0'"));
+    assert!(run(&["-s", "1e3"]).contains("not a valid number"));
+    assert!(run(&["-t", "nan"]).contains("out of range: 'nan'"));
+    assert!(run(&["-i", "a", "-f", s(&z)]).contains("-i or -f"));
+    assert!(fails(&["run", "-m", s(&m)], 2).contains("needs a tokenizer"));
+    fails(&["run", "-z", s(&z)], 2);
+    fails(&["bench", "--format", "q5_1"], 2);
+    fails(&["bench", "-n", "0"], 2);
+    fails(&["logits", "-m", s(&m)], 2);
+    fails(&["tokenize", "-i", "x"], 2);
+    fails(&["quantize", s(&m), "out.gguf"], 2);
+    fails(&["quantize", s(&m), "out.gguf", "--type", "q9"], 2);
+    fails(&["inspect", "-m"], 2);
     fails(&["walk"], 2);
-    for cmd in ["run", "bench", "logits", "tokenize", "inspect"] {
+    for cmd in [
+        "run", "bench", "logits", "tokenize", "inspect", "quantize", "convert",
+    ] {
         let o = barellama(&[cmd, "--help"]);
         assert!(o.status.success() && stdout(&o).starts_with("usage: barellama"));
     }
@@ -244,7 +262,133 @@ fn bad_command_lines_exit_2() {
 
 #[test]
 fn no_arguments_prints_usage_and_exits_2() {
-    let o = barellama(&[]);
+    let o = barellama::<&str>(&[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("usage: barellama"));
+}
+
+/// Files that are not models: a directory, a FIFO (no writer: opening must
+/// not block), a file this process may not read, a dangling symlink.
+#[test]
+fn special_files_exit_3() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("special");
+    let z = dir.join("models/tok512.bin");
+    let fifo = tmp.path("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let locked = tmp.path("locked.bin");
+    std::fs::write(&locked, b"x").unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    // Root reads any file; then a path through a regular file stands in.
+    let unreadable = match std::fs::File::open(&locked) {
+        Ok(_) => locked.join("model.bin"),
+        Err(_) => locked,
+    };
+    let dangling = tmp.path("dangling");
+    std::os::unix::fs::symlink(tmp.path("nowhere"), &dangling).unwrap();
+    for model in [dir.clone(), fifo, unreadable, dangling] {
+        let e = fails(&["run", "-m", s(&model), "-z", s(&z)], 3);
+        println!("{e}");
+        fails(&["inspect", "-m", s(&model)], 3);
+    }
+    let m = dir.join("models/stories260K.bin");
+    fails(&["run", "-m", s(&m), "-z", s(&tmp.path("fifo"))], 3);
+    fails(&["run", "-m", s(&m), "-z", s(&z), "-f", s(&dir)], 3);
+}
+
+/// Limits are errors with exit code 4: a prompt with more tokens than the
+/// positions asked for, a context longer than the model's through the
+/// library (the CLI's `--ctx` may exceed it on purpose, as llama.cpp's -c).
+#[test]
+fn a_prompt_longer_than_the_context_exits_4() {
+    let Some(dir) = data_dir() else { return };
+    let m = dir.join("models/stories260K.bin");
+    let z = dir.join("models/tok512.bin");
+    let long = "Once upon a time there was a little girl named Lily.";
+    let e = fails(&["run", "-m", s(&m), "-z", s(&z), "-n", "8", "-i", long], 4);
+    assert!(e.contains("context full"), "{e}");
+    let e = fails(
+        &[
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "--ctx",
+            "4",
+            "-n",
+            "0",
+            "-i",
+            long,
+        ],
+        4,
+    );
+    assert!(e.contains("context full"), "{e}");
+}
+
+/// Prompts are bytes: invalid UTF-8 from the arguments or from a file
+/// reaches the tokenizer through byte tokens (`<0xNN>` is id NN + 3), and
+/// whatever the model emits, stdout is valid UTF-8.
+#[test]
+fn invalid_utf8_prompts_use_byte_tokens_and_output_stays_utf8() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("utf8");
+    let m = dir.join("models/stories260K.bin");
+    let z = dir.join("models/tok512.bin");
+    let prompt: &[u8] = b"Lily \xff\xfe\xe2\x82 saw";
+    let file = tmp.path("prompt.txt");
+    std::fs::write(&file, prompt).unwrap();
+    let arg = OsStr::from_bytes(prompt);
+    let z_arg = z.as_os_str();
+    let from_arg = barellama(&[
+        OsStr::new("tokenize"),
+        OsStr::new("-z"),
+        z_arg,
+        OsStr::new("-i"),
+        arg,
+    ]);
+    let from_file = barellama(&["tokenize", "-z", s(&z), "-f", s(&file)]);
+    assert!(from_arg.status.success());
+    let ids = stdout(&from_arg);
+    assert_eq!(ids, stdout(&from_file));
+    let ids: Vec<u32> = ids.split_whitespace().map(|t| t.parse().unwrap()).collect();
+    for byte in [0xffu32, 0xfe, 0xe2, 0x82] {
+        assert!(ids.contains(&(byte + 3)), "{ids:?}");
+    }
+    let run = barellama(&[
+        OsStr::new("run"),
+        OsStr::new("-m"),
+        m.as_os_str(),
+        OsStr::new("-z"),
+        z_arg,
+        OsStr::new("-t"),
+        OsStr::new("0"),
+        OsStr::new("-n"),
+        OsStr::new("40"),
+        OsStr::new("-i"),
+        arg,
+    ]);
+    assert!(run.status.success());
+    assert!(std::str::from_utf8(&run.stdout).is_ok());
+    // Hot sampling emits byte tokens in any order; the text stays UTF-8.
+    for seed in ["1", "2", "3"] {
+        let hot = barellama(&[
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "-t",
+            "2.0",
+            "-p",
+            "1",
+            "-n",
+            "0",
+            "-s",
+            seed,
+        ]);
+        assert!(hot.status.success());
+        assert!(std::str::from_utf8(&hot.stdout).is_ok(), "seed {seed}");
+    }
 }
