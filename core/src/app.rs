@@ -131,6 +131,7 @@ fn plan_for(
         allow_longer: true,
         prompt_bytes,
         kv,
+        ..Options::default()
     };
     Plan::new(&model.config, &options)
 }
@@ -177,14 +178,16 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
 ";
 
 const BENCH_USAGE: &str = "\
-usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--threads N] [--ctx N]
-                       [--kv f32|f16] [--scalar] [--json]
+usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--prompt-tokens P]
+                       [--threads N] [--ctx N] [--kv f32|f16] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
   --format F    the synthetic model's weights: f32 (default, a llama2.c file), GGUF
                 f16, q8_0, q4_0 (with a Q6_K classifier), q4_0-pure, q4_k (Q4_K_M's
                 mix of Q4_K and Q6_K) or q6_k, or v2 (llama2.c's int8, groups of 64)
   -z TOKENIZER  also decode each token to text, as run does
   -n TOKENS     tokens to generate (default 256)
+  --prompt-tokens P
+                first prefill a P-token prompt in batches and report its rate too
   --threads N   threads (default: every core)
   --scalar      use the scalar kernels (the specification) instead of SIMD
   --json        print one JSON object (the summary line goes to stderr)
@@ -1014,6 +1017,8 @@ struct BenchReport<'a> {
     threads: usize,
     tokens: usize,
     tok_per_s: f64,
+    /// Prompt tokens and their prefill rate, with `--prompt-tokens`.
+    prefill: Option<(usize, f64)>,
     ms_p50: f64,
     ms_p99: f64,
     ttft_ms: f64,
@@ -1135,6 +1140,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model_path, mut tokenizer, mut tokens) = (None, None, 256usize);
     let (mut json, mut scalar, mut threads, mut ctx, mut kv) = (false, false, None, None, None);
     let mut layout = Synthetic::Gguf(Layout::F32);
+    let mut prompt_tokens = 0usize;
     while let Some(flag) = args.next() {
         match flag {
             b"--format" => {
@@ -1152,6 +1158,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             b"-m" => model_path = Some(args.value(flag)?),
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
+            b"--prompt-tokens" => prompt_tokens = args.number(flag)?,
             b"--scalar" => scalar = true,
             b"--json" => json = true,
             _ => return Err(unknown(flag)),
@@ -1168,9 +1175,14 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     };
     let model = Model::load(image)?;
     let c = model.config;
-    let positions = tokens + 1;
+    // The prompt (or BOS alone), then the decoded tokens.
+    let prompt_len = prompt_tokens.max(1);
+    let positions = tokens.saturating_add(prompt_len);
     if positions > ctx.unwrap_or(c.seq_len) {
-        return Err(too_many("-n exceeds the context (see --ctx)", tokens));
+        return Err(too_many(
+            "-n plus --prompt-tokens exceeds the context (see --ctx)",
+            positions,
+        ));
     }
     let plan = plan_for(&model, positions, 1, kv)?;
     let b = plan.carve(host.memory(plan.bytes())?)?;
@@ -1200,7 +1212,24 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         tokens,
     )?;
 
-    // Token 0 is BOS; the time to the first sampled token is the TTFT.
+    // BOS and seeded ids stand for the prompt (its text does not change
+    // the work); the time to the first sampled token is the TTFT.
+    let prompt = &mut b.prompt[..prompt_len];
+    let mut rng = 0x5EEDu64;
+    for (i, id) in prompt.iter_mut().enumerate() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        *id = if i == 0 {
+            1
+        } else {
+            (rng % c.vocab_size as u64) as u32
+        };
+    }
+    let t0 = host.now_ns();
+    let mut token = sampler.sample(transformer.prefill(prompt, 0)?);
+    let ttft = host.now_ns() - t0;
+    let prefill_tok_per_s = (prompt_tokens > 0).then(|| prompt_len as f64 / (ttft as f64 / 1e9));
     let mut stream = TextStream::new();
     let mut step = |token: u32, pos: usize| -> Result<u32> {
         let next = sampler.sample(transformer.forward(token, pos)?);
@@ -1209,11 +1238,8 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         }
         Ok(next)
     };
-    let t0 = host.now_ns();
-    let mut token = step(1, 0)?;
-    let ttft = host.now_ns() - t0;
     let allocs_before = host.allocations();
-    for (pos, slot) in (1..).zip(times.iter_mut()) {
+    for (pos, slot) in (prompt_len..).zip(times.iter_mut()) {
         probe.between_tokens(host, pos);
         let t = host.now_ns();
         token = step(token, pos)?;
@@ -1228,7 +1254,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let pct =
         |p: f64| times[(libm::ceil(p * tokens as f64) as usize).clamp(1, tokens) - 1] as f64 / 1e6;
     // Attention at position p reads p + 1 cached keys and values per layer.
-    let mean_positions = (tokens as f64 + 3.0) / 2.0;
+    let mean_positions = prompt_len as f64 + (tokens as f64 + 1.0) / 2.0;
     let kv_bytes = mean_positions * (c.n_layers * c.kv_dim() * 2 * 4) as f64;
     let report = BenchReport {
         format: model.weights.layers[0].wq.dtype().name(),
@@ -1240,6 +1266,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         isa: compute.isa,
         tokens,
         tok_per_s: tokens as f64 / (total as f64 / 1e9),
+        prefill: prefill_tok_per_s.map(|t| (prompt_tokens, t)),
         ms_p50: pct(0.5),
         ms_p99: pct(0.99),
         ttft_ms: ttft as f64 / 1e6,
@@ -1281,6 +1308,9 @@ impl BenchReport<'_> {
             r.bandwidth / 1e9,
             r.roofline() * 100.0
         );
+        if let Some((n, rate)) = r.prefill {
+            let _ = writeln!(line, "prefill: {n} prompt tokens, {rate:.2} tok/s");
+        }
         if !json {
             return host.print(line.as_bytes());
         }
@@ -1290,7 +1320,7 @@ impl BenchReport<'_> {
             "{{\"model\":\"{}\",\"format\":\"{}\",\"isa\":\"{}\",\"threads\":{},\"tokens\":{},\
              \"tok_per_s\":{:.3},\"ms_p50\":{:.3},\"ms_p99\":{:.3},\"ttft_ms\":{:.3},\"rss_mb\":{:.1},\
              \"allocs_per_token\":{},\"bytes_per_token\":{:.0},\"bandwidth_gb_s\":{:.3},\"bandwidth_1t_gb_s\":{:.3},\
-             \"roofline\":{:.4}}}\n",
+             \"roofline\":{:.4}{}}}\n",
             JsonStr(r.model),
             r.format,
             r.isa.name(),
@@ -1305,8 +1335,21 @@ impl BenchReport<'_> {
             r.bytes_per_token,
             r.bandwidth / 1e9,
             r.bandwidth_1t / 1e9,
-            r.roofline()
+            r.roofline(),
+            PrefillJson(r.prefill)
         )
+    }
+}
+
+/// `,"prefill_tok_per_s":…` when a prompt was prefilled.
+struct PrefillJson(Option<(usize, f64)>);
+
+impl fmt::Display for PrefillJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((n, rate)) => write!(f, ",\"prompt_tokens\":{n},\"prefill_tok_per_s\":{rate:.3}"),
+            None => Ok(()),
+        }
     }
 }
 

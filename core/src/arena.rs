@@ -41,13 +41,24 @@ pub struct Options {
     pub prompt_bytes: usize,
     /// The KV cache's element type.
     pub kv: KvType,
+    /// Most prompt tokens run through the layers together (each weight
+    /// block is then read once per chunk, not once per token); `0` means
+    /// [`DEFAULT_BATCH`], `1` plans no batch buffers.
+    pub batch: usize,
 }
+
+/// Prompt tokens per prefill chunk unless [`Options::batch`] says otherwise.
+pub const DEFAULT_BATCH: usize = 32;
+
+/// The largest batch a plan takes (larger requests are lowered to it).
+pub const MAX_BATCH: usize = 64;
 
 /// The resolved sizes of one engine's buffers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Plan {
     config: Config,
     prompt_bytes: usize,
+    batch: usize,
     kv: KvType,
     bytes: usize,
 }
@@ -80,9 +91,14 @@ impl Plan {
         };
         let config = Config { seq_len, ..*config };
         config.validate()?;
+        let batch = match options.batch {
+            0 => DEFAULT_BATCH,
+            n => n,
+        };
         let mut plan = Plan {
             config,
             prompt_bytes,
+            batch: batch.min(MAX_BATCH).min(seq_len),
             kv: options.kv,
             bytes: 0,
         };
@@ -100,6 +116,11 @@ impl Plan {
     /// The config the engine runs with (its `seq_len` may be lowered).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Most tokens one batched forward pass takes.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// Splits `arena` into the engine's buffers.
@@ -140,6 +161,10 @@ impl Plan {
                         k_row: c.take(p.kv_dim())?,
                         v_row: c.take(p.kv_dim())?,
                     },
+                },
+                batch: match self.batch {
+                    1 => BatchBuffers::carve(c, 0, p, input)?,
+                    n => BatchBuffers::carve(c, n, p, input)?,
                 },
                 inv_freq: c.take(p.head_size() / 2)?,
                 cos: c.take(p.head_size() / 2)?,
@@ -251,6 +276,46 @@ pub struct StateBuffers<'a> {
     pub sin: &'a mut [f32],
     /// A matvec's input, quantized for integer weights.
     pub input: InputBuffers<'a>,
+    /// Batched prefill's activations.
+    pub batch: BatchBuffers<'a>,
+}
+
+/// Activations of up to `n` tokens that go through the layers together,
+/// token after token in each buffer (`x` is `n × dim`, and so on).
+pub struct BatchBuffers<'a> {
+    pub n: usize,
+    pub x: &'a mut [f32],
+    pub xb: &'a mut [f32],
+    pub xb2: &'a mut [f32],
+    pub q: &'a mut [f32],
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub hb: &'a mut [f32],
+    pub hb2: &'a mut [f32],
+    /// Each token's matmul input, `input` values apart.
+    pub input: InputBuffers<'a>,
+}
+
+impl<'a> BatchBuffers<'a> {
+    fn carve(c: &mut Carver<'a>, n: usize, p: &Config, input: usize) -> Result<Self> {
+        let per = |c: &Carver<'a>, width: usize| c.count(&[n, width]);
+        Ok(BatchBuffers {
+            n,
+            x: c.take(per(c, p.dim)?)?,
+            xb: c.take(per(c, p.dim)?)?,
+            xb2: c.take(per(c, p.dim)?)?,
+            q: c.take(per(c, p.dim)?)?,
+            k: c.take(per(c, p.kv_dim())?)?,
+            v: c.take(per(c, p.kv_dim())?)?,
+            hb: c.take(per(c, p.hidden_dim)?)?,
+            hb2: c.take(per(c, p.hidden_dim)?)?,
+            input: InputBuffers {
+                qs: c.take(per(c, input)?)?,
+                d: c.take(per(c, input)?)?,
+                bsums: c.take(per(c, input / 16)?)?,
+            },
+        })
+    }
 }
 
 /// The KV cache: for each layer, `seq_len` positions of `kv_dim` keys and

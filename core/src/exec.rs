@@ -118,6 +118,13 @@ impl<'a> Parts<'a> {
 /// cache line, so two threads never write the same line.
 pub const ROW_GRANULE: usize = 16;
 
+/// Whole cache lines of rows, about sixteen chunks per thread.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(16 * threads)
+        .next_multiple_of(ROW_GRANULE)
+        .max(ROW_GRANULE)
+}
+
 /// Computes `out` in parallel chunks of rows: `f(first_row, chunk)` fills
 /// `chunk`, the rows `first_row..first_row + chunk.len()`. Chunks are whole
 /// cache lines and about sixteen per thread, so the last chunks to finish
@@ -127,14 +134,88 @@ pub fn for_rows(exec: &dyn Exec, out: &mut [f32], f: &(dyn Fn(usize, &mut [f32])
         return f(0, out);
     }
     let rows = out.len();
-    let per_task = rows
-        .div_ceil(16 * exec.threads())
-        .next_multiple_of(ROW_GRANULE)
-        .max(ROW_GRANULE);
+    let per_task = rows_per_task(rows, exec.threads());
     let parts = Parts::new(out, per_task);
     for_each(exec, rows.div_ceil(per_task), &|i| {
         // SAFETY: `for_each` gives each index to exactly one call.
         f(i * per_task, unsafe { parts.take(i) })
+    });
+}
+
+/// Rows `start..end` of every token's output in a `[tokens][rows]` buffer:
+/// one parallel task's share of a batched matmul.
+pub struct RowBlock<'p> {
+    ptr: *mut f32,
+    rows: usize,
+    tokens: usize,
+    pub start: usize,
+    pub end: usize,
+    _out: PhantomData<&'p mut [f32]>,
+}
+
+impl RowBlock<'_> {
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Token `t`'s rows `start..end`.
+    pub fn out(&mut self, t: usize) -> &mut [f32] {
+        assert!(t < self.tokens, "RowBlock: token");
+        // SAFETY: the block was made by `for_row_blocks` from a buffer of
+        // `tokens × rows` floats borrowed mutably for 'p; `start..end` lies
+        // within `rows`, and no other block covers these rows, so the range
+        // is in bounds and referenced only through this `&mut self`.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.ptr.add(t * self.rows + self.start),
+                self.end - self.start,
+            )
+        }
+    }
+}
+
+/// The output pointer shared by the tasks of [`for_row_blocks`].
+struct SharedOut(*mut f32);
+
+impl SharedOut {
+    /// A method, not the field: a closure must capture the `Sync` wrapper.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: tasks only reach the buffer through `RowBlock`s of disjoint row
+// ranges, so sharing the pointer never lets two threads touch one float.
+unsafe impl Sync for SharedOut {}
+
+/// [`for_rows`] for `tokens` outputs at once (`out` is `[tokens][rows]`):
+/// each task gets the same rows of every token, so it can read a weight
+/// row once for all of them. Chunks are split exactly as `for_rows` splits
+/// one output.
+pub fn for_row_blocks(
+    exec: &dyn Exec,
+    out: &mut [f32],
+    rows: usize,
+    f: &(dyn Fn(RowBlock<'_>) + Sync),
+) {
+    let tokens = out.len().checked_div(rows).unwrap_or(0);
+    assert_eq!(tokens * rows, out.len(), "for_row_blocks: lengths");
+    let shared = SharedOut(out.as_mut_ptr());
+    let block = |start: usize, end: usize| RowBlock {
+        ptr: shared.ptr(),
+        rows,
+        tokens,
+        start,
+        end,
+        _out: PhantomData,
+    };
+    if exec.threads() == 1 {
+        return f(block(0, rows));
+    }
+    let per_task = rows_per_task(rows, exec.threads());
+    for_each(exec, rows.div_ceil(per_task), &|i| {
+        let start = i * per_task;
+        f(block(start, (start + per_task).min(rows)))
     });
 }
 

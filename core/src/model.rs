@@ -2,13 +2,13 @@
 //! token at one position in, logits out, with activations and the KV cache
 //! in arena buffers and the weights read in place from the image.
 
-use crate::arena::{KvBuffers, StateBuffers};
+use crate::arena::{KvBuffers, StateBuffers, MAX_BATCH};
 use crate::error::{Error, Result};
-use crate::exec::{for_each_pair, for_rows, Compute, Exec};
+use crate::exec::{for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE};
 use crate::image::{Config, Model};
 use crate::kernels::{
     add, attention_f16, attention_mix, attention_scores, f32_to_f16, matvec, quantize, rmsnorm,
-    rope, row, softmax, swiglu, InputBuffers, InputForm, Isa,
+    rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,
 };
 use crate::tensor::WeightRef;
 
@@ -42,6 +42,68 @@ fn matmuls<const N: usize>(
         for_rows(exec, out, &|start, rows| {
             matvec(isa, rows, &w.rows_at(start, rows.len()), &x)
         });
+    }
+}
+
+/// Weight rows a prefill task reads once for every token of the batch: a
+/// group this size stays in the core's cache while each token uses it.
+const GROUP_BYTES: usize = 64 * 1024;
+
+/// [`matmuls`] for `n` tokens: `x` holds `n` inputs of `cols` values, each
+/// output `n` rows of results. Every output row is computed by the same
+/// kernel call on the same rows as `matmuls` would, so the results are
+/// bitwise the same; but a task reads a group of weight rows and applies
+/// it to every token before moving on, so the weights stream from memory
+/// once per batch instead of once per token.
+fn batch_matmuls<const N: usize>(
+    compute: Compute<'_>,
+    buf: &mut InputBuffers<'_>,
+    width: usize,
+    n: usize,
+    x: &[f32],
+    jobs: [(&mut [f32], &WeightRef<'_>); N],
+) {
+    let Compute { isa, exec } = compute;
+    let cols = x.len() / n;
+    let mut ready = None;
+    for (out, w) in jobs {
+        let form = InputForm::of(w.dtype());
+        if ready != Some(form) {
+            for (t, x) in x.chunks_exact(cols).enumerate() {
+                quantize(isa, form, x, &mut buf.slot(t, width));
+            }
+            ready = Some(form);
+        }
+        let buf = &*buf;
+        let inputs: heapless::Vec<Input<'_>, MAX_BATCH> = x
+            .chunks_exact(cols)
+            .enumerate()
+            .map(|(t, x)| buf.slot_input(t, width, form, x))
+            .collect();
+        let rows = w.rows();
+        let row_bytes = w.bytes() / rows.max(1);
+        let group = (GROUP_BYTES / row_bytes.max(1)).next_multiple_of(ROW_GRANULE);
+        for_row_blocks(exec, out, rows, &|mut block| {
+            let mut start = block.start;
+            while start < block.end {
+                let end = (start + group).min(block.end);
+                let w = w.rows_at(start, end - start);
+                let at = start - block.start..end - block.start;
+                for (t, x) in inputs.iter().enumerate() {
+                    matvec(isa, &mut block.out(t)[at.clone()], &w, x);
+                }
+                start = end;
+            }
+        });
+    }
+}
+
+/// Position `pos`'s RoPE rotation, shared by every head.
+fn rope_tables(cos: &mut [f32], sin: &mut [f32], inv_freq: &[f32], pos: usize) {
+    for ((c, sn), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+        let val = pos as f32 * f;
+        *c = libm::cos(f64::from(val)) as f32;
+        *sn = libm::sin(f64::from(val)) as f32;
     }
 }
 
@@ -121,17 +183,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         // Copy the token embedding into x.
         row(s.x, &w.token_embedding, token as usize);
 
-        // This position's RoPE rotation, shared by every head.
-        for ((c, sn), &f) in s
-            .cos
-            .iter_mut()
-            .zip(s.sin.iter_mut())
-            .zip(s.inv_freq.iter())
-        {
-            let val = pos as f32 * f;
-            *c = libm::cos(f64::from(val)) as f32;
-            *sn = libm::sin(f64::from(val)) as f32;
-        }
+        rope_tables(s.cos, s.sin, s.inv_freq, pos);
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention rmsnorm.
@@ -194,6 +246,148 @@ impl<'m, 'a> Transformer<'m, 'a> {
         matmuls(compute, &mut s.input, s.xb, [(&mut *s.logits, &w.wcls)]);
         Ok(s.logits)
     }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the
+    /// logits after the last one: a prompt, in chunks of the plan's batch.
+    /// The logits and the KV cache are bitwise those of calling
+    /// [`Transformer::forward`] token by token.
+    pub fn prefill(&mut self, tokens: &[u32], pos: usize) -> Result<&mut [f32]> {
+        let p = self.config;
+        let end = pos.saturating_add(tokens.len());
+        if end > p.seq_len {
+            return Err(Error::ContextFull {
+                needed: end,
+                max: p.seq_len,
+            });
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= p.vocab_size) {
+            return Err(Error::Token {
+                id: id.into(),
+                vocab: p.vocab_size,
+            });
+        }
+        let Some((&last, rest)) = tokens.split_last() else {
+            return Err(Error::Invalid {
+                field: "prefill token count",
+                value: 0,
+            });
+        };
+        let batch = self.s.batch.n;
+        if batch < 2 {
+            for (i, &t) in rest.iter().enumerate() {
+                self.forward(t, pos + i)?;
+            }
+            return self.forward(last, pos + rest.len());
+        }
+        let mut at = pos;
+        for chunk in tokens.chunks(batch) {
+            self.chunk(chunk, at);
+            at += chunk.len();
+        }
+        let s = &mut self.s;
+        let dim = p.dim;
+        let x = &s.batch.x[(tokens.len() - 1) % batch * dim..][..dim];
+        rmsnorm(
+            self.compute.isa,
+            s.xb,
+            x,
+            &self.model.weights.rms_final,
+            p.norm_eps,
+        );
+        let wcls = &self.model.weights.wcls;
+        matmuls(self.compute, &mut s.input, s.xb, [(&mut *s.logits, wcls)]);
+        Ok(s.logits)
+    }
+
+    /// One prefill chunk, checked by [`Transformer::prefill`]: `forward`'s
+    /// steps for every token, each matmul batched; leaves the chunk's
+    /// final hidden states in the batch's `x`.
+    fn chunk(&mut self, tokens: &[u32], pos: usize) {
+        let p = &self.config;
+        let w = &self.model.weights;
+        let s = &mut self.s;
+        let compute = self.compute;
+        let (isa, exec): (Isa, &dyn Exec) = (compute.isa, compute.exec);
+        let (dim, kv_dim, hidden) = (p.dim, p.kv_dim(), p.hidden_dim);
+        let (kv_mul, head_size) = (p.kv_mul(), p.head_size());
+        let n = tokens.len();
+        let b = &mut s.batch;
+        let width = b.input.qs.len() / b.n;
+        let (x, xb, xb2) = (
+            &mut b.x[..n * dim],
+            &mut b.xb[..n * dim],
+            &mut b.xb2[..n * dim],
+        );
+        let (q, k, v) = (
+            &mut b.q[..n * dim],
+            &mut b.k[..n * kv_dim],
+            &mut b.v[..n * kv_dim],
+        );
+        let (hb, hb2) = (&mut b.hb[..n * hidden], &mut b.hb2[..n * hidden]);
+
+        for (x, &token) in x.chunks_exact_mut(dim).zip(tokens) {
+            row(x, &w.token_embedding, token as usize);
+        }
+        for (l, lw) in w.layers.iter().enumerate() {
+            for (xb, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                rmsnorm(isa, xb, x, &lw.rms_att, p.norm_eps);
+            }
+            let input = &mut b.input;
+            let qkv = [(&mut *q, &lw.wq), (&mut *k, &lw.wk), (&mut *v, &lw.wv)];
+            batch_matmuls(compute, input, width, n, xb, qkv);
+
+            let loff = l * p.seq_len * kv_dim;
+            for (t, ((q, k), v)) in q
+                .chunks_exact_mut(dim)
+                .zip(k.chunks_exact_mut(kv_dim))
+                .zip(v.chunks_exact(kv_dim))
+                .enumerate()
+            {
+                rope_tables(s.cos, s.sin, s.inv_freq, pos + t);
+                rope(isa, q, s.cos, s.sin);
+                rope(isa, k, s.cos, s.sin);
+                s.kv.put(isa, loff + (pos + t) * kv_dim, k, v);
+            }
+            for (t, (q, xb)) in q
+                .chunks_exact(dim)
+                .zip(xb.chunks_exact_mut(dim))
+                .enumerate()
+            {
+                let kv = &s.kv;
+                let att_len = s.att.len() / p.n_heads;
+                for_each_pair(
+                    exec,
+                    p.n_heads,
+                    s.att,
+                    att_len,
+                    xb,
+                    head_size,
+                    &|h, att, xb| {
+                        let q = &q[h * head_size..(h + 1) * head_size];
+                        let head = loff + (h / kv_mul) * head_size;
+                        kv.attend(isa, q, head, kv_dim, pos + t + 1, att, xb);
+                    },
+                );
+            }
+
+            batch_matmuls(compute, &mut b.input, width, n, xb, [(&mut *xb2, &lw.wo)]);
+            for (x, xb2) in x.chunks_exact_mut(dim).zip(xb2.chunks_exact(dim)) {
+                add(isa, x, xb2);
+            }
+            for (xb, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                rmsnorm(isa, xb, x, &lw.rms_ffn, p.norm_eps);
+            }
+            let ffn = [(&mut *hb, &lw.w1), (&mut *hb2, &lw.w3)];
+            batch_matmuls(compute, &mut b.input, width, n, xb, ffn);
+            for (hb, hb2) in hb.chunks_exact_mut(hidden).zip(hb2.chunks_exact(hidden)) {
+                swiglu(isa, hb, hb2);
+            }
+            batch_matmuls(compute, &mut b.input, width, n, hb, [(&mut *xb, &lw.w2)]);
+            for (x, xb) in x.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)) {
+                add(isa, x, xb);
+            }
+        }
+    }
 }
 
 impl KvBuffers<'_> {
@@ -205,6 +399,21 @@ impl KvBuffers<'_> {
                 (&mut keys[at..at + kv_dim], &mut values[at..at + kv_dim])
             }
             KvBuffers::F16 { k_row, v_row, .. } => (&mut **k_row, &mut **v_row),
+        }
+    }
+
+    /// Writes a key and value computed elsewhere at cache index `at`.
+    fn put(&mut self, isa: Isa, at: usize, k: &[f32], v: &[f32]) {
+        let n = k.len();
+        match self {
+            KvBuffers::F32 { keys, values } => {
+                keys[at..at + n].copy_from_slice(k);
+                values[at..at + n].copy_from_slice(v);
+            }
+            KvBuffers::F16 { keys, values, .. } => {
+                f32_to_f16(isa, &mut keys[at..at + n], k);
+                f32_to_f16(isa, &mut values[at..at + n], v);
+            }
         }
     }
 

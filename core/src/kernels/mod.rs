@@ -301,24 +301,56 @@ pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>
 impl InputBuffers<'_> {
     /// `x` in `form`, as the last [`quantize`] of `x` left it.
     pub fn input<'s>(&'s self, form: InputForm, x: &'s [f32]) -> Input<'s> {
-        let n = x.len();
-        match form {
-            InputForm::F32 => Input::F32(x),
-            InputForm::Q8_0 => Input::Q8_0 {
-                qs: &self.qs[..n],
-                d: &self.d[..n / 32],
-            },
-            InputForm::Q8K => Input::Q8K {
-                qs: &self.qs[..n],
-                d: &self.d[..n / 256],
-                bsums: &self.bsums[..n / 16],
-            },
-            InputForm::Q8G(group) => Input::Q8G {
-                qs: &self.qs[..n],
-                d: &self.d[..n / group as usize],
-                group: group as usize,
-            },
+        input_in(self.qs, self.d, self.bsums, form, x)
+    }
+
+    /// Token `t`'s buffers, when these hold one input every `width` values
+    /// (a batch).
+    pub fn slot(&mut self, t: usize, width: usize) -> InputBuffers<'_> {
+        InputBuffers {
+            qs: &mut self.qs[t * width..(t + 1) * width],
+            d: &mut self.d[t * width..(t + 1) * width],
+            bsums: &mut self.bsums[t * width / 16..(t + 1) * width / 16],
         }
+    }
+
+    /// [`InputBuffers::input`] of slot `t` (see [`InputBuffers::slot`]).
+    pub fn slot_input<'s>(
+        &'s self,
+        t: usize,
+        width: usize,
+        form: InputForm,
+        x: &'s [f32],
+    ) -> Input<'s> {
+        let (qs, d) = (&self.qs[t * width..], &self.d[t * width..]);
+        input_in(qs, d, &self.bsums[t * width / 16..], form, x)
+    }
+}
+
+fn input_in<'s>(
+    qs: &'s [i8],
+    d: &'s [f32],
+    bsums: &'s [i16],
+    form: InputForm,
+    x: &'s [f32],
+) -> Input<'s> {
+    let n = x.len();
+    match form {
+        InputForm::F32 => Input::F32(x),
+        InputForm::Q8_0 => Input::Q8_0 {
+            qs: &qs[..n],
+            d: &d[..n / 32],
+        },
+        InputForm::Q8K => Input::Q8K {
+            qs: &qs[..n],
+            d: &d[..n / 256],
+            bsums: &bsums[..n / 16],
+        },
+        InputForm::Q8G(group) => Input::Q8G {
+            qs: &qs[..n],
+            d: &d[..n / group as usize],
+            group: group as usize,
+        },
     }
 }
 
