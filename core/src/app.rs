@@ -7,11 +7,13 @@
 //! prompt need not be valid UTF-8.
 
 use core::fmt::{self, Write as _};
+use core::ops::ControlFlow;
 
 use crate::arena::{KvType, Options, Plan, TokenizerPlan};
+use crate::chat::{Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};
-use crate::generate::{Session, TextStream, Vocab};
+use crate::generate::{End, Session, StopText, TextStream, Vocab, MAX_STOP_BYTES};
 use crate::image::export::{
     check_float, check_groups, longest_row, write_gguf, write_llama2c_v2, Layout, Quantize,
     Vocabulary,
@@ -50,6 +52,15 @@ pub trait Host {
 
     /// Writes to standard error; failures there have nowhere to go.
     fn eprint(&self, bytes: &[u8]);
+
+    /// Whether standard input is a terminal: a person types the chat, so
+    /// it shows prompts.
+    fn interactive(&self) -> bool;
+
+    /// Reads one line of standard input into `line`, without its newline;
+    /// `None` at the end of input. A longer line is read to its end and
+    /// refused with [`Error::PromptTooLong`].
+    fn read_line(&self, line: &mut [u8]) -> Result<Option<usize>>;
 
     /// A monotonic clock in nanoseconds.
     fn now_ns(&self) -> u64;
@@ -148,7 +159,7 @@ fn compute<H: Host>(host: &H, threads: Option<usize>) -> Result<Compute<'_>> {
 const USAGE: &str = "\
 usage: barellama <command> [options]
 commands:
-  run       generate text from a prompt
+  run       generate text from a prompt, or chat
   bench     measure decode speed (no -m: a synthetic stories110M-shape model)
   logits    teacher-forced logits of a token list, in L2CG format
   tokenize  print the token ids of a text
@@ -175,6 +186,18 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   --ctx N       context length (default: the model's; may exceed it, as llama.cpp's -c)
   --kv f32|f16  KV cache type (default: f32 for llama2.c files, f16 for GGUF,
                 each computed as that format's reference engine does)
+  --stop TEXT   end the generated text where it contains TEXT, which is not
+                printed (1 to 64 bytes of UTF-8; repeatable, up to 8 times)
+  --chat        chat: each line of standard input (after -i PROMPT, if given) is
+                a user turn, answered on the lines after it, until the input ends;
+                the conversation stays in the context (--ctx), and only each
+                turn's new tokens run. With --chat, -n limits each answer
+                (default: the context). A full context ends the chat (exit 4)
+  -y SYSTEM     the chat's system message
+  --template T  the chat format: llama2 ([INST] <<SYS>>, as llama2.c's chat) or
+                zephyr (<|user|> ... <|assistant|>, as TinyLlama-Chat); default:
+                recognized from a GGUF file's tokenizer.chat_template (a GGUF
+                file without a known one needs --template), llama2 for a .bin
 ";
 
 const BENCH_USAGE: &str = "\
@@ -390,11 +413,46 @@ fn vocab<'h, H: Host>(host: &'h H, model: &Model<'h>, path: Option<&[u8]>) -> Re
     }
 }
 
+/// Most `--stop` strings `run` takes.
+const MAX_STOPS: usize = 8;
+
+/// Bytes of one chat line per position of context: a line longer than this
+/// would not fit in the context anyway.
+const LINE_BYTES_PER_POSITION: usize = 8;
+
+/// `--stop TEXT`: UTF-8, so matches fall on character boundaries and the
+/// output stays valid UTF-8.
+fn stop_flag<'a>(args: &mut Args<'a>, flag: &[u8]) -> Result<&'a str> {
+    let v = args.value(flag)?;
+    core::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_STOP_BYTES)
+        .ok_or_else(|| Error::usage("--stop takes 1 to 64 bytes of UTF-8", v))
+}
+
+/// The chat format: `--template`, else the one a GGUF file's
+/// `tokenizer.chat_template` shows, else (llama2.c files) llama2.c's own.
+fn chat_template(model: &Model<'_>, chosen: Option<Template>) -> Result<Template> {
+    let Some(g) = model.gguf.filter(|_| chosen.is_none()) else {
+        return Ok(chosen.unwrap_or(Template::Llama2));
+    };
+    let jinja = g.string("tokenizer.chat_template")?;
+    jinja.and_then(Template::recognize).ok_or_else(|| {
+        Error::usage(
+            "the model's tokenizer.chat_template is missing or not one of llama2, zephyr; \
+             choose with --template",
+            b"",
+        )
+    })
+}
+
 fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let (mut model, mut tokenizer, mut prompt, mut prompt_file) = (None, None, None, None);
-    let mut steps = 256usize;
+    let mut steps = None;
     let mut sampler = SamplerConfig::default();
     let (mut seed, mut threads, mut ctx, mut kv) = (None, None, None, None);
+    let (mut chat, mut system, mut template) = (false, None, None);
+    let mut stops = heapless::Vec::<&str, MAX_STOPS>::new();
     while let Some(flag) = args.next() {
         match flag {
             b"--threads" => threads = Some(threads_flag(args, flag)?),
@@ -404,65 +462,180 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             b"-z" => tokenizer = Some(args.value(flag)?),
             b"-i" => prompt = Some(args.value(flag)?),
             b"-f" => prompt_file = Some(args.value(flag)?),
-            b"-n" => steps = args.number(flag)?,
+            b"-n" => steps = Some(args.number(flag)?),
             b"-t" => {
                 sampler.temperature = args.number_in(flag, |t: f32| t >= 0.0 && t.is_finite())?
             }
             b"-p" => sampler.topp = args.number_in(flag, |p: f32| (0.0..=1.0).contains(&p))?,
             b"-k" => sampler.topk = args.number_in(flag, |k: usize| k > 0)?,
             b"-s" => seed = Some(args.number::<u64>(flag)?),
+            b"--chat" => chat = true,
+            b"-y" => system = Some(args.value(flag)?),
+            b"--template" => {
+                let v = args.value(flag)?;
+                template = Some(
+                    Template::parse(v)
+                        .ok_or_else(|| Error::usage("--template takes llama2 or zephyr", v))?,
+                );
+            }
+            b"--stop" => {
+                let s = stop_flag(args, flag)?;
+                stops
+                    .push(s)
+                    .map_err(|_| Error::usage("at most 8 --stop strings", s.as_bytes()))?;
+            }
             _ => return Err(unknown(flag)),
+        }
+    }
+    if !chat {
+        let chat_only = [(system.is_some(), "-y"), (template.is_some(), "--template")];
+        if let Some((_, flag)) = chat_only.iter().find(|(given, _)| *given) {
+            return Err(Error::usage("only with --chat", flag.as_bytes()));
         }
     }
     let image = host.map(required(model, "-m MODEL")?)?;
     let model = Model::load(image)?;
     let vocab = vocab(host, &model, tokenizer)?;
-    let prompt = prompt_text(host, prompt, prompt_file)?.unwrap_or_default();
+    let prompt = prompt_text(host, prompt, prompt_file)?;
     let context = ctx.unwrap_or(model.config.seq_len);
-    let steps = match steps {
-        0 => context,
-        n if n <= context => n,
-        n => return Err(too_many("-n exceeds the context (see --ctx)", n)),
+    let positions = |n: usize| match n {
+        0 => Ok(context),
+        n if n <= context => Ok(n),
+        n => Err(too_many("-n exceeds the context (see --ctx)", n)),
     };
     // Like llama2.c: no seed (or 0) means the clock, which is never 0 here.
     sampler.seed = match seed {
         Some(s) if s != 0 => s,
         _ => host.now_ns() | 1,
     };
-    let plan = plan_for(&model, steps, prompt.len().max(1), kv)?;
-    let mut session = Session::new(
-        &model,
-        vocab,
-        sampler,
-        &plan,
-        host.memory(plan.bytes())?,
-        compute(host, threads)?,
-    )?;
+    let compute = compute(host, threads)?;
+    if chat {
+        let template = chat_template(&model, template)?;
+        let system = system.unwrap_or_default();
+        let line = host.memory(context.saturating_mul(LINE_BYTES_PER_POSITION))?;
+        let text = host.memory(
+            line.len()
+                .saturating_add(system.len())
+                .saturating_add(TEMPLATE_BYTES),
+        )?;
+        let plan = plan_for(&model, context, text.len(), kv)?;
+        let arena = host.memory(plan.bytes())?;
+        let mut session = Session::new(&model, vocab, sampler, &plan, arena, compute)?;
+        let mut chat = Chat::new(template, system, text);
+        // In chat -n limits each answer; the context limits them all.
+        let answer = positions(steps.unwrap_or(0))?;
+        return converse(host, &mut session, &mut chat, prompt, line, answer, &stops);
+    }
 
+    let prompt = prompt.unwrap_or_default();
+    let steps = positions(steps.unwrap_or(256))?;
+    let plan = plan_for(&model, steps, prompt.len().max(1), kv)?;
+    let arena = host.memory(plan.bytes())?;
+    let mut session = Session::new(&model, vocab, sampler, &plan, arena, compute)?;
+    let start = host.now_ns();
+    session.extend(prompt)?;
+    // The prompt's text is printed too (after BOS), as llama2.c does.
     let mut text = TextStream::new();
-    let mut printed = Ok(());
-    let mut start = None;
-    let pos = session.generate(prompt, steps, |_, piece| {
-        text.push(piece, &mut |s: &str| {
-            if printed.is_ok() {
-                printed = host.print(s.as_bytes());
-            }
+    let mut out = Stdout::new(host);
+    for w in session.input().windows(2) {
+        text.push(session.tokenizer.decode(w[0], w[1]), &mut |s: &str| {
+            let _ = out.write_str(s);
         });
-        start.get_or_insert_with(|| host.now_ns());
-        printed.clone()
-    })?;
-    text.finish(&mut |s: &str| {
-        if printed.is_ok() {
-            printed = host.print(s.as_bytes());
-        }
-    });
-    printed?;
+    }
+    out.result?;
+    let left = steps - session.position();
+    reply_text(host, &mut session, text, left, &stops)?;
     host.print(b"\n")?;
-    if let (Some(start), true) = (start, pos > 1) {
+    let pos = session.position();
+    if pos > 1 {
         let secs = (host.now_ns() - start) as f64 / 1e9;
         let mut line = Line::new();
-        let _ = writeln!(line, "achieved tok/s: {:.6}", (pos - 1) as f64 / secs);
+        let _ = writeln!(line, "achieved tok/s: {:.6}", pos as f64 / secs);
         host.eprint(line.as_bytes());
+    }
+    Ok(())
+}
+
+/// Samples up to `max_tokens` tokens and prints their text, continuing
+/// `text` (valid UTF-8 whatever the model emits) with the stop strings
+/// withheld.
+fn reply_text<H: Host>(
+    host: &H,
+    session: &mut Session<'_, '_>,
+    mut text: TextStream,
+    max_tokens: usize,
+    stops: &[&str],
+) -> Result<End> {
+    let mut stop = StopText::new(stops)?;
+    let mut out = Stdout::new(host);
+    let end = session.reply(max_tokens, |_, piece| {
+        let mut hit = false;
+        text.push(piece, &mut |s: &str| {
+            hit = stop.push(s, &mut |t: &str| {
+                let _ = out.write_str(t);
+            });
+        });
+        out.result.clone()?;
+        Ok(match hit {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        })
+    })?;
+    let mut print = |t: &str| {
+        let _ = out.write_str(t);
+    };
+    text.finish(&mut |s: &str| {
+        stop.push(s, &mut print);
+    });
+    stop.finish(&mut print);
+    out.result?;
+    Ok(end)
+}
+
+/// The chat loop: `first` (from -i or -f) and then each line of standard
+/// input is a user turn, answered on its own line(s); the conversation
+/// stays in the context until end of input or until the context is full.
+fn converse<H: Host>(
+    host: &H,
+    session: &mut Session<'_, '_>,
+    chat: &mut Chat<'_>,
+    mut first: Option<&[u8]>,
+    line: &mut [u8],
+    max_tokens: usize,
+    stops: &[&str],
+) -> Result<()> {
+    let interactive = host.interactive();
+    loop {
+        let user = match first.take() {
+            Some(text) => text,
+            None => {
+                if interactive {
+                    host.print(b"User: ")?;
+                }
+                match host.read_line(line)? {
+                    Some(n) => line[..n].strip_suffix(b"\r").unwrap_or(&line[..n]),
+                    None => break,
+                }
+            }
+        };
+        if user.is_empty() {
+            continue;
+        }
+        chat.user(session, user)?;
+        if interactive {
+            host.print(b"Assistant: ")?;
+        }
+        let end = reply_text(host, session, TextStream::new(), max_tokens, stops)?;
+        host.print(b"\n")?;
+        if end == End::ContextFull {
+            return Err(Error::ContextFull {
+                needed: session.position() + 1,
+                max: session.transformer.config().seq_len,
+            });
+        }
+    }
+    if interactive {
+        host.print(b"\n")?;
     }
     Ok(())
 }

@@ -1,6 +1,12 @@
-//! Generation: prompt → tokens → decode loop → pieces to a sink, the way
-//! llama2.c's `generate()` does it, plus the text stream that turns pieces
-//! (which may split a UTF-8 character across byte tokens) into valid UTF-8.
+//! Generation: text in, tokens through the model, text out. [`Session`]
+//! keeps the position and the token waiting to run, so input can follow a
+//! reply and only its new tokens run (multi-turn chat keeps its KV cache);
+//! [`Session::generate`] is llama2.c's `generate()` on top of that. The
+//! text side: [`TextStream`] turns pieces (which may split a UTF-8
+//! character across byte tokens) into valid UTF-8, and [`StopText`]
+//! withholds stop strings.
+
+use core::ops::{ControlFlow, Range};
 
 use crate::arena::Plan;
 use crate::error::{Error, Result};
@@ -20,12 +26,84 @@ pub enum Vocab<'t> {
     Gguf(Gguf<'t>),
 }
 
-/// A model, tokenizer and sampler bound to one arena.
+/// Input for a session. BOS and EOS are parts of their own because no text
+/// encodes to them: chat formats put them between pieces of text (as
+/// llama.cpp's special-token parsing turns `<s>` and `</s>` into their ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part<'t> {
+    /// Text, encoded on its own with SentencePiece's dummy leading space
+    /// (llama.cpp adds it to every text fragment after a special token).
+    Text(&'t [u8]),
+    Bos,
+    Eos,
+}
+
+/// Encodes `parts` into `out` and returns how many ids they make. When
+/// they do not fit, the error is [`Error::ContextFull`] with every id
+/// counted as `needed` and `out`'s length as `max`.
+pub fn tokenize_parts(
+    tokenizer: &mut Tokenizer<'_, '_>,
+    parts: &[Part<'_>],
+    out: &mut [u32],
+) -> Result<usize> {
+    let mut n = 0usize;
+    for part in parts {
+        let marker;
+        let ids: &[u32] = match *part {
+            Part::Text(text) => tokenizer.encode(text, false, false)?,
+            Part::Bos => {
+                marker = [tokenizer.bos()];
+                &marker
+            }
+            Part::Eos => {
+                marker = [tokenizer.eos()];
+                &marker
+            }
+        };
+        if let Some(slot) = out.get_mut(n..n + ids.len()) {
+            slot.copy_from_slice(ids);
+        }
+        n += ids.len();
+    }
+    if n > out.len() {
+        return Err(Error::ContextFull {
+            needed: n,
+            max: out.len(),
+        });
+    }
+    Ok(n)
+}
+
+/// Why a reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The model sampled EOS (or BOS): its answer is complete.
+    Eos,
+    /// `on_token` broke off, at a stop string say.
+    Stopped,
+    /// The most tokens the caller allowed were sampled.
+    Limit,
+    /// The last sampled token has no position left to run at.
+    ContextFull,
+}
+
+/// A model, tokenizer and sampler bound to one arena, and the conversation
+/// so far: its KV cache holds positions `0..position()`.
 pub struct Session<'m, 'a> {
     pub transformer: Transformer<'m, 'a>,
     pub tokenizer: Tokenizer<'m, 'a>,
     pub sampler: Sampler<'a>,
+    /// Tokens on their way into the model: the waiting token, then the
+    /// last input's.
     prompt: &'a mut [u32],
+    pos: usize,
+    /// The token the next position runs: the input's last or the last
+    /// sampled. It waits so that the logits after it are computed only
+    /// when a reply samples from them, and so that the next input can see
+    /// how an answer ended. `None` only before any input.
+    next: Option<u32>,
+    /// Where the last input's tokens are in `prompt`.
+    input: Range<usize>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -50,13 +128,134 @@ impl<'m, 'a> Session<'m, 'a> {
             tokenizer,
             sampler: Sampler::new(sampler, b.candidates, compute.isa),
             prompt: b.prompt,
+            pos: 0,
+            next: None,
+            input: 0..0,
         })
     }
 
-    /// Feeds `prompt` (after BOS) and then sampled tokens until `steps`
-    /// positions have run or the model emits BOS or EOS. Every token after
-    /// the first, prompt tokens included, goes to `on_token` with its text.
-    /// Returns the number of positions run.
+    /// Positions the KV cache holds.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The token that runs at [`Session::position`] before the next
+    /// sample: the last input token or the last sampled one (EOS when an
+    /// answer ended there). `None` before any input.
+    pub fn next_token(&self) -> Option<u32> {
+        self.next
+    }
+
+    /// The tokens the last input added, BOS included but not the token that
+    /// waited before them: what a caller echoes as a prompt's text.
+    pub fn input(&self) -> &[u32] {
+        &self.prompt[self.input.clone()]
+    }
+
+    /// Starts over at position 0; the arena is reused as it is.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.next = None;
+        self.input = 0..0;
+    }
+
+    /// Adds `text` after what the session holds; at position 0 it starts
+    /// with BOS when the vocabulary asks for one (llama2.c always does).
+    pub fn extend(&mut self, text: &[u8]) -> Result<()> {
+        let bos = self.next.is_none() && self.tokenizer.add_bos();
+        let parts = [Part::Bos, Part::Text(text)];
+        self.extend_parts(&parts[usize::from(!bos)..])
+    }
+
+    /// Adds `parts` after what the session holds: the waiting token and
+    /// all but the last new token run now, the last waits for a reply.
+    /// Input that would not fit in the context is refused with
+    /// [`Error::ContextFull`] before anything runs, leaving the session
+    /// as it was.
+    pub fn extend_parts(&mut self, parts: &[Part<'_>]) -> Result<()> {
+        let n = self.stage(parts)?;
+        self.commit(n)
+    }
+
+    /// Puts the waiting token, then the tokens of `parts`, at the start of
+    /// `prompt`; returns how many there are (0 when `parts` add none).
+    fn stage(&mut self, parts: &[Part<'_>]) -> Result<usize> {
+        let (pos, max) = (self.pos, self.transformer.config().seq_len);
+        let start = usize::from(self.next.is_some());
+        let room = max.saturating_sub(pos).min(self.prompt.len());
+        let out = self.prompt.get_mut(start..room).unwrap_or(&mut []);
+        let new = tokenize_parts(&mut self.tokenizer, parts, out).map_err(|e| match e {
+            Error::ContextFull { needed, .. } => Error::ContextFull {
+                needed: pos + start + needed,
+                max,
+            },
+            e => e,
+        })?;
+        if new == 0 {
+            return Ok(0);
+        }
+        if let Some(token) = self.next {
+            self.prompt[0] = token;
+        }
+        self.input = start..start + new;
+        Ok(start + new)
+    }
+
+    /// Runs the first `n - 1` staged tokens; the last one waits.
+    fn commit(&mut self, n: usize) -> Result<()> {
+        if n > 0 {
+            self.feed(n - 1)?;
+            self.next = Some(self.prompt[n - 1]);
+        }
+        Ok(())
+    }
+
+    /// Runs `prompt[..n]` from the current position: the one place where
+    /// input enters the model, in batched prefill chunks.
+    fn feed(&mut self, n: usize) -> Result<()> {
+        if n > 0 {
+            self.transformer.prefill(&self.prompt[..n], self.pos)?;
+            self.pos += n;
+        }
+        Ok(())
+    }
+
+    /// Samples up to `max_tokens` tokens after what the session holds
+    /// (BOS first if it holds nothing), each run before the next is
+    /// sampled. Each goes to `on_token` with its text, which may break off;
+    /// EOS and BOS end the reply without reaching it. The token that ends
+    /// a reply waits (see [`Session::next_token`]).
+    pub fn reply(
+        &mut self,
+        max_tokens: usize,
+        mut on_token: impl FnMut(u32, Piece<'m>) -> Result<ControlFlow<()>>,
+    ) -> Result<End> {
+        let max = self.transformer.config().seq_len;
+        let (bos, eos) = (self.tokenizer.bos(), self.tokenizer.eos());
+        for _ in 0..max_tokens {
+            if self.pos >= max {
+                return Ok(End::ContextFull);
+            }
+            let token = self.next.unwrap_or(bos);
+            let logits = self.transformer.forward(token, self.pos)?;
+            let next = self.sampler.sample(logits);
+            self.pos += 1;
+            self.next = Some(next);
+            if next == bos || next == eos {
+                return Ok(End::Eos);
+            }
+            if on_token(next, self.tokenizer.decode(token, next))?.is_break() {
+                return Ok(End::Stopped);
+            }
+        }
+        Ok(End::Limit)
+    }
+
+    /// llama2.c's `generate()`: starts over, feeds `prompt` (after BOS) and
+    /// then sampled tokens until `steps` positions have run or the model
+    /// emits BOS or EOS. Every token after the first, prompt tokens
+    /// included, goes to `on_token` with its text. Returns the number of
+    /// positions run.
     pub fn generate(
         &mut self,
         prompt: &[u8],
@@ -67,36 +266,21 @@ impl<'m, 'a> Session<'m, 'a> {
         if steps > max {
             return Err(Error::ContextFull { needed: steps, max });
         }
+        self.reset();
         // An empty prompt still needs a first token: BOS.
         let bos = self.tokenizer.add_bos() || prompt.is_empty();
-        let ids = self.tokenizer.encode(prompt, bos, false)?;
-        let n_prompt = ids.len();
-        self.prompt
-            .get_mut(..n_prompt)
-            .ok_or(Error::ContextFull {
-                needed: n_prompt,
-                max,
-            })?
-            .copy_from_slice(ids);
-        let (bos, eos) = (self.tokenizer.bos(), self.tokenizer.eos());
-
-        let mut token = self.prompt[0];
-        let mut pos = 0;
-        while pos < steps {
-            let logits = self.transformer.forward(token, pos)?;
-            let next = if pos + 1 < n_prompt {
-                self.prompt[pos + 1]
-            } else {
-                self.sampler.sample(logits)
-            };
-            pos += 1;
-            if next == bos || next == eos {
-                break;
-            }
-            on_token(next, self.tokenizer.decode(token, next))?;
-            token = next;
+        let parts = [Part::Bos, Part::Text(prompt)];
+        // As in llama2.c, a prompt longer than `steps` is cut there.
+        let n = self.stage(&parts[usize::from(!bos)..])?.min(steps + 1);
+        self.input.end = n;
+        for w in self.prompt[..n].windows(2) {
+            on_token(w[1], self.tokenizer.decode(w[0], w[1]))?;
         }
-        Ok(pos)
+        self.commit(n)?;
+        self.reply(steps - self.pos, |id, piece| {
+            on_token(id, piece).map(|()| ControlFlow::Continue(()))
+        })?;
+        Ok(self.pos)
     }
 }
 
@@ -164,6 +348,108 @@ impl TextStream {
     }
 }
 
+/// Longest stop string [`StopText`] takes, in bytes.
+pub const MAX_STOP_BYTES: usize = 64;
+
+/// Withholds stop strings from generated text, as llama.cpp's reverse
+/// prompts do: text passes on at once unless it may begin a stop string;
+/// once the text contains one, what comes before it is passed on and the
+/// rest is dropped. Only the tail that may still grow into a stop string
+/// is kept, so a fixed buffer suffices.
+pub struct StopText<'s> {
+    stops: &'s [&'s str],
+    /// A proper prefix of some stop string, or empty; one more character
+    /// always fits.
+    held: heapless::String<{ MAX_STOP_BYTES + 4 }>,
+    stopped: bool,
+}
+
+impl<'s> StopText<'s> {
+    /// Each of `stops` must have 1 to [`MAX_STOP_BYTES`] bytes.
+    pub fn new(stops: &'s [&'s str]) -> Result<Self> {
+        if let Some(s) = stops
+            .iter()
+            .find(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+        {
+            return Err(Error::Mismatch {
+                field: "stop string bytes",
+                value: s.len() as i64,
+                rule: "is 0 or exceeds",
+                other: "MAX_STOP_BYTES",
+                other_value: MAX_STOP_BYTES as i64,
+            });
+        }
+        Ok(StopText {
+            stops,
+            held: heapless::String::new(),
+            stopped: false,
+        })
+    }
+
+    /// Adds `text` and passes on what cannot be part of a stop string.
+    /// Returns whether a stop string has appeared (now or before).
+    pub fn push(&mut self, text: &str, out: &mut impl FnMut(&str)) -> bool {
+        if self.stopped {
+            return true;
+        }
+        // `text[run..]` passes straight on up to the first character that
+        // may begin a stop string.
+        let mut run = 0;
+        for (i, c) in text.char_indices() {
+            if self.held.is_empty() && !self.stops.iter().any(|s| s.starts_with(c)) {
+                continue;
+            }
+            if run < i {
+                out(&text[run..i]);
+            }
+            run = i + c.len_utf8();
+            if self.hold(c, out) {
+                self.stopped = true;
+                return true;
+            }
+        }
+        if run < text.len() {
+            out(&text[run..]);
+        }
+        false
+    }
+
+    /// Appends `c` to the held tail; true at a stop string.
+    fn hold(&mut self, c: char, out: &mut impl FnMut(&str)) -> bool {
+        let _ = self.held.push(c);
+        if let Some(before) = self.stops.iter().find_map(|s| self.held.strip_suffix(s)) {
+            if !before.is_empty() {
+                out(before);
+            }
+            self.held.clear();
+            return true;
+        }
+        // Keep the longest tail that may still grow into a stop string.
+        let held = self.held.as_str();
+        let keep = held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| self.stops.iter().any(|s| s.starts_with(&held[i..])))
+            .unwrap_or(held.len());
+        if keep > 0 {
+            out(&held[..keep]);
+            let mut rest = heapless::String::new();
+            let _ = rest.push_str(&held[keep..]);
+            self.held = rest;
+        }
+        false
+    }
+
+    /// Ends the text: a held tail that never became a stop string is
+    /// passed on.
+    pub fn finish(&mut self, out: &mut impl FnMut(&str)) {
+        if !self.stopped && !self.held.is_empty() {
+            out(&self.held);
+        }
+        self.held.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +480,41 @@ mod tests {
             stream(&[Piece::Byte(0x07), Piece::Byte(b'\n'), Piece::Text(b"\xff")]),
             "\n\u{FFFD}"
         );
+    }
+
+    /// Pushes `chunks` through a [`StopText`]; returns the text passed on
+    /// and whether it stopped.
+    fn stopped(stops: &[&str], chunks: &[&str]) -> (String, bool) {
+        let mut s = StopText::new(stops).unwrap();
+        let mut text = String::new();
+        let mut out = |t: &str| text.push_str(t);
+        let mut hit = false;
+        for c in chunks {
+            hit = s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        (text, hit)
+    }
+
+    #[test]
+    fn stop_strings_end_the_text_and_are_withheld() {
+        let done = |t: &str| (String::from(t), true);
+        let open = |t: &str| (String::from(t), false);
+        assert_eq!(stopped(&[], &["a", "bc"]), open("abc"));
+        assert_eq!(stopped(&["User:"], &["Hi. Us", "er: more"]), done("Hi. "));
+        assert_eq!(stopped(&["User:"], &["Hi. Us", "ing"]), open("Hi. Using"));
+        // A tail that fails one alignment may still start another.
+        assert_eq!(stopped(&["aab"], &["a", "a", "a", "b", "c"]), done("a"));
+        assert_eq!(stopped(&["xyz", "yq"], &["xy", "q!"]), done("x"));
+        assert_eq!(stopped(&["é!"], &["café", "!x"]), done("caf"));
+        assert_eq!(
+            stopped(&["\n\n"], &["one\n", "two\n", "\nthree"]),
+            done("one\ntwo")
+        );
+        // After a stop nothing more passes.
+        assert_eq!(stopped(&["b"], &["ab", "cd"]), done("a"));
+        assert!(StopText::new(&[""]).is_err());
+        let long = "x".repeat(MAX_STOP_BYTES + 1);
+        assert!(StopText::new(&[long.as_str()]).is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::OnceCell;
+use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
@@ -38,6 +39,50 @@ impl Pool {
             errno: e.raw_os_error().unwrap_or(0),
         })?;
         Ok(self.0.get_or_init(|| pool))
+    }
+}
+
+/// Reads one line of `input` into `line`, without its newline; `None` at
+/// the end of input. A longer line is read to its end and refused. Reads
+/// through `input`'s own buffer: no allocation per line.
+pub fn read_line(input: &mut impl BufRead, line: &mut [u8]) -> Result<Option<usize>> {
+    let (mut len, mut any) = (0usize, false);
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::File {
+                    path: crate::error::text(b"standard input"),
+                    problem: "cannot be read",
+                    errno: e.raw_os_error().unwrap_or(0),
+                })
+            }
+        };
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        if let Some(room) = line.get_mut(len..) {
+            let n = chunk.len().min(room.len());
+            room[..n].copy_from_slice(&chunk[..n]);
+        }
+        len += chunk.len();
+        let used = chunk.len() + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    match (any, len <= line.len()) {
+        (false, _) => Ok(None),
+        (true, true) => Ok(Some(len)),
+        (true, false) => Err(Error::PromptTooLong {
+            bytes: len,
+            max: line.len(),
+        }),
     }
 }
 
@@ -91,5 +136,22 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded; the caller upholds `dealloc`'s contract.
         unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_one_at_a_time_and_long_ones_refused() {
+        let mut input = std::io::BufReader::with_capacity(3, &b"ab\n\nlonger line\nend"[..]);
+        let mut line = [0u8; 8];
+        let mut next = || read_line(&mut input, &mut line).map(|n| n.map(|n| line[..n].to_vec()));
+        assert_eq!(next(), Ok(Some(b"ab".to_vec())));
+        assert_eq!(next(), Ok(Some(b"".to_vec())));
+        assert_eq!(next(), Err(Error::PromptTooLong { bytes: 11, max: 8 }));
+        assert_eq!(next(), Ok(Some(b"end".to_vec())));
+        assert_eq!(next(), Ok(None));
     }
 }

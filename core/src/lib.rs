@@ -29,6 +29,7 @@ extern crate std;
 
 pub mod app;
 pub mod arena;
+pub mod chat;
 pub mod error;
 pub mod exec;
 pub mod generate;
@@ -44,9 +45,10 @@ pub mod tensor;
 pub mod tokenizer;
 
 pub use arena::{Options, Plan};
+pub use chat::{Chat, Template, Turn};
 pub use error::{Error, Result};
 pub use exec::{Compute, Exec, SingleThread};
-pub use generate::{Session, TextStream, Vocab};
+pub use generate::{tokenize_parts, End, Part, Session, StopText, TextStream, Vocab};
 pub use image::{Config, Model};
 pub use kernels::Isa;
 pub use model::Transformer;

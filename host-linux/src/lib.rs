@@ -5,14 +5,14 @@
 
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::time::Instant;
 
 use barellama_core::app::{self, Host, Output};
 use barellama_core::error::{text, Error, Result};
-use barellama_core::hosted::{available_threads, CountingAlloc, Pool};
+use barellama_core::hosted::{available_threads, read_line, CountingAlloc, Pool};
 use barellama_core::{Exec, Isa};
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
@@ -156,6 +156,14 @@ impl Host for LinuxHost {
 
     fn eprint(&self, bytes: &[u8]) {
         let _ = std::io::stderr().lock().write_all(bytes);
+    }
+
+    fn interactive(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
+    fn read_line(&self, line: &mut [u8]) -> Result<Option<usize>> {
+        read_line(&mut std::io::stdin().lock(), line)
     }
 
     fn now_ns(&self) -> u64 {

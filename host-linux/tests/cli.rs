@@ -178,13 +178,25 @@ fn inspect_and_bench_run_on_a_real_model() {
         "{json}"
     );
     assert!(!json.contains("prefill"), "{json}");
-    let args = ["bench", "-m", s(&m), "-n", "8", "--prompt-tokens", "100", "--json"];
+    let args = [
+        "bench",
+        "-m",
+        s(&m),
+        "-n",
+        "8",
+        "--prompt-tokens",
+        "100",
+        "--json",
+    ];
     let json = stdout(&barellama(&args));
     assert!(
         json.contains("\"prompt_tokens\":100,\"prefill_tok_per_s\":"),
         "{json}"
     );
-    let e = fails(&["bench", "-m", s(&m), "-n", "8", "--prompt-tokens", "510"], 2);
+    let e = fails(
+        &["bench", "-m", s(&m), "-n", "8", "--prompt-tokens", "510"],
+        2,
+    );
     assert!(e.contains("--prompt-tokens exceeds"), "{e}");
 }
 

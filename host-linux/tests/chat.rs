@@ -1,0 +1,343 @@
+//! `barellama run --chat` and `--stop` end to end: turns from standard
+//! input answered as the library answers them, the template a GGUF file
+//! names, stop strings withheld, and a full context as exit code 4.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use barellama_core::{
+    Chat, Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextStream, Vocab,
+};
+use barellama_tests::{data_dir, read, AlignedBuf, TempDir};
+
+/// Runs `barellama args…` with `input` on standard input.
+fn barellama(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barellama"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("barellama runs");
+    // The process may exit before reading everything: ignore broken pipes.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+/// stdout of a run that must succeed.
+fn ok(args: &[&str], input: &[u8]) -> String {
+    let o = barellama(args, input);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    String::from_utf8(o.stdout).expect("stdout is UTF-8")
+}
+
+/// Fails unless the run exits with `code` after one line on stderr; returns
+/// stdout and that line.
+fn fails(args: &[&str], input: &[u8], code: i32) -> (String, String) {
+    let o = barellama(args, input);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: stderr:\n{err}");
+    assert!(
+        err.starts_with("barellama: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = String::from_utf8(o.stdout).expect("stdout is UTF-8");
+    (out, err)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The answers the library gives to `turns`, greedy, each then a newline:
+/// what the CLI should print.
+fn library_chat(
+    image: &[u8],
+    tokenizer: &[u8],
+    system: &[u8],
+    turns: &[&[u8]],
+    max: usize,
+) -> String {
+    let model = Model::load(image).unwrap();
+    let plan = Plan::new(&model.config, &Options::default()).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let greedy = SamplerConfig {
+        temperature: 0.0,
+        ..SamplerConfig::default()
+    };
+    let compute = Compute::single(Isa::detect());
+    let vocab = Vocab::Llama2c(tokenizer);
+    let mut session = Session::new(&model, vocab, greedy, &plan, arena.get(), compute).unwrap();
+    let mut buf = vec![0u8; 1024];
+    let mut chat = Chat::new(Template::Llama2, system, &mut buf);
+    let mut out = String::new();
+    for user in turns {
+        chat.user(&mut session, user).unwrap();
+        let mut text = TextStream::new();
+        session
+            .reply(max, |_, piece| {
+                text.push(piece, &mut |s: &str| out.push_str(s));
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        text.finish(&mut |s: &str| out.push_str(s));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn chat_answers_each_line_as_the_library_does() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let want = library_chat(
+        &read(&dir, "models/stories260K.bin"),
+        &read(&dir, "models/tok512.bin"),
+        b"You tell stories.",
+        &[b"Tell me a story.", b"What happened next?", b"Bye."],
+        30,
+    );
+    let args = [
+        "run",
+        "-m",
+        s(&m),
+        "-z",
+        s(&z),
+        "--chat",
+        "-y",
+        "You tell stories.",
+        "-t",
+        "0",
+        "-n",
+        "30",
+    ];
+    // Empty lines are skipped, CR LF line ends accepted, the last line
+    // needs no newline.
+    let input = b"Tell me a story.\n\nWhat happened next?\r\nBye.";
+    assert_eq!(ok(&args, input), want);
+    // -i gives the first turn, standard input the rest; llama2 is the
+    // default for llama2.c files.
+    let mut with_i = args.to_vec();
+    with_i.extend(["-i", "Tell me a story.", "--template", "llama2"]);
+    assert_eq!(ok(&with_i, b"What happened next?\nBye.\n"), want);
+    // No input: no turns.
+    assert_eq!(ok(&args, b""), "");
+}
+
+/// `gguf` with a `tokenizer.chat_template` entry added first; the entry
+/// is padded to 64 bytes so the tensor data stays aligned.
+fn with_chat_template(gguf: &[u8], template: &str) -> Vec<u8> {
+    let key = b"tokenizer.chat_template";
+    let fixed = 8 + key.len() + 4 + 8;
+    let mut value = template.as_bytes().to_vec();
+    value.resize((fixed + value.len()).next_multiple_of(64) - fixed, b' ');
+    let mut kv = Vec::new();
+    kv.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    kv.extend_from_slice(key);
+    kv.extend_from_slice(&8u32.to_le_bytes()); // string
+    kv.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    kv.extend_from_slice(&value);
+    let n_kv = u64::from_le_bytes(gguf[16..24].try_into().unwrap());
+    let mut out = gguf[..16].to_vec();
+    out.extend_from_slice(&(n_kv + 1).to_le_bytes());
+    out.extend_from_slice(&kv);
+    out.extend_from_slice(&gguf[24..]);
+    out
+}
+
+#[test]
+fn the_template_comes_from_the_gguf_file_or_template() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = TempDir::new("chat-template");
+    let plain = dir.join("models/stories260K-f32.gguf");
+    let gguf = read(&dir, "models/stories260K-f32.gguf");
+    let zephyr = tmp.path("zephyr.gguf");
+    std::fs::write(
+        &zephyr,
+        with_chat_template(
+            &gguf,
+            "{% for message in messages %}{% if message['role'] == 'user' %}\
+             {{ '<|user|>\n' + message['content'] + eos_token }}{% endif %}\
+             {% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}",
+        ),
+    )
+    .unwrap();
+    let llama2 = tmp.path("llama2.gguf");
+    let meta = "{{ bos_token + '[INST] <<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' }}";
+    std::fs::write(&llama2, with_chat_template(&gguf, meta)).unwrap();
+    let unknown = tmp.path("chatml.gguf");
+    let chatml = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}";
+    std::fs::write(&unknown, with_chat_template(&gguf, chatml)).unwrap();
+
+    let input = b"Tell me a story.\nAnd then?\n";
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["run", "-m", s(model), "--chat", "-t", "0", "-n", "20"];
+        args.extend_from_slice(extra);
+        ok(&args, input)
+    };
+    let as_zephyr = run(&plain, &["--template", "zephyr"]);
+    let as_llama2 = run(&plain, &["--template", "llama2"]);
+    assert_ne!(as_zephyr, as_llama2);
+    assert_eq!(run(&zephyr, &[]), as_zephyr);
+    assert_eq!(run(&llama2, &[]), as_llama2);
+    assert_eq!(run(&unknown, &["--template", "zephyr"]), as_zephyr);
+
+    for model in [&plain, &unknown] {
+        let (_, e) = fails(&["run", "-m", s(model), "--chat"], input, 2);
+        assert!(
+            e.contains("chat_template") && e.contains("--template"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn stop_strings_end_the_text_unprinted() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let prompt = "Once upon a time";
+    let run = |stops: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "-i",
+            prompt,
+            "-t",
+            "0",
+            "-n",
+            "150",
+        ];
+        for stop in stops {
+            args.extend(["--stop", stop]);
+        }
+        ok(&args, b"")
+    };
+    let full = run(&[]);
+    let generated = &full[prompt.len()..full.len() - 1];
+    let cut = |stop: &str| {
+        let at = generated.find(stop).unwrap();
+        format!("{prompt}{}\n", &generated[..at])
+    };
+    // "Lily" first comes after the prompt; the match spans tokens.
+    assert_eq!(run(&["Lily"]), cut("Lily"));
+    assert_eq!(run(&["park", "Lily"]), cut("Lily"));
+    assert_eq!(run(&["park"]), cut("park"));
+    assert_eq!(run(&[". She", "zebra"]), cut(". She"));
+    // The prompt's own text never stops anything.
+    assert_eq!(run(&["upon", "xyzzy"]), full);
+
+    // --stop ends each chat answer too.
+    let chat = |stops: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "--chat",
+            "-t",
+            "0",
+            "-n",
+            "40",
+        ];
+        for stop in stops {
+            args.extend(["--stop", stop]);
+        }
+        ok(&args, b"Tell me a story.\nMore.\n")
+    };
+    let answers = chat(&[]);
+    let at = answers
+        .find("special")
+        .expect("the first answer says 'special'");
+    let stopped = chat(&["special"]);
+    let second = stopped
+        .strip_prefix(&format!("{}\n", &answers[..at]))
+        .unwrap_or_else(|| panic!("{stopped:?} does not start with {:?}", &answers[..at]));
+    // The second answer follows the cut one, which stays in the context.
+    assert!(
+        second.ends_with('\n') && !second.contains("special"),
+        "{stopped:?}"
+    );
+}
+
+/// A chat whose context fills mid-answer prints what it has, then one
+/// error line, exit 4; a turn too long for the context or for the line
+/// buffer does the same before any answer.
+#[test]
+fn a_full_context_in_chat_exits_4() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let args = |ctx: &'static str| {
+        vec![
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "--chat",
+            "-t",
+            "0",
+            "--ctx",
+            ctx,
+        ]
+    };
+    let (out, e) = fails(&args("64"), b"Tell me a story.\nMore!\n", 4);
+    assert!(
+        e.contains("context full: 65 positions needed, the context holds 64"),
+        "{e}"
+    );
+    assert!(out.ends_with('\n') && out.len() > 20, "{out:?}");
+
+    let long = "a story ".repeat(40) + "\n";
+    let (out, e) = fails(&args("64"), long.as_bytes(), 4);
+    assert!(e.contains("context full"), "{e}");
+    assert_eq!(out, "");
+    let longer = "x".repeat(64 * 8 + 1) + "\n";
+    let (_, e) = fails(&args("64"), longer.as_bytes(), 4);
+    assert!(e.contains("prompt too long: 513 bytes"), "{e}");
+}
+
+#[test]
+fn chat_and_stop_flags_are_checked() {
+    let Some(dir) = data_dir() else { return };
+    let (m, z) = (
+        dir.join("models/stories260K.bin"),
+        dir.join("models/tok512.bin"),
+    );
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "-m", s(&m), "-z", s(&z)];
+        a.extend_from_slice(extra);
+        fails(&a, b"", 2).1
+    };
+    assert!(run(&["-y", "Be nice."]).contains("only with --chat: '-y'"));
+    assert!(run(&["--template", "zephyr"]).contains("only with --chat: '--template'"));
+    assert!(run(&["--chat", "--template", "chatml"]).contains("llama2 or zephyr: 'chatml'"));
+    assert!(run(&["--stop", ""]).contains("--stop takes"));
+    let long = "x".repeat(65);
+    assert!(run(&["--stop", &long]).contains("--stop takes"));
+    let many: Vec<&str> = ["--stop", "a"].repeat(9);
+    assert!(run(&many).contains("at most 8 --stop"));
+    assert!(run(&["--chat", "-y"]).contains("missing value after: '-y'"));
+    let o = barellama(&["run", "--help"], b"");
+    let help = String::from_utf8(o.stdout).unwrap();
+    for flag in ["--chat", "-y SYSTEM", "--template", "--stop TEXT"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}

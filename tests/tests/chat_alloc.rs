@@ -1,0 +1,130 @@
+//! Invariant 1 for chat: after setup, rendering and tokenizing turns,
+//! running them, sampling answers, turning pieces into text and
+//! withholding stop strings allocate nothing. Runs without the test
+//! harness so no other thread allocates while we count.
+
+use std::ops::ControlFlow;
+
+use barellama_core::arena::KvType;
+use barellama_core::exec::ThreadPool;
+use barellama_core::hosted::CountingAlloc;
+use barellama_core::{
+    Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, StopText, Template,
+    TextStream, Vocab,
+};
+use barellama_tests::{data_dir, read, AlignedBuf};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc::new();
+
+const TURNS: [&[u8]; 4] = [
+    b"Tell me a story about a cat.",
+    b"What did the cat eat?",
+    b"And then what happened?",
+    b"Thank you.",
+];
+
+/// Chats four turns with `template`, each answer up to 40 tokens, stopping
+/// at `stops`.
+fn chat_without_allocating(
+    name: &str,
+    tokenizer: Option<&str>,
+    template: Template,
+    stops: &[&str],
+    threads: usize,
+) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{name}"));
+    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
+    let model = Model::load(&image).unwrap();
+    let pool = ThreadPool::new(threads).unwrap();
+    let compute = Compute {
+        isa: Isa::detect(),
+        exec: &pool,
+    };
+    let (vocab, kv) = match &tok {
+        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
+        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
+    };
+    // Past the GGUF files' 128 positions, as llama.cpp's -c allows.
+    let options = Options {
+        seq_len: 512,
+        allow_longer: true,
+        kv,
+        ..Options::default()
+    };
+    let plan = Plan::new(&model.config, &options).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let sampler = SamplerConfig {
+        seed: 7,
+        ..SamplerConfig::default()
+    };
+    let mut session = Session::new(&model, vocab, sampler, &plan, arena.get(), compute).unwrap();
+    let mut text = vec![0u8; 256];
+    let mut chat = Chat::new(template, b"You tell short stories.", &mut text);
+    let (mut tokens, mut text_bytes) = (0usize, 0usize);
+    let mut ends = [End::Limit; TURNS.len()];
+
+    let before = ALLOC.allocations();
+    for (user, end) in TURNS.iter().zip(&mut ends) {
+        chat.user(&mut session, user).unwrap();
+        let mut stream = TextStream::new();
+        let mut stop = StopText::new(stops).unwrap();
+        let mut out = |s: &str| text_bytes += s.len();
+        *end = session
+            .reply(40, |_, piece| {
+                tokens += 1;
+                let mut hit = false;
+                stream.push(piece, &mut |s: &str| hit = stop.push(s, &mut out));
+                Ok(match hit {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
+            })
+            .unwrap();
+        stream.finish(&mut |s: &str| {
+            stop.push(s, &mut out);
+        });
+        stop.finish(&mut out);
+    }
+    let allocations = ALLOC.allocations() - before;
+
+    assert!(tokens >= 40, "{name}: only {tokens} tokens sampled");
+    assert_eq!(stops.is_empty(), !ends.contains(&End::Stopped), "{ends:?}");
+    assert_eq!(
+        allocations,
+        0,
+        "{name}: {allocations} allocations in {} turns",
+        TURNS.len()
+    );
+    println!(
+        "chat_alloc: {name}, {template:?}, {threads} threads: {} positions, {tokens} tokens, \
+         {text_bytes} bytes of text, ends {ends:?}, 0 allocations",
+        session.position()
+    );
+}
+
+fn main() {
+    chat_without_allocating(
+        "stories260K.bin",
+        Some("tok512.bin"),
+        Template::Llama2,
+        &["\n"],
+        1,
+    );
+    chat_without_allocating(
+        "stories260K.bin",
+        Some("tok512.bin"),
+        Template::Zephyr,
+        &["\n\n", "was"],
+        2,
+    );
+    chat_without_allocating(
+        "stories260K-f32.gguf",
+        None,
+        Template::Zephyr,
+        &["cat", "said"],
+        2,
+    );
+    chat_without_allocating("synsmall-Q8_0.gguf", None, Template::Llama2, &[], 1);
+}
