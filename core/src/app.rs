@@ -9,7 +9,7 @@
 use core::fmt::{self, Write as _};
 use core::ops::ControlFlow;
 
-use crate::arena::{KvType, Options, Plan, TokenizerPlan};
+use crate::arena::{KvType, Options, Plan, TokenizerPlan, MAX_BEAMS};
 use crate::chat::{Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};
@@ -127,11 +127,13 @@ fn prompt_text<'a, H: Host>(
 /// context (the model's, or one `--ctx` chose). Without `--kv` the cache
 /// is what the format's own engine uses: f32 for llama2.c checkpoints, f16
 /// for GGUF files (llama.cpp's default), so outputs compare with theirs.
+/// `beams` KV caches for a beam search (0: none).
 fn plan_for(
     model: &Model<'_>,
     positions: usize,
     prompt_bytes: usize,
     kv: Option<KvType>,
+    beams: usize,
 ) -> Result<Plan> {
     let kv = kv.unwrap_or(match model.format {
         Format::Llama2c { .. } => KvType::F32,
@@ -142,6 +144,7 @@ fn plan_for(
         allow_longer: true,
         prompt_bytes,
         kv,
+        beams,
         ..Options::default()
     };
     Plan::new(&model.config, &options)
@@ -186,6 +189,8 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   --ctx N       context length (default: the model's; may exceed it, as llama.cpp's -c)
   --kv f32|f16  KV cache type (default: f32 for llama2.c files, f16 for GGUF,
                 each computed as that format's reference engine does)
+  --beams B     beam search with B hypotheses (1 to 8; 1 is greedy): prints the
+                one with the best log-probability per token, at the end
   --stop TEXT   end the generated text where it contains TEXT, which is not
                 printed (1 to 64 bytes of UTF-8; repeatable, up to 8 times)
   --chat        chat: each line of standard input (after -i PROMPT, if given) is
@@ -452,6 +457,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let mut sampler = SamplerConfig::default();
     let (mut seed, mut threads, mut ctx, mut kv) = (None, None, None, None);
     let (mut chat, mut system, mut template) = (false, None, None);
+    let mut beams = 0usize;
     let mut stops = heapless::Vec::<&str, MAX_STOPS>::new();
     while let Some(flag) = args.next() {
         match flag {
@@ -470,6 +476,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             b"-k" => sampler.topk = args.number_in(flag, |k: usize| k > 0)?,
             b"-s" => seed = Some(args.number::<u64>(flag)?),
             b"--chat" => chat = true,
+            b"--beams" => beams = args.number_in(flag, |b: usize| (1..=MAX_BEAMS).contains(&b))?,
             b"-y" => system = Some(args.value(flag)?),
             b"--template" => {
                 let v = args.value(flag)?;
@@ -518,7 +525,7 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
                 .saturating_add(system.len())
                 .saturating_add(TEMPLATE_BYTES),
         )?;
-        let plan = plan_for(&model, context, text.len(), kv)?;
+        let plan = plan_for(&model, context, text.len(), kv, 0)?;
         let arena = host.memory(plan.bytes())?;
         let mut session = Session::new(&model, vocab, sampler, &plan, arena, compute)?;
         let mut chat = Chat::new(template, system, text);
@@ -529,7 +536,19 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
 
     let prompt = prompt.unwrap_or_default();
     let steps = positions(steps.unwrap_or(256))?;
-    let plan = plan_for(&model, steps, prompt.len().max(1), kv)?;
+    if beams > 0 {
+        if chat || !stops.is_empty() {
+            return Err(Error::usage(
+                "--beams goes without --chat and --stop",
+                b"--beams",
+            ));
+        }
+        let plan = plan_for(&model, steps, prompt.len().max(1), kv, beams)?;
+        let arena = host.memory(plan.bytes())?;
+        let mut session = Session::new(&model, vocab, sampler, &plan, arena, compute)?;
+        return beam_text(host, &mut session, prompt, steps, beams);
+    }
+    let plan = plan_for(&model, steps, prompt.len().max(1), kv, 0)?;
     let arena = host.memory(plan.bytes())?;
     let mut session = Session::new(&model, vocab, sampler, &plan, arena, compute)?;
     let start = host.now_ns();
@@ -553,6 +572,55 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         let _ = writeln!(line, "achieved tok/s: {:.6}", pos as f64 / secs);
         host.eprint(line.as_bytes());
     }
+    Ok(())
+}
+
+/// `run --beams`: the prompt's text, then the best hypothesis's, and the
+/// score and speed on stderr.
+fn beam_text<H: Host>(
+    host: &H,
+    session: &mut Session<'_, '_>,
+    prompt: &[u8],
+    steps: usize,
+    beams: usize,
+) -> Result<()> {
+    let start = host.now_ns();
+    let outcome = session.beam_search(prompt, steps, beams)?;
+    let tokens = session.beam_tokens(&outcome);
+    let secs = (host.now_ns() - start) as f64 / 1e9;
+    let mut text = TextStream::new();
+    let mut out = Stdout::new(host);
+    let input = session.input();
+    let last = input.last().copied().unwrap_or(0);
+    let pairs = input.windows(2).map(|w| (w[0], w[1]));
+    let answer = core::iter::once(last).chain(tokens.iter().copied());
+    let answer = answer.clone().zip(answer.skip(1));
+    for (prev, id) in pairs.chain(answer) {
+        text.push(session.tokenizer.decode(prev, id), &mut |s: &str| {
+            let _ = out.write_str(s);
+        });
+    }
+    text.finish(&mut |s: &str| {
+        let _ = out.write_str(s);
+    });
+    let _ = out.write_str("\n");
+    out.result?;
+    let positions = input.len() + tokens.len();
+    let mut line = Line::new();
+    let _ = writeln!(
+        line,
+        "beam search: {beams} beams, {} tokens, {:.4} log-probability per token{}; \
+         achieved tok/s: {:.6}",
+        tokens.len(),
+        outcome.score,
+        if outcome.finished {
+            ", ended by EOS"
+        } else {
+            ""
+        },
+        positions as f64 / secs
+    );
+    host.eprint(line.as_bytes());
     Ok(())
 }
 
@@ -699,7 +767,7 @@ fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             max: context,
         });
     }
-    let plan = plan_for(&model, steps, 1, kv)?;
+    let plan = plan_for(&model, steps, 1, kv, 0)?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
     let mut transformer = Transformer::new(
         &model,
@@ -1357,7 +1425,7 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             positions,
         ));
     }
-    let plan = plan_for(&model, positions, 1, kv)?;
+    let plan = plan_for(&model, positions, 1, kv, 0)?;
     let b = plan.carve(host.memory(plan.bytes())?)?;
     let mut compute = compute(host, threads)?;
     if scalar {

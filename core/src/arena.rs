@@ -45,7 +45,13 @@ pub struct Options {
     /// block is then read once per chunk, not once per token); `0` means
     /// [`DEFAULT_BATCH`], `1` plans no batch buffers.
     pub batch: usize,
+    /// Hypotheses of a beam search, each with its own KV cache; `0` plans
+    /// none. At most [`MAX_BEAMS`].
+    pub beams: usize,
 }
+
+/// The widest beam search a plan takes.
+pub const MAX_BEAMS: usize = 8;
 
 /// Prompt tokens per prefill chunk unless [`Options::batch`] says otherwise.
 pub const DEFAULT_BATCH: usize = 32;
@@ -59,6 +65,7 @@ pub struct Plan {
     config: Config,
     prompt_bytes: usize,
     batch: usize,
+    beams: usize,
     kv: KvType,
     bytes: usize,
 }
@@ -95,10 +102,18 @@ impl Plan {
             0 => DEFAULT_BATCH,
             n => n,
         };
+        if options.beams > MAX_BEAMS {
+            return Err(Error::Unsupported {
+                field: "beams",
+                value: options.beams as i64,
+            });
+        }
+        let beams = options.beams;
         let mut plan = Plan {
             config,
             prompt_bytes,
-            batch: batch.min(MAX_BATCH).min(seq_len),
+            batch: batch.min(MAX_BATCH).min(seq_len).max(beams.min(seq_len)),
+            beams,
             kv: options.kv,
             bytes: 0,
         };
@@ -123,6 +138,11 @@ impl Plan {
         self.batch
     }
 
+    /// Beam-search hypotheses planned for (0: none).
+    pub fn beams(&self) -> usize {
+        self.beams
+    }
+
     /// Splits `arena` into the engine's buffers.
     pub fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<Buffers<'a>> {
         check_arena(arena, self.bytes)?;
@@ -131,7 +151,9 @@ impl Plan {
 
     fn layout<'a>(&self, c: &mut Carver<'a>) -> Result<Buffers<'a>> {
         let p = &self.config;
-        let kv_cache = c.count(&[p.n_layers, p.seq_len, p.kv_dim()])?;
+        // One cache per beam.
+        let caches = self.beams.max(1);
+        let kv_cache = c.count(&[caches, p.n_layers, p.seq_len, p.kv_dim()])?;
         // Per head and position: the f32 cache's scores; the f16 cache's
         // softmax factors, two.
         let att = match self.kv {
@@ -149,7 +171,7 @@ impl Plan {
                 hb2: c.take(p.hidden_dim)?,
                 q: c.take(p.dim)?,
                 att: c.take(att)?,
-                logits: c.take(p.vocab_size)?,
+                logits: c.take(c.count(&[caches, p.vocab_size])?)?,
                 kv: match self.kv {
                     KvType::F32 => KvBuffers::F32 {
                         keys: c.take(kv_cache)?,
@@ -178,6 +200,16 @@ impl Plan {
             tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
             candidates: c.take(c.count(&[2, p.vocab_size])?)?,
             prompt: c.take(p.seq_len)?,
+            beams: match self.beams {
+                0 => BeamBuffers {
+                    tokens: c.take(0)?,
+                    best: c.take(0)?,
+                },
+                n => BeamBuffers {
+                    tokens: c.take(c.count(&[n, p.seq_len + 1])?)?,
+                    best: c.take(p.seq_len + 1)?,
+                },
+            },
         })
     }
 }
@@ -258,6 +290,14 @@ pub struct Buffers<'a> {
     pub candidates: &'a mut [u64],
     /// Encoded prompt tokens.
     pub prompt: &'a mut [u32],
+    pub beams: BeamBuffers<'a>,
+}
+
+/// Beam search's token histories: `seq_len + 1` per cache slot, and the
+/// best hypothesis.
+pub struct BeamBuffers<'a> {
+    pub tokens: &'a mut [u32],
+    pub best: &'a mut [u32],
 }
 
 /// The transformer's activations, KV cache and RoPE tables.

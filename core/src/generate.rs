@@ -8,7 +8,8 @@
 
 use core::ops::{ControlFlow, Range};
 
-use crate::arena::Plan;
+use crate::arena::{BeamBuffers, Plan};
+use crate::beam::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
 use crate::image::gguf::Gguf;
@@ -104,6 +105,7 @@ pub struct Session<'m, 'a> {
     next: Option<u32>,
     /// Where the last input's tokens are in `prompt`.
     input: Range<usize>,
+    beams: BeamBuffers<'a>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -131,7 +133,39 @@ impl<'m, 'a> Session<'m, 'a> {
             pos: 0,
             next: None,
             input: 0..0,
+            beams: b.beams,
         })
+    }
+
+    /// Beam search with `width` beams (at most the plan's) after `prompt`
+    /// until `steps` positions have run or every hypothesis has ended (see
+    /// [`crate::beam`]): the winner, whose tokens
+    /// [`Session::beam_tokens`] gives. The session starts over before and
+    /// after; [`Session::input`] is the prompt's tokens.
+    pub fn beam_search(&mut self, prompt: &[u8], steps: usize, width: usize) -> Result<Outcome> {
+        self.reset();
+        // An empty prompt still needs a first token: BOS.
+        let bos = self.tokenizer.add_bos() || prompt.is_empty();
+        let parts = [Part::Bos, Part::Text(prompt)];
+        let n = self.stage(&parts[usize::from(!bos)..])?;
+        let stops = [self.tokenizer.bos(), self.tokenizer.eos()];
+        let prompt = &self.prompt[..n];
+        let outcome = beam::search(
+            &mut self.transformer,
+            &mut self.beams,
+            prompt,
+            steps,
+            width,
+            stops,
+        );
+        self.reset();
+        self.input = 0..n;
+        outcome
+    }
+
+    /// The tokens `outcome` (from [`Session::beam_search`]) generated.
+    pub fn beam_tokens(&self, outcome: &Outcome) -> &[u32] {
+        &self.beams.best[..outcome.len.min(self.beams.best.len())]
     }
 
     /// Positions the KV cache holds.

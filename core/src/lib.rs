@@ -29,6 +29,7 @@ extern crate std;
 
 pub mod app;
 pub mod arena;
+pub mod beam;
 pub mod chat;
 pub mod error;
 pub mod exec;

@@ -98,6 +98,25 @@ fn batch_matmuls<const N: usize>(
     }
 }
 
+/// Where the tokens of a batched pass run.
+#[derive(Clone, Copy)]
+enum Slots<'c> {
+    /// A prompt: consecutive positions from `pos`, in cache 0.
+    Prompt { pos: usize },
+    /// Beams: token `t` at position `pos` in KV cache `caches[t]`.
+    Beams { pos: usize, caches: &'c [usize] },
+}
+
+impl Slots<'_> {
+    /// Token `t`'s position and cache.
+    fn of(self, t: usize) -> (usize, usize) {
+        match self {
+            Slots::Prompt { pos } => (pos + t, 0),
+            Slots::Beams { pos, caches } => (pos, caches[t]),
+        }
+    }
+}
+
 /// Position `pos`'s RoPE rotation, shared by every head.
 fn rope_tables(cos: &mut [f32], sin: &mut [f32], inv_freq: &[f32], pos: usize) {
     for ((c, sn), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
@@ -243,8 +262,9 @@ impl<'m, 'a> Transformer<'m, 'a> {
 
         // Final rmsnorm and the classifier.
         rmsnorm(isa, s.xb, s.x, &w.rms_final, p.norm_eps);
-        matmuls(compute, &mut s.input, s.xb, [(&mut *s.logits, &w.wcls)]);
-        Ok(s.logits)
+        let logits = &mut s.logits[..p.vocab_size];
+        matmuls(compute, &mut s.input, s.xb, [(&mut *logits, &w.wcls)]);
+        Ok(logits)
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the
@@ -281,7 +301,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         }
         let mut at = pos;
         for chunk in tokens.chunks(batch) {
-            self.chunk(chunk, at);
+            self.chunk(chunk, Slots::Prompt { pos: at });
             at += chunk.len();
         }
         let s = &mut self.s;
@@ -295,14 +315,94 @@ impl<'m, 'a> Transformer<'m, 'a> {
             p.norm_eps,
         );
         let wcls = &self.model.weights.wcls;
-        matmuls(self.compute, &mut s.input, s.xb, [(&mut *s.logits, wcls)]);
-        Ok(s.logits)
+        let logits = &mut s.logits[..p.vocab_size];
+        matmuls(self.compute, &mut s.input, s.xb, [(&mut *logits, wcls)]);
+        Ok(logits)
     }
 
-    /// One prefill chunk, checked by [`Transformer::prefill`]: `forward`'s
-    /// steps for every token, each matmul batched; leaves the chunk's
-    /// final hidden states in the batch's `x`.
-    fn chunk(&mut self, tokens: &[u32], pos: usize) {
+    /// Runs one token of each beam at position `pos`, token `t` with KV
+    /// cache `caches[t]` (distinct, below the plan's beams), and returns
+    /// their logits one row per token. Each weight block is read once for
+    /// all of them; each row is bitwise what [`Transformer::forward`]
+    /// gives with that cache.
+    pub fn forward_beams(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+        caches: &[usize],
+    ) -> Result<&mut [f32]> {
+        let p = self.config;
+        let n = tokens.len();
+        let slots = self.s.kv.caches(&p);
+        let distinct = caches
+            .iter()
+            .enumerate()
+            .all(|(i, c)| *c < slots && !caches[..i].contains(c));
+        if n == 0 || n != caches.len() || n > self.s.batch.n || !distinct {
+            return Err(Error::Invalid {
+                field: "beam count",
+                value: n as i64,
+            });
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= p.vocab_size) {
+            return Err(Error::Token {
+                id: id.into(),
+                vocab: p.vocab_size,
+            });
+        }
+        if pos >= p.seq_len {
+            return Err(Error::ContextFull {
+                needed: pos + 1,
+                max: p.seq_len,
+            });
+        }
+        self.chunk(tokens, Slots::Beams { pos, caches });
+        let s = &mut self.s;
+        let b = &mut s.batch;
+        let width = b.input.qs.len() / b.n;
+        let (x, xb) = (&b.x[..n * p.dim], &mut b.xb[..n * p.dim]);
+        let w = &self.model.weights;
+        for (xb, x) in xb.chunks_exact_mut(p.dim).zip(x.chunks_exact(p.dim)) {
+            rmsnorm(self.compute.isa, xb, x, &w.rms_final, p.norm_eps);
+        }
+        let logits = &mut s.logits[..n * p.vocab_size];
+        batch_matmuls(
+            self.compute,
+            &mut b.input,
+            width,
+            n,
+            xb,
+            [(&mut *logits, &w.wcls)],
+        );
+        Ok(logits)
+    }
+
+    /// Copies the first `positions` positions of KV cache `from` into
+    /// cache `to` (a beam taking over its parent's past).
+    pub fn copy_cache(&mut self, from: usize, to: usize, positions: usize) -> Result<()> {
+        let p = self.config;
+        let slots = self.s.kv.caches(&p);
+        if from >= slots || to >= slots || positions > p.seq_len {
+            return Err(Error::Invalid {
+                field: "KV cache",
+                value: from.max(to) as i64,
+            });
+        }
+        let layer = p.seq_len * p.kv_dim();
+        for l in 0..p.n_layers {
+            let (src, dst) = (
+                (from * p.n_layers + l) * layer,
+                (to * p.n_layers + l) * layer,
+            );
+            self.s.kv.copy(src, dst, positions * p.kv_dim());
+        }
+        Ok(())
+    }
+
+    /// One batched pass, checked by the caller: `forward`'s steps for
+    /// every token, each matmul batched; leaves the final hidden states in
+    /// the batch's `x`.
+    fn chunk(&mut self, tokens: &[u32], at: Slots<'_>) {
         let p = &self.config;
         let w = &self.model.weights;
         let s = &mut self.s;
@@ -336,23 +436,29 @@ impl<'m, 'a> Transformer<'m, 'a> {
             let qkv = [(&mut *q, &lw.wq), (&mut *k, &lw.wk), (&mut *v, &lw.wv)];
             batch_matmuls(compute, input, width, n, xb, qkv);
 
-            let loff = l * p.seq_len * kv_dim;
+            let cache_len = p.n_layers * p.seq_len * kv_dim;
+            let loff = |t: usize| {
+                let (pos, cache) = at.of(t);
+                (pos, cache * cache_len + l * p.seq_len * kv_dim)
+            };
             for (t, ((q, k), v)) in q
                 .chunks_exact_mut(dim)
                 .zip(k.chunks_exact_mut(kv_dim))
                 .zip(v.chunks_exact(kv_dim))
                 .enumerate()
             {
-                rope_tables(s.cos, s.sin, s.inv_freq, pos + t);
+                let (pos, loff) = loff(t);
+                rope_tables(s.cos, s.sin, s.inv_freq, pos);
                 rope(isa, q, s.cos, s.sin);
                 rope(isa, k, s.cos, s.sin);
-                s.kv.put(isa, loff + (pos + t) * kv_dim, k, v);
+                s.kv.put(isa, loff + pos * kv_dim, k, v);
             }
             for (t, (q, xb)) in q
                 .chunks_exact(dim)
                 .zip(xb.chunks_exact_mut(dim))
                 .enumerate()
             {
+                let (pos, loff) = loff(t);
                 let kv = &s.kv;
                 let att_len = s.att.len() / p.n_heads;
                 for_each_pair(
@@ -365,7 +471,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
                     &|h, att, xb| {
                         let q = &q[h * head_size..(h + 1) * head_size];
                         let head = loff + (h / kv_mul) * head_size;
-                        kv.attend(isa, q, head, kv_dim, pos + t + 1, att, xb);
+                        kv.attend(isa, q, head, kv_dim, pos + 1, att, xb);
                     },
                 );
             }
@@ -399,6 +505,29 @@ impl KvBuffers<'_> {
                 (&mut keys[at..at + kv_dim], &mut values[at..at + kv_dim])
             }
             KvBuffers::F16 { k_row, v_row, .. } => (&mut **k_row, &mut **v_row),
+        }
+    }
+
+    /// How many KV caches (beams) the buffers hold.
+    fn caches(&self, p: &Config) -> usize {
+        let n = match self {
+            KvBuffers::F32 { keys, .. } => keys.len(),
+            KvBuffers::F16 { keys, .. } => keys.len(),
+        };
+        n / (p.n_layers * p.seq_len * p.kv_dim())
+    }
+
+    /// Copies `len` keys and values from cache index `from` to `to`.
+    fn copy(&mut self, from: usize, to: usize, len: usize) {
+        match self {
+            KvBuffers::F32 { keys, values } => {
+                keys.copy_within(from..from + len, to);
+                values.copy_within(from..from + len, to);
+            }
+            KvBuffers::F16 { keys, values, .. } => {
+                keys.copy_within(from..from + len, to);
+                values.copy_within(from..from + len, to);
+            }
         }
     }
 

@@ -413,3 +413,51 @@ fn invalid_utf8_prompts_use_byte_tokens_and_output_stays_utf8() {
         assert!(std::str::from_utf8(&hot.stdout).is_ok(), "seed {seed}");
     }
 }
+
+/// `--beams 1` prints greedy decoding's text; wider beams print text too,
+/// with the score on stderr; `--beams` takes 1 to 8.
+#[test]
+fn beam_search_from_the_command_line() {
+    let Some(dir) = data_dir() else { return };
+    let m = dir.join("models/stories260K.bin");
+    let z = dir.join("models/tok512.bin");
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "-n",
+            "80",
+            "-i",
+            "Once upon a time",
+        ];
+        a.extend_from_slice(extra);
+        barellama(&a)
+    };
+    let greedy = run(&["-t", "0"]);
+    let one = run(&["--beams", "1"]);
+    assert_eq!(stdout(&one), stdout(&greedy));
+    let four = run(&["--beams", "4"]);
+    assert!(four.status.success() && stdout(&four).starts_with("Once upon a time"));
+    let err = String::from_utf8_lossy(&four.stderr);
+    assert!(err.contains("beam search: 4 beams"), "{err}");
+    for bad in ["0", "9"] {
+        fails(&["run", "-m", s(&m), "-z", s(&z), "--beams", bad], 2);
+    }
+    fails(
+        &[
+            "run",
+            "-m",
+            s(&m),
+            "-z",
+            s(&z),
+            "--beams",
+            "2",
+            "--stop",
+            "x",
+        ],
+        2,
+    );
+}

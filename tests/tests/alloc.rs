@@ -90,4 +90,37 @@ fn main() {
     };
     decode_without_allocating("synsmall-v1.bin", Some("tok512.bin"), greedy, 3);
     decode_without_allocating("synsmall-Q8_0.gguf", None, greedy, 3);
+    search_without_allocating("stories260K.bin", 2);
+}
+
+/// Beam search with four beams: prefill, batched steps, cache copies.
+fn search_without_allocating(name: &str, threads: usize) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{name}"));
+    let tok = read(&dir, "models/tok512.bin");
+    let model = Model::load(&image).unwrap();
+    let pool = ThreadPool::new(threads).unwrap();
+    let compute = Compute {
+        isa: Isa::detect(),
+        exec: &pool,
+    };
+    let options = Options {
+        seq_len: 128,
+        beams: 4,
+        ..Options::default()
+    };
+    let plan = Plan::new(&model.config, &options).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let greedy = SamplerConfig::default();
+    let vocab = Vocab::Llama2c(&tok);
+    let mut session = Session::new(&model, vocab, greedy, &plan, arena.get(), compute).unwrap();
+    let before = ALLOC.allocations();
+    let outcome = session.beam_search(b"Once upon a time", 128, 4).unwrap();
+    let allocations = ALLOC.allocations() - before;
+    assert!(outcome.len >= 64, "{outcome:?}");
+    assert_eq!(allocations, 0, "{name}: beam search allocated");
+    println!(
+        "alloc: {name}, {threads} threads, 4 beams: {} tokens, 0 allocations",
+        outcome.len
+    );
 }
