@@ -15,6 +15,7 @@
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::arena::MAX_BATCH;
 use crate::kernels::Isa;
 
 /// Runs a task on several threads at once.
@@ -154,23 +155,24 @@ pub struct RowBlock<'p> {
 }
 
 impl RowBlock<'_> {
-    pub fn tokens(&self) -> usize {
-        self.tokens
-    }
-
-    /// Token `t`'s rows `start..end`.
-    pub fn out(&mut self, t: usize) -> &mut [f32] {
-        assert!(t < self.tokens, "RowBlock: token");
-        // SAFETY: the block was made by `for_row_blocks` from a buffer of
-        // `tokens × rows` floats borrowed mutably for 'p; `start..end` lies
-        // within `rows`, and no other block covers these rows, so the range
-        // is in bounds and referenced only through this `&mut self`.
-        unsafe {
-            core::slice::from_raw_parts_mut(
-                self.ptr.add(t * self.rows + self.start),
-                self.end - self.start,
-            )
-        }
+    /// Every token's rows `start..end`, token after token.
+    pub fn outs(&mut self) -> heapless::Vec<&mut [f32], MAX_BATCH> {
+        (0..self.tokens.min(MAX_BATCH))
+            .map(|t| {
+                // SAFETY: the block was made by `for_row_blocks` from a
+                // buffer of `tokens × rows` floats borrowed mutably for 'p;
+                // `start..end` lies within `rows`, so token `t`'s range is in
+                // bounds, distinct tokens' ranges are disjoint, no other
+                // block covers these rows, and the slices live no longer
+                // than this `&mut self`.
+                unsafe {
+                    core::slice::from_raw_parts_mut(
+                        self.ptr.add(t * self.rows + self.start),
+                        self.end - self.start,
+                    )
+                }
+            })
+            .collect()
     }
 }
 

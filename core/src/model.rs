@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::exec::{for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE};
 use crate::image::{Config, Model};
 use crate::kernels::{
-    add, attention_f16, attention_mix, attention_scores, f32_to_f16, matvec, quantize, rmsnorm,
-    rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,
+    add, attention_f16, attention_mix, attention_scores, f32_to_f16, matmul, matvec, quantize,
+    rmsnorm, rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,
 };
 use crate::tensor::WeightRef;
 
@@ -89,9 +89,10 @@ fn batch_matmuls<const N: usize>(
                 let end = (start + group).min(block.end);
                 let w = w.rows_at(start, end - start);
                 let at = start - block.start..end - block.start;
-                for (t, x) in inputs.iter().enumerate() {
-                    matvec(isa, &mut block.out(t)[at.clone()], &w, x);
-                }
+                let mut outs = block.outs();
+                let mut outs: heapless::Vec<&mut [f32], MAX_BATCH> =
+                    outs.iter_mut().map(|o| &mut o[at.clone()]).collect();
+                matmul(isa, &mut outs, &w, &inputs);
                 start = end;
             }
         });

@@ -414,6 +414,72 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
     }
 }
 
+/// Inputs a matrix-matrix kernel takes at once.
+pub const TILE: usize = 4;
+
+/// `out[t] = w · x[t]` for several inputs prepared alike: bitwise
+/// [`matvec`] for each. Where a kernel exists for the weights' type and
+/// the ISA, each weight vector is loaded once for up to [`TILE`] inputs;
+/// otherwise it is `matvec` input after input (over rows the caller keeps
+/// in cache).
+pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_>]) {
+    assert_eq!(out.len(), x.len(), "matmul: inputs");
+    #[cfg(target_arch = "x86_64")]
+    if w.dtype() == DType::F32 && isa.0 == Level::Avx512 {
+        for (out, x) in out.chunks_mut(TILE).zip(x.chunks(TILE)) {
+            let mut xs: [&[f32]; TILE] = [&[]; TILE];
+            for (xs, x) in xs.iter_mut().zip(x) {
+                match *x {
+                    Input::F32(x) if x.len() == w.cols() => *xs = x,
+                    _ => panic!("matmul: input not prepared for F32"),
+                }
+            }
+            assert!(
+                out.iter().all(|o| o.len() == w.rows()),
+                "matmul: output length"
+            );
+            // SAFETY: the AVX-512 level exists only once detected; every
+            // input is `cols` long and every output `rows`, and the data
+            // is `rows × cols` f32 (a WeightRef's invariant).
+            unsafe { x86::avx512::matmul_f32(out, w.data(), &xs[..x.len()]) };
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if w.dtype() == DType::Q8_0 && isa.0 >= Level::Avx2 {
+        let blocks = w.cols() / 32;
+        for (out, x) in out.chunks_mut(TILE).zip(x.chunks(TILE)) {
+            let (mut qs, mut ds): ([&[i8]; TILE], [&[f32]; TILE]) = ([&[]; TILE], [&[]; TILE]);
+            for ((q, dd), x) in qs.iter_mut().zip(ds.iter_mut()).zip(x) {
+                match *x {
+                    Input::Q8_0 { qs, d } if qs.len() == w.cols() && d.len() == blocks => {
+                        (*q, *dd) = (qs, d)
+                    }
+                    _ => panic!("matmul: input not prepared for Q8_0"),
+                }
+            }
+            assert!(
+                out.iter().all(|o| o.len() == w.rows()),
+                "matmul: output length"
+            );
+            let (qs, ds) = (&qs[..x.len()], &ds[..x.len()]);
+            match isa.0 {
+                // SAFETY: the level exists only once detected; every input
+                // holds `cols` values and `cols / 32` scales, every output
+                // `rows`, and the data is `rows × cols / 32` 34-byte
+                // blocks (a WeightRef's invariant).
+                Level::Avx512 => unsafe { x86::avx512::matmul_q8_0(out, w.data(), qs, ds) },
+                // SAFETY: as above.
+                _ => unsafe { x86::avx2::matmul_q8_0(out, w.data(), qs, ds) },
+            }
+        }
+        return;
+    }
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec(isa, o, w, x);
+    }
+}
+
 /// Row `row` of `w` as f32 (the embedding lookup): one row per token, so
 /// the table is never dequantized whole.
 pub fn row(out: &mut [f32], w: &WeightRef<'_>, row: usize) {

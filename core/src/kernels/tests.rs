@@ -647,3 +647,66 @@ fn q4k_scale_words_unpack_the_byte_layout() {
         }
     }
 }
+
+/// `matmul` is `matvec` for each input, bit for bit, for every weight type
+/// and ISA: odd row counts (tails of the 4-row tiles), 1 to 6 inputs (tails
+/// of the 4-input tiles), ragged and block-sized rows, unaligned weights.
+#[test]
+fn matmul_is_matvec_for_each_input_bitwise() {
+    let shapes: [(usize, usize); 6] = [(1, 1), (3, 15), (5, 16), (7, 17), (13, 172), (9, 64)];
+    for isa in Isa::available() {
+        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4K] {
+            for (i, &(rows, cols)) in shapes.iter().enumerate() {
+                let (values, _) = dtype.block();
+                let cols = cols.next_multiple_of(values);
+                let seed = (i * 7 + rows) as u64;
+                let offset = 1 + i % 3;
+                let buf = match dtype {
+                    DType::F32 => bytes_at(&random(rows * cols, seed, 1.0), offset),
+                    _ => random_blocks(dtype, rows, cols, seed, offset),
+                };
+                let w = WeightRef::new("w", dtype, rows, cols, &buf[offset..]).unwrap();
+                for tokens in 1..=6 {
+                    let n = cols.next_multiple_of(256);
+                    let mut qs = std::vec![0i8; tokens * n];
+                    let mut d = std::vec![0.0f32; tokens * n];
+                    let mut bsums = std::vec![0i16; tokens * n / 16];
+                    let mut ib = InputBuffers {
+                        qs: &mut qs,
+                        d: &mut d,
+                        bsums: &mut bsums,
+                    };
+                    let xs: Vec<Vec<f32>> = (0..tokens)
+                        .map(|t| random(cols, seed + 11 * t as u64, 2.0))
+                        .collect();
+                    let form = InputForm::of(dtype);
+                    for (t, x) in xs.iter().enumerate() {
+                        quantize(isa, form, x, &mut ib.slot(t, n));
+                    }
+                    let inputs: Vec<Input> = xs
+                        .iter()
+                        .enumerate()
+                        .map(|(t, x)| ib.slot_input(t, n, form, x))
+                        .collect();
+                    let mut want = std::vec![std::vec![0.0f32; rows]; tokens];
+                    for (o, x) in want.iter_mut().zip(&inputs) {
+                        matvec(isa, o, &w, x);
+                    }
+                    let mut got = std::vec![std::vec![0.0f32; rows]; tokens];
+                    let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                    matmul(isa, &mut outs, &w, &inputs);
+                    let bits = |v: &[Vec<f32>]| -> Vec<u32> {
+                        v.iter().flatten().map(|f| f.to_bits()).collect()
+                    };
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{} {} {rows}x{cols}, {tokens} inputs",
+                        isa.name(),
+                        dtype.name()
+                    );
+                }
+            }
+        }
+    }
+}

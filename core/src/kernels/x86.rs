@@ -235,6 +235,85 @@ macro_rules! block_kernels {
             );
         }
 
+        /// [`blocks32_rows`] of Q8_0 weights for `T` inputs at once: each
+        /// weight block is loaded once and its exact lane sums formed with
+        /// every input, each (row, input) accumulating in the order
+        /// `blocks32_rows` uses alone, so the results are bitwise the same.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8_0_tile_rows<const R: usize, const T: usize>(
+            rows: [*const u8; R],
+            qs: [*const i8; T],
+            d: [&[f32]; T],
+        ) -> [[f32; T]; R] {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..d[0].len() {
+                let xq = qs.map(|q| _mm256_loadu_si256(q.add(32 * b).cast()));
+                let corr = xq.map(|x| {
+                    _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        lanes_u(_mm256_set1_epi8(Q8_0_BIAS), x),
+                    )
+                });
+                for (a, row) in acc.iter_mut().zip(rows) {
+                    let block = row.add(34 * b);
+                    let (wv, wd) = (_mm256_loadu_si256(block.add(2).cast()), f16_at(block));
+                    for t in 0..T {
+                        let scale = _mm256_set1_ps(wd * d[t][b]);
+                        let lanes = _mm256_cvtepi32_ps(q8_0_lanes(wv, xq[t], corr[t]));
+                        a[t] = _mm256_fmadd_ps(scale, lanes, a[t]);
+                    }
+                }
+            }
+            acc.map(|a| a.map(|a| hsum8(a)))
+        }
+
+        /// [`matvec_q8_0`] for `T` inputs, four rows at a time.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8_0_tile<const T: usize>(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            qs: [&[i8]; T],
+            d: [&[f32]; T],
+        ) {
+            let row_bytes = 34 * d[0].len();
+            let (wp, qp) = (w.as_ptr(), qs.map(|q| q.as_ptr()));
+            let rows = out[0].len();
+            let mut r = 0;
+            while r + 4 <= rows {
+                let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
+                let v = q8_0_tile_rows::<4, T>(at, qp, d);
+                for (k, v) in v.iter().enumerate() {
+                    for (o, &v) in out.iter_mut().zip(v) {
+                        o[r + k] = v;
+                    }
+                }
+                r += 4;
+            }
+            for r in r..rows {
+                let v = q8_0_tile_rows::<1, T>([wp.add(r * row_bytes)], qp, d);
+                for (o, &v) in out.iter_mut().zip(&v[0]) {
+                    o[r] = v;
+                }
+            }
+        }
+
+        /// `out[t] = w · x[t]` for up to four Q8_0-prepared inputs:
+        /// [`matvec_q8_0`] for each, bitwise, each weight block loaded once.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
+            match (qs, d) {
+                (&[a], &[da]) => q8_0_tile(out, w, [a], [da]),
+                (&[a, b], &[da, db]) => q8_0_tile(out, w, [a, b], [da, db]),
+                (&[a, b, c], &[da, db, dc]) => q8_0_tile(out, w, [a, b, c], [da, db, dc]),
+                (&[a, b, c, e], &[da, db, dc, de]) => {
+                    q8_0_tile(out, w, [a, b, c, e], [da, db, dc, de])
+                }
+                _ => {}
+            }
+        }
+
         /// Nibbles are stored as value + 8: low ones are values 0..16,
         /// high ones 16..32.
         #[target_feature(enable = $features)]
@@ -1026,6 +1105,82 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
         dots(out, w.as_ptr().cast::<f32>(), x.len(), x);
+    }
+
+    /// [`rows`] for `T` inputs at once: each weight vector is loaded once
+    /// and multiplied into every input's accumulator, and each (row, input)
+    /// sum runs in the order `rows` gives it alone, so the results are
+    /// bitwise the same.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows_t<const R: usize, const T: usize>(
+        w: *const f32,
+        stride: usize,
+        n: usize,
+        x: [*const f32; T],
+    ) -> [[f32; T]; R] {
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i + 16 <= n {
+            let xv = x.map(|x| _mm512_loadu_ps(x.add(i)));
+            for (k, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_loadu_ps(w.add(k * stride + i));
+                for (a, &xv) in a.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, xv, *a);
+                }
+            }
+            i += 16;
+        }
+        if i < n {
+            let m = mask(n - i);
+            let xv = x.map(|x| _mm512_maskz_loadu_ps(m, x.add(i)));
+            for (k, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_maskz_loadu_ps(m, w.add(k * stride + i));
+                for (a, &xv) in a.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        acc.map(|a| a.map(|a| _mm512_reduce_add_ps(a)))
+    }
+
+    /// [`matvec_f32`] for `T` inputs, four rows at a time.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const T: usize>(out: &mut [&mut [f32]], w: *const f32, x: [&[f32]; T]) {
+        let n = x[0].len();
+        let xp = x.map(|x| x.as_ptr());
+        let rows = out[0].len();
+        let mut r = 0;
+        while r + 4 <= rows {
+            let v = rows_t::<4, T>(w.add(r * n), n, n, xp);
+            for (k, v) in v.iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(v) {
+                    o[r + k] = v;
+                }
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            let v = rows_t::<1, T>(w.add(r * n), n, n, xp);
+            for (o, &v) in out.iter_mut().zip(&v[0]) {
+                o[r] = v;
+            }
+        }
+    }
+
+    /// `out[t] = w · x[t]` for up to four inputs: [`matvec_f32`] for each,
+    /// bitwise, loading each weight vector once for all of them.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[&[f32]]) {
+        let w = w.as_ptr().cast::<f32>();
+        match *x {
+            [a] => tile(out, w, [a]),
+            [a, b] => tile(out, w, [a, b]),
+            [a, b, c] => tile(out, w, [a, b, c]),
+            [a, b, c, d] => tile(out, w, [a, b, c, d]),
+            _ => {}
+        }
     }
 
     #[target_feature(enable = "avx512f")]
