@@ -12,6 +12,7 @@
 
 use crate::arena::{BeamBuffers, MAX_BEAMS};
 use crate::error::{Error, Result};
+use crate::kernels::softmax;
 use crate::model::Transformer;
 
 /// A hypothesis still being extended.
@@ -61,13 +62,6 @@ fn keep_best(top: &mut heapless::Vec<Candidate, MAX_BEAMS>, c: Candidate, k: usi
     let _ = top.insert(at, c);
 }
 
-/// `ln Σ exp(logits)`, from the maximum for range.
-fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| libm::exp(f64::from(l - max))).sum();
-    f64::from(max) + libm::log(sum)
-}
-
 /// Searches with `width` beams after `prompt` (BOS first, if wanted) until
 /// `steps` positions have run or every hypothesis has finished; `stops`
 /// are the ids that finish one (EOS, BOS). The winner's tokens are left in
@@ -80,7 +74,7 @@ pub fn search(
     width: usize,
     stops: [u32; 2],
 ) -> Result<Outcome> {
-    let seq_len = t.config().seq_len;
+    let (seq_len, isa) = (t.config().seq_len, t.isa());
     // A history row holds every position and the token sampled at the last.
     let row = seq_len + 1;
     let slots = buffers.tokens.len() / row;
@@ -129,7 +123,7 @@ pub fn search(
 
         // The `width` best extensions over all beams.
         let mut top: heapless::Vec<Candidate, MAX_BEAMS> = heapless::Vec::new();
-        for (i, logits) in logits.chunks_exact(vocab).enumerate() {
+        for (i, logits) in logits.chunks_exact_mut(vocab).enumerate() {
             // Within a beam the raw logits rank the tokens (as greedy's
             // argmax does); the log-probability comes after.
             let mut own: heapless::Vec<Candidate, MAX_BEAMS> = heapless::Vec::new();
@@ -141,9 +135,11 @@ pub fn search(
                 };
                 keep_best(&mut own, c, width);
             }
-            let norm = log_sum_exp(logits);
+            // The probabilities, in place, by the SIMD softmax.
+            softmax(isa, logits);
             for mut c in own {
-                c.logprob = live[i].logprob + c.logprob - norm;
+                let p = logits[c.token as usize];
+                c.logprob = live[i].logprob + libm::log(f64::from(p));
                 keep_best(&mut top, c, width);
             }
         }

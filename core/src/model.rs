@@ -171,6 +171,11 @@ impl<'m, 'a> Transformer<'m, 'a> {
         &self.config
     }
 
+    /// The instruction set the kernels run on.
+    pub fn isa(&self) -> Isa {
+        self.compute.isa
+    }
+
     pub fn model(&self) -> &'m Model<'m> {
         self.model
     }

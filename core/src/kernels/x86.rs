@@ -255,11 +255,14 @@ macro_rules! block_kernels {
                         lanes_u(_mm256_set1_epi8(Q8_0_BIAS), x),
                     )
                 });
+                let xd = d.map(|d| _mm256_set1_ps(d[b]));
                 for (a, row) in acc.iter_mut().zip(rows) {
                     let block = row.add(34 * b);
-                    let (wv, wd) = (_mm256_loadu_si256(block.add(2).cast()), f16_at(block));
+                    let wv = _mm256_loadu_si256(block.add(2).cast());
+                    let wd = _mm256_set1_ps(f16_at(block));
                     for t in 0..T {
-                        let scale = _mm256_set1_ps(wd * d[t][b]);
+                        // The same rounded product as the scalar `wd * xd`.
+                        let scale = _mm256_mul_ps(wd, xd[t]);
                         let lanes = _mm256_cvtepi32_ps(q8_0_lanes(wv, xq[t], corr[t]));
                         a[t] = _mm256_fmadd_ps(scale, lanes, a[t]);
                     }
