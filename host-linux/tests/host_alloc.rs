@@ -6,7 +6,6 @@
 
 use barellama_core::app;
 use barellama_core::hosted::CountingAlloc;
-use barellama_linux::LinuxHost;
 use barellama_tests::data_dir;
 
 #[global_allocator]
@@ -14,7 +13,7 @@ static ALLOC: CountingAlloc = CountingAlloc::new();
 
 fn allocations(args: &[&str]) -> u64 {
     let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    let host = LinuxHost::new(&ALLOC);
+    let host = barellama_linux::host(&ALLOC);
     let before = ALLOC.allocations();
     assert_eq!(app::main(&host, &argv), 0, "{args:?}");
     ALLOC.allocations() - before
