@@ -132,6 +132,17 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
         buf: TokenizerBuffers<'a>,
     ) -> Result<Self> {
         check_buffers(&buf, vocab_size)?;
+        // Encoding emits <unk> for unknown bytes and BOS/EOS around the
+        // text: with fewer pieces those ids would index past the table.
+        if vocab_size <= EOS as usize {
+            return Err(Error::Mismatch {
+                field: "tokenizer vocab_size",
+                value: vocab_size as i64,
+                rule: "has no room for",
+                other: "llama2.c's EOS id",
+                other_value: EOS.into(),
+            });
+        }
         let mut r = Reader::new(bytes);
         let max_len = max_token_length(&mut r)?;
         for i in 0..vocab_size {

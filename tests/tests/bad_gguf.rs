@@ -514,6 +514,44 @@ fn bad_tensor_infos_name_the_tensor() {
     assert_eq!(message(&f), format!("{q} appears twice"));
 }
 
+/// A file of one-value F32 tensors named `names`, all at offset 0.
+fn tensor_table(names: &[String]) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((names.len() as u64).to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    for name in names {
+        put_str(&mut out, name.as_bytes());
+        out.extend(1u32.to_le_bytes());
+        out.extend(1u64.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(0u64.to_le_bytes());
+    }
+    out.resize(out.len().next_multiple_of(32) + 32, 0);
+    out
+}
+
+/// The duplicate-name check rescans names that share a filter bit: the
+/// table is bounded (4096 tensors, over three times a 128-layer llama's)
+/// so that names chosen to collide cannot make it quadratic in a large
+/// count (16384 tensors took ten seconds in a 640 KB file).
+#[test]
+fn tensor_tables_are_bounded_and_repeats_found() {
+    let mut f = File::llama();
+    f.counts = Some((4097, 15));
+    assert_eq!(message(&f), "tensor count = 4097 is not supported");
+    let mut names: Vec<String> = (0..4095).map(|i| format!("t{i}")).collect();
+    assert_eq!(
+        Gguf::parse(&tensor_table(&names)).map(|g| g.tensor_count()),
+        Ok(4095)
+    );
+    names.push("t2047".into());
+    assert_eq!(
+        Gguf::parse(&tensor_table(&names)).unwrap_err().to_string(),
+        "tensor 't2047' appears twice"
+    );
+}
+
 // ---- The llama model ----
 
 #[test]
@@ -614,6 +652,9 @@ fn bad_llama_tensors_name_the_tensor() {
         "blk.1.attn_q.weight",
         "rope_freqs.weight",
         "blk.x.attn_q.weight",
+        // Layer 0 in spellings no lookup asks for: never read.
+        "blk.00.attn_q.weight",
+        "blk.+0.attn_q.weight",
     ] {
         let mut f = File::llama();
         f.tensors.push(Tensor {

@@ -151,3 +151,35 @@ fn every_truncation_of_a_tokenizer_is_an_error() {
             .starts_with("tokenizer piece length"));
     }
 }
+
+/// A llama2.c vocabulary of fewer than three pieces has no <unk>, BOS or
+/// EOS: encoding would hand out ids past its table.
+#[test]
+fn a_tokenizer_needs_room_for_unk_bos_and_eos() {
+    // max_token_length, then (score, length, piece) records.
+    let mut bytes = 8i32.to_le_bytes().to_vec();
+    for piece in [&b"<unk>"[..], b"<s>", b"</s>"] {
+        bytes.extend(0f32.to_le_bytes());
+        bytes.extend((piece.len() as i32).to_le_bytes());
+        bytes.extend(piece);
+    }
+    let mut end = 4;
+    for n in 0..=3usize {
+        let plan = TokenizerPlan::new(n, 64).unwrap();
+        let mut arena = AlignedBuf::new(plan.bytes());
+        let got = Tokenizer::from_llama2c(&bytes[..end], n, plan.carve(arena.get()).unwrap());
+        match got {
+            Ok(mut t) => {
+                assert_eq!(n, 3);
+                assert_eq!(t.encode(b"x", true, true).unwrap(), [1, 0, 0, 2]);
+            }
+            Err(e) => assert_eq!(
+                e.to_string(),
+                format!("tokenizer vocab_size = {n} has no room for llama2.c's EOS id = 2")
+            ),
+        }
+        if n < 3 {
+            end += 8 + bytes[end + 4] as usize;
+        }
+    }
+}

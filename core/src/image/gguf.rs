@@ -24,8 +24,14 @@ pub const MAGIC: u32 = 0x4655_4747;
 /// More metadata entries than any real file has; also sizes the stack
 /// table that finds duplicate keys.
 const MAX_KV: usize = 1024;
-/// More tensors than any llama-architecture model has.
-const MAX_TENSORS: u64 = 1 << 14;
+/// More tensors than any llama-architecture model has (9 per layer for
+/// [`MAX_LAYERS`](super::MAX_LAYERS) layers, and 3). It also bounds the
+/// duplicate-name check, which rescans the names when two share a filter
+/// bit: names chosen to collide cost n²/2 name reads.
+const MAX_TENSORS: u64 = 1 << 12;
+/// Bits of the filter that spots possibly repeated tensor names: four per
+/// tensor, so that names which do not collide on purpose rarely rescan.
+const NAME_FILTER_BITS: usize = 4 * MAX_TENSORS as usize;
 /// GGUF limits keys to 65535 bytes; GGML tensor names to 64.
 const MAX_KEY: u64 = u16::MAX as u64;
 const MAX_NAME: u64 = 64;
@@ -406,7 +412,7 @@ impl<'a> Gguf<'a> {
             alignment: alignment as usize,
         };
 
-        let mut seen = [0u64; 64];
+        let mut seen = [0u64; NAME_FILTER_BITS / 64];
         for (i, t) in g.tensors().enumerate() {
             let t = t?;
             let bad = |problem| Error::Text {
@@ -424,14 +430,12 @@ impl<'a> Gguf<'a> {
             if end.is_none_or(|e| e > bytes.len()) {
                 return Err(bad("has data outside the file"));
             }
-            // A 4096-bit filter: only a possible repeat is compared in full.
-            let h = (hash(t.name) % 4096) as usize;
-            if seen[h / 64] & (1 << (h % 64)) != 0 {
-                for other in g.tensors().take(i) {
-                    if other?.name == t.name {
-                        return Err(bad("appears twice"));
-                    }
-                }
+            // Only a possible repeat is compared in full.
+            let h = (hash(t.name) % NAME_FILTER_BITS as u64) as usize;
+            if seen[h / 64] & (1 << (h % 64)) != 0
+                && g.tensor_names().take(i).any(|(other, _)| other == t.name)
+            {
+                return Err(bad("appears twice"));
             }
             seen[h / 64] |= 1 << (h % 64);
         }
@@ -548,6 +552,23 @@ impl<'a> Gguf<'a> {
         (0..self.n_tensors).map(move |_| tensor_info(&mut r))
     }
 
+    /// Every tensor's name and where its info starts. `parse` validated
+    /// the infos, so only the lengths are read again: a lookup or the
+    /// duplicate check skips an info in a few reads, not a full parse.
+    fn tensor_names(&self) -> impl Iterator<Item = (&'a [u8], usize)> + 'a {
+        let mut r = Reader::at(self.bytes, self.tensors_start);
+        (0..self.n_tensors).map_while(move |_| {
+            let at = r.pos();
+            let len = usize::try_from(r.u64("tensor name").ok()?).ok()?;
+            let name = r.take(len, "tensor name").ok()?;
+            let n_dims = r.u32("tensor dimension count").ok()? as usize;
+            // The dimensions, then the type (u32) and the offset (u64).
+            let rest = n_dims.checked_mul(8)?.checked_add(12)?;
+            r.take(rest, "tensor info").ok()?;
+            Some((name, at))
+        })
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
@@ -559,13 +580,10 @@ impl<'a> Gguf<'a> {
 
     /// The tensor named `name`, if present.
     pub fn tensor(&self, name: &[u8]) -> Result<Option<TensorInfo<'a>>> {
-        for t in self.tensors() {
-            let t = t?;
-            if t.name == name {
-                return Ok(Some(t));
-            }
+        match self.tensor_names().find(|&(n, _)| n == name) {
+            Some((_, at)) => tensor_info(&mut Reader::at(self.bytes, at)).map(Some),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// The bytes of `t` (validated to lie inside the file by `parse`).
@@ -737,7 +755,10 @@ fn check_names(g: &Gguf<'_>, n_layers: usize) -> Result<()> {
                     let dot = rest.iter().position(|&c| c == b'.')?;
                     let layer: usize = core::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
                     let tail = rest[dot + 1..].strip_suffix(b".weight")?;
-                    Some(layer < n_layers && LAYER_TENSORS.iter().any(|t| t.as_bytes() == tail))
+                    let role = LAYER_TENSORS.iter().find(|t| t.as_bytes() == tail)?;
+                    // Only the spelling lookups use: `parse` also takes
+                    // `00` and `+0`, whose tensors would never be read.
+                    Some(layer < n_layers && layer_name(layer, role)[..] == *name)
                 })
                 .unwrap_or(false),
         };
