@@ -118,6 +118,24 @@ impl Slots<'_> {
     }
 }
 
+/// Every token inside the vocabulary, and the positions up to `end` inside
+/// the planned context.
+fn check_input(p: &Config, tokens: &[u32], end: usize) -> Result<()> {
+    if end > p.seq_len {
+        return Err(Error::ContextFull {
+            needed: end,
+            max: p.seq_len,
+        });
+    }
+    match tokens.iter().find(|&&t| t as usize >= p.vocab_size) {
+        Some(&id) => Err(Error::Token {
+            id: id.into(),
+            vocab: p.vocab_size,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Position `pos`'s RoPE rotation, shared by every head.
 fn rope_tables(cos: &mut [f32], sin: &mut [f32], inv_freq: &[f32], pos: usize) {
     for ((c, sn), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
@@ -189,18 +207,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
         let s = &mut self.s;
         let compute = self.compute;
         let (isa, exec): (Isa, &dyn Exec) = (compute.isa, compute.exec);
-        if token as usize >= p.vocab_size {
-            return Err(Error::Token {
-                id: token.into(),
-                vocab: p.vocab_size,
-            });
-        }
-        if pos >= p.seq_len {
-            return Err(Error::ContextFull {
-                needed: pos + 1,
-                max: p.seq_len,
-            });
-        }
+        check_input(p, &[token], pos.saturating_add(1))?;
         let kv_dim = p.kv_dim();
         let kv_mul = p.kv_mul();
         let head_size = p.head_size();
@@ -279,19 +286,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
     /// [`Transformer::forward`] token by token.
     pub fn prefill(&mut self, tokens: &[u32], pos: usize) -> Result<&mut [f32]> {
         let p = self.config;
-        let end = pos.saturating_add(tokens.len());
-        if end > p.seq_len {
-            return Err(Error::ContextFull {
-                needed: end,
-                max: p.seq_len,
-            });
-        }
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= p.vocab_size) {
-            return Err(Error::Token {
-                id: id.into(),
-                vocab: p.vocab_size,
-            });
-        }
+        check_input(&p, tokens, pos.saturating_add(tokens.len()))?;
         let Some((&last, rest)) = tokens.split_last() else {
             return Err(Error::Invalid {
                 field: "prefill token count",
@@ -350,18 +345,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
                 value: n as i64,
             });
         }
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= p.vocab_size) {
-            return Err(Error::Token {
-                id: id.into(),
-                vocab: p.vocab_size,
-            });
-        }
-        if pos >= p.seq_len {
-            return Err(Error::ContextFull {
-                needed: pos + 1,
-                max: p.seq_len,
-            });
-        }
+        check_input(&p, tokens, pos.saturating_add(1))?;
         self.chunk(tokens, Slots::Beams { pos, caches });
         let s = &mut self.s;
         let b = &mut s.batch;
