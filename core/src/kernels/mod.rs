@@ -446,7 +446,7 @@ pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if w.dtype() == DType::Q8_0 && isa.0 >= Level::Avx2 {
+    if matches!(w.dtype(), DType::Q8_0 | DType::Q4_0) && isa.0 >= Level::Avx2 {
         let blocks = w.cols() / 32;
         for (out, x) in out.chunks_mut(TILE).zip(x.chunks(TILE)) {
             let (mut qs, mut ds): ([&[i8]; TILE], [&[f32]; TILE]) = ([&[]; TILE], [&[]; TILE]);
@@ -455,22 +455,25 @@ pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_
                     Input::Q8_0 { qs, d } if qs.len() == w.cols() && d.len() == blocks => {
                         (*q, *dd) = (qs, d)
                     }
-                    _ => panic!("matmul: input not prepared for Q8_0"),
+                    _ => panic!("matmul: input not prepared for {}", w.dtype().name()),
                 }
             }
             assert!(
                 out.iter().all(|o| o.len() == w.rows()),
                 "matmul: output length"
             );
-            let (qs, ds) = (&qs[..x.len()], &ds[..x.len()]);
-            match isa.0 {
-                // SAFETY: the level exists only once detected; every input
-                // holds `cols` values and `cols / 32` scales, every output
-                // `rows`, and the data is `rows × cols / 32` 34-byte
-                // blocks (a WeightRef's invariant).
-                Level::Avx512 => unsafe { x86::avx512::matmul_q8_0(out, w.data(), qs, ds) },
-                // SAFETY: as above.
-                _ => unsafe { x86::avx2::matmul_q8_0(out, w.data(), qs, ds) },
+            let (qs, ds, data) = (&qs[..x.len()], &ds[..x.len()], w.data());
+            // SAFETY: the level exists only once detected; every input
+            // holds `cols` values and `cols / 32` scales, every output
+            // `rows`, and the data is `rows × cols / 32` blocks of the
+            // weights' type (a WeightRef's invariant).
+            unsafe {
+                match (isa.0, w.dtype()) {
+                    (Level::Avx512, DType::Q8_0) => x86::avx512::matmul_q8_0(out, data, qs, ds),
+                    (Level::Avx512, _) => x86::avx512::matmul_q4_0(out, data, qs, ds),
+                    (_, DType::Q8_0) => x86::avx2::matmul_q8_0(out, data, qs, ds),
+                    _ => x86::avx2::matmul_q4_0(out, data, qs, ds),
+                }
             }
         }
         return;

@@ -235,58 +235,65 @@ macro_rules! block_kernels {
             );
         }
 
-        /// [`blocks32_rows`] of Q8_0 weights for `T` inputs at once: each
-        /// weight block is loaded once and its exact lane sums formed with
-        /// every input, each (row, input) accumulating in the order
+        /// [`blocks32_rows`] for `T` inputs at once: each weight block is
+        /// loaded (`weights`: its 32 values as bytes, stored `+ bias`) once
+        /// and its exact lane sums formed with every input (`lanes`, as
+        /// in `blocks32_rows`); each (row, input) accumulates in the order
         /// `blocks32_rows` uses alone, so the results are bitwise the same.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q8_0_tile_rows<const R: usize, const T: usize>(
+        unsafe fn blocks32_tile_rows<const R: usize, const T: usize>(
             rows: [*const u8; R],
             qs: [*const i8; T],
             d: [&[f32]; T],
+            (block_bytes, bias): (usize, i8),
+            weights: impl Fn(*const u8) -> __m256i,
+            lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
         ) -> [[f32; T]; R] {
             let mut acc = [[_mm256_setzero_ps(); T]; R];
             for b in 0..d[0].len() {
                 let xq = qs.map(|q| _mm256_loadu_si256(q.add(32 * b).cast()));
-                let corr = xq.map(|x| {
-                    _mm256_sub_epi32(
-                        _mm256_setzero_si256(),
-                        lanes_u(_mm256_set1_epi8(Q8_0_BIAS), x),
-                    )
+                let corr = xq.map(|x| match bias {
+                    0 => _mm256_setzero_si256(),
+                    _ => {
+                        _mm256_sub_epi32(_mm256_setzero_si256(), lanes_u(_mm256_set1_epi8(bias), x))
+                    }
                 });
                 let xd = d.map(|d| _mm256_set1_ps(d[b]));
                 for (a, row) in acc.iter_mut().zip(rows) {
-                    let block = row.add(34 * b);
-                    let wv = _mm256_loadu_si256(block.add(2).cast());
+                    let block = row.add(block_bytes * b);
+                    let wv = weights(block);
                     let wd = _mm256_set1_ps(f16_at(block));
                     for t in 0..T {
                         // The same rounded product as the scalar `wd * xd`.
                         let scale = _mm256_mul_ps(wd, xd[t]);
-                        let lanes = _mm256_cvtepi32_ps(q8_0_lanes(wv, xq[t], corr[t]));
-                        a[t] = _mm256_fmadd_ps(scale, lanes, a[t]);
+                        let sums = _mm256_cvtepi32_ps(lanes(wv, xq[t], corr[t]));
+                        a[t] = _mm256_fmadd_ps(scale, sums, a[t]);
                     }
                 }
             }
             acc.map(|a| a.map(|a| hsum8(a)))
         }
 
-        /// [`matvec_q8_0`] for `T` inputs, four rows at a time.
+        /// [`blocks32_tile_rows`] over every row, four at a time.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q8_0_tile<const T: usize>(
+        unsafe fn blocks32_tile<const T: usize>(
             out: &mut [&mut [f32]],
             w: &[u8],
             qs: [&[i8]; T],
             d: [&[f32]; T],
+            format: (usize, i8),
+            weights: impl Fn(*const u8) -> __m256i + Copy,
+            lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
         ) {
-            let row_bytes = 34 * d[0].len();
+            let row_bytes = format.0 * d[0].len();
             let (wp, qp) = (w.as_ptr(), qs.map(|q| q.as_ptr()));
             let rows = out[0].len();
             let mut r = 0;
             while r + 4 <= rows {
                 let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
-                let v = q8_0_tile_rows::<4, T>(at, qp, d);
+                let v = blocks32_tile_rows::<4, T>(at, qp, d, format, weights, lanes);
                 for (k, v) in v.iter().enumerate() {
                     for (o, &v) in out.iter_mut().zip(v) {
                         o[r + k] = v;
@@ -295,10 +302,36 @@ macro_rules! block_kernels {
                 r += 4;
             }
             for r in r..rows {
-                let v = q8_0_tile_rows::<1, T>([wp.add(r * row_bytes)], qp, d);
+                let at = [wp.add(r * row_bytes)];
+                let v = blocks32_tile_rows::<1, T>(at, qp, d, format, weights, lanes);
                 for (o, &v) in out.iter_mut().zip(&v[0]) {
                     o[r] = v;
                 }
+            }
+        }
+
+        /// Up to four inputs' [`blocks32_tile`].
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn blocks32_matmul(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            (qs, d): (&[&[i8]], &[&[f32]]),
+            format: (usize, i8),
+            weights: impl Fn(*const u8) -> __m256i + Copy,
+            lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
+        ) {
+            let (f, wt, l) = (format, weights, lanes);
+            match (qs, d) {
+                (&[a], &[da]) => blocks32_tile(out, w, [a], [da], f, wt, l),
+                (&[a, b], &[da, db]) => blocks32_tile(out, w, [a, b], [da, db], f, wt, l),
+                (&[a, b, c], &[da, db, dc]) => {
+                    blocks32_tile(out, w, [a, b, c], [da, db, dc], f, wt, l)
+                }
+                (&[a, b, c, e], &[da, db, dc, de]) => {
+                    blocks32_tile(out, w, [a, b, c, e], [da, db, dc, de], f, wt, l)
+                }
+                _ => {}
             }
         }
 
@@ -306,15 +339,23 @@ macro_rules! block_kernels {
         /// [`matvec_q8_0`] for each, bitwise, each weight block loaded once.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
-            match (qs, d) {
-                (&[a], &[da]) => q8_0_tile(out, w, [a], [da]),
-                (&[a, b], &[da, db]) => q8_0_tile(out, w, [a, b], [da, db]),
-                (&[a, b, c], &[da, db, dc]) => q8_0_tile(out, w, [a, b, c], [da, db, dc]),
-                (&[a, b, c, e], &[da, db, dc, de]) => {
-                    q8_0_tile(out, w, [a, b, c, e], [da, db, dc, de])
-                }
-                _ => {}
-            }
+            let weights = |block: *const u8| _mm256_loadu_si256(block.add(2).cast());
+            let lanes = |w, x, corr| q8_0_lanes(w, x, corr);
+            blocks32_matmul(out, w, (qs, d), (34, Q8_0_BIAS), weights, lanes);
+        }
+
+        /// [`matvec_q4_0`] for up to four inputs, bitwise, each block's
+        /// nibbles unpacked once.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
+            let low = _mm256_set1_epi8(0xf);
+            let weights = |block: *const u8| {
+                let nib = _mm_loadu_si128(block.add(2).cast());
+                let both = _mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib);
+                _mm256_and_si256(both, low)
+            };
+            let lanes = |w, x, corr| lanes_u_acc(corr, w, x);
+            blocks32_matmul(out, w, (qs, d), (18, 8), weights, lanes);
         }
 
         /// Nibbles are stored as value + 8: low ones are values 0..16,
