@@ -23,7 +23,7 @@ use crate::image::synth::{self, Synthetic};
 use crate::image::{Format, Model};
 use crate::kernels::{cast_slice_mut, Isa};
 use crate::model::Transformer;
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{random_u32, Sampler, SamplerConfig};
 use crate::tensor::WeightRef;
 use crate::tokenizer::{llama2c_vocab_size, Tokenizer};
 
@@ -555,13 +555,8 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     session.extend(prompt)?;
     // The prompt's text is printed too (after BOS), as llama2.c does.
     let mut text = TextStream::new();
-    let mut out = Stdout::new(host);
-    for w in session.input().windows(2) {
-        text.push(session.tokenizer.decode(w[0], w[1]), &mut |s: &str| {
-            let _ = out.write_str(s);
-        });
-    }
-    out.result?;
+    let pairs = session.input().windows(2).map(|w| (w[0], w[1]));
+    print_pieces(host, &session.tokenizer, &mut text, pairs)?;
     let left = steps - session.position();
     reply_text(host, &mut session, text, left, &stops)?;
     host.print(b"\n")?;
@@ -573,6 +568,22 @@ fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         host.eprint(line.as_bytes());
     }
     Ok(())
+}
+
+/// Prints the text of each `(previous, id)` token pair through `text`.
+fn print_pieces<H: Host>(
+    host: &H,
+    tokenizer: &Tokenizer<'_, '_>,
+    text: &mut TextStream,
+    pairs: impl Iterator<Item = (u32, u32)>,
+) -> Result<()> {
+    let mut out = Stdout::new(host);
+    for (prev, id) in pairs {
+        text.push(tokenizer.decode(prev, id), &mut |s: &str| {
+            let _ = out.write_str(s);
+        });
+    }
+    out.result
 }
 
 /// `run --beams`: the prompt's text, then the best hypothesis's, and the
@@ -589,17 +600,13 @@ fn beam_text<H: Host>(
     let tokens = session.beam_tokens(&outcome);
     let secs = (host.now_ns() - start) as f64 / 1e9;
     let mut text = TextStream::new();
-    let mut out = Stdout::new(host);
     let input = session.input();
     let last = input.last().copied().unwrap_or(0);
     let pairs = input.windows(2).map(|w| (w[0], w[1]));
     let answer = core::iter::once(last).chain(tokens.iter().copied());
     let answer = answer.clone().zip(answer.skip(1));
-    for (prev, id) in pairs.chain(answer) {
-        text.push(session.tokenizer.decode(prev, id), &mut |s: &str| {
-            let _ = out.write_str(s);
-        });
-    }
+    print_pieces(host, &session.tokenizer, &mut text, pairs.chain(answer))?;
+    let mut out = Stdout::new(host);
     text.finish(&mut |s: &str| {
         let _ = out.write_str(s);
     });
@@ -1458,14 +1465,8 @@ fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let prompt = &mut b.prompt[..prompt_len];
     let mut rng = 0x5EEDu64;
     for (i, id) in prompt.iter_mut().enumerate() {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        *id = if i == 0 {
-            1
-        } else {
-            (rng % c.vocab_size as u64) as u32
-        };
+        let r = random_u32(&mut rng);
+        *id = if i == 0 { 1 } else { r % c.vocab_size as u32 };
     }
     let t0 = host.now_ns();
     let mut token = sampler.sample(transformer.prefill(prompt, 0)?);

@@ -184,10 +184,13 @@ impl Plan {
                         v_row: c.take(p.kv_dim())?,
                     },
                 },
-                batch: match self.batch {
-                    1 => BatchBuffers::carve(c, 0, p, input)?,
-                    n => BatchBuffers::carve(c, n, p, input)?,
-                },
+                // A batch of one is decode: no batch buffers.
+                batch: BatchBuffers::carve(
+                    c,
+                    if self.batch > 1 { self.batch } else { 0 },
+                    p,
+                    input,
+                )?,
                 inv_freq: c.take(p.head_size() / 2)?,
                 cos: c.take(p.head_size() / 2)?,
                 sin: c.take(p.head_size() / 2)?,

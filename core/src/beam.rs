@@ -99,9 +99,7 @@ pub fn search(
     }
     // Everything but the last prompt token runs now, in cache 0.
     let mut pos = prompt.len() - 1;
-    if pos > 0 {
-        t.prefill(&prompt[..pos], 0)?;
-    }
+    t.fill(&prompt[..pos], 0)?;
     let history = |slot: usize| slot * row;
     buffers.tokens[..prompt.len()].copy_from_slice(prompt);
     let mut live: heapless::Vec<Beam, MAX_BEAMS> = heapless::Vec::new();

@@ -143,11 +143,7 @@ impl<'m, 'a> Session<'m, 'a> {
     /// [`Session::beam_tokens`] gives. The session starts over before and
     /// after; [`Session::input`] is the prompt's tokens.
     pub fn beam_search(&mut self, prompt: &[u8], steps: usize, width: usize) -> Result<Outcome> {
-        self.reset();
-        // An empty prompt still needs a first token: BOS.
-        let bos = self.tokenizer.add_bos() || prompt.is_empty();
-        let parts = [Part::Bos, Part::Text(prompt)];
-        let n = self.stage(&parts[usize::from(!bos)..])?;
+        let n = self.start(prompt)?;
         let stops = [self.tokenizer.bos(), self.tokenizer.eos()];
         let prompt = &self.prompt[..n];
         let outcome = beam::search(
@@ -211,6 +207,16 @@ impl<'m, 'a> Session<'m, 'a> {
         self.commit(n)
     }
 
+    /// Starts over and stages `prompt` after BOS (when the vocabulary asks
+    /// for it; an empty prompt still needs a first token); returns how
+    /// many tokens that makes.
+    fn start(&mut self, prompt: &[u8]) -> Result<usize> {
+        self.reset();
+        let bos = self.tokenizer.add_bos() || prompt.is_empty();
+        let parts = [Part::Bos, Part::Text(prompt)];
+        self.stage(&parts[usize::from(!bos)..])
+    }
+
     /// Puts the waiting token, then the tokens of `parts`, at the start of
     /// `prompt`; returns how many there are (0 when `parts` add none).
     fn stage(&mut self, parts: &[Part<'_>]) -> Result<usize> {
@@ -247,10 +253,8 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Runs `prompt[..n]` from the current position: the one place where
     /// input enters the model, in batched prefill chunks.
     fn feed(&mut self, n: usize) -> Result<()> {
-        if n > 0 {
-            self.transformer.prefill(&self.prompt[..n], self.pos)?;
-            self.pos += n;
-        }
+        self.transformer.fill(&self.prompt[..n], self.pos)?;
+        self.pos += n;
         Ok(())
     }
 
@@ -300,12 +304,8 @@ impl<'m, 'a> Session<'m, 'a> {
         if steps > max {
             return Err(Error::ContextFull { needed: steps, max });
         }
-        self.reset();
-        // An empty prompt still needs a first token: BOS.
-        let bos = self.tokenizer.add_bos() || prompt.is_empty();
-        let parts = [Part::Bos, Part::Text(prompt)];
         // As in llama2.c, a prompt longer than `steps` is cut there.
-        let n = self.stage(&parts[usize::from(!bos)..])?.min(steps + 1);
+        let n = self.start(prompt)?.min(steps + 1);
         self.input.end = n;
         for w in self.prompt[..n].windows(2) {
             on_token(w[1], self.tokenizer.decode(w[0], w[1]))?;

@@ -285,40 +285,46 @@ impl<'m, 'a> Transformer<'m, 'a> {
     /// The logits and the KV cache are bitwise those of calling
     /// [`Transformer::forward`] token by token.
     pub fn prefill(&mut self, tokens: &[u32], pos: usize) -> Result<&mut [f32]> {
-        let p = self.config;
-        check_input(&p, tokens, pos.saturating_add(tokens.len()))?;
-        let Some((&last, rest)) = tokens.split_last() else {
+        if tokens.is_empty() {
             return Err(Error::Invalid {
                 field: "prefill token count",
                 value: 0,
             });
-        };
+        }
+        self.fill(tokens, pos)?;
+        let (p, s) = (&self.config, &mut self.s);
+        let logits = &mut s.logits[..p.vocab_size];
+        // Without batch buffers `forward` ran last and left its logits.
+        if s.batch.n >= 2 {
+            let x = &s.batch.x[(tokens.len() - 1) % s.batch.n * p.dim..][..p.dim];
+            let w = &self.model.weights;
+            rmsnorm(self.compute.isa, s.xb, x, &w.rms_final, p.norm_eps);
+            matmuls(self.compute, &mut s.input, s.xb, [(&mut *logits, &w.wcls)]);
+        }
+        Ok(logits)
+    }
+
+    /// [`Transformer::prefill`] without the logits, for input whose next
+    /// token is already known: only the KV cache is written, and the
+    /// classifier (a large share of a token's weights) is not read.
+    pub fn fill(&mut self, tokens: &[u32], pos: usize) -> Result<()> {
+        check_input(&self.config, tokens, pos.saturating_add(tokens.len()))?;
         let batch = self.s.batch.n;
         if batch < 2 {
-            for (i, &t) in rest.iter().enumerate() {
+            for (i, &t) in tokens.iter().enumerate() {
                 self.forward(t, pos + i)?;
             }
-            return self.forward(last, pos + rest.len());
+            return Ok(());
         }
-        let mut at = pos;
-        for chunk in tokens.chunks(batch) {
-            self.chunk(chunk, Slots::Prompt { pos: at });
-            at += chunk.len();
+        for (i, chunk) in tokens.chunks(batch).enumerate() {
+            self.chunk(
+                chunk,
+                Slots::Prompt {
+                    pos: pos + i * batch,
+                },
+            );
         }
-        let s = &mut self.s;
-        let dim = p.dim;
-        let x = &s.batch.x[(tokens.len() - 1) % batch * dim..][..dim];
-        rmsnorm(
-            self.compute.isa,
-            s.xb,
-            x,
-            &self.model.weights.rms_final,
-            p.norm_eps,
-        );
-        let wcls = &self.model.weights.wcls;
-        let logits = &mut s.logits[..p.vocab_size];
-        matmuls(self.compute, &mut s.input, s.xb, [(&mut *logits, wcls)]);
-        Ok(logits)
+        Ok(())
     }
 
     /// Runs one token of each beam at position `pos`, token `t` with KV
