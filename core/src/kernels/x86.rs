@@ -275,7 +275,7 @@ macro_rules! block_kernels {
             acc.map(|a| a.map(|a| hsum8(a)))
         }
 
-        /// [`blocks32_tile_rows`] over every row, four at a time.
+        /// The module's `tile_rows` over every row, four at a time.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn blocks32_tile<const T: usize>(
@@ -293,7 +293,7 @@ macro_rules! block_kernels {
             let mut r = 0;
             while r + 4 <= rows {
                 let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
-                let v = blocks32_tile_rows::<4, T>(at, qp, d, format, weights, lanes);
+                let v = tile_rows::<4, T>(at, qp, d, format, weights, lanes);
                 for (k, v) in v.iter().enumerate() {
                     for (o, &v) in out.iter_mut().zip(v) {
                         o[r + k] = v;
@@ -303,7 +303,7 @@ macro_rules! block_kernels {
             }
             for r in r..rows {
                 let at = [wp.add(r * row_bytes)];
-                let v = blocks32_tile_rows::<1, T>(at, qp, d, format, weights, lanes);
+                let v = tile_rows::<1, T>(at, qp, d, format, weights, lanes);
                 for (o, &v) in out.iter_mut().zip(&v[0]) {
                     o[r] = v;
                 }
@@ -339,8 +339,8 @@ macro_rules! block_kernels {
         /// [`matvec_q8_0`] for each, bitwise, each weight block loaded once.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
-            let weights = |block: *const u8| _mm256_loadu_si256(block.add(2).cast());
-            let lanes = |w, x, corr| q8_0_lanes(w, x, corr);
+            let weights = |block: *const u8| q8_0_biased(_mm256_loadu_si256(block.add(2).cast()));
+            let lanes = |w, x, corr| q8_0_biased_lanes(w, x, corr);
             blocks32_matmul(out, w, (qs, d), (34, Q8_0_BIAS), weights, lanes);
         }
 
@@ -796,11 +796,38 @@ pub mod avx2 {
     /// Q8_0 weights are signed: the sign trick keeps `pmaddubsw` exact.
     const Q8_0_BIAS: i8 = 0;
 
+    /// Q8_0 values as stored `+ Q8_0_BIAS`: as they are.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_biased(w: __m256i) -> __m256i {
+        w
+    }
+
     /// The sign trick: |w| · (x with w's signs).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, _corr: __m256i) -> __m256i {
+    unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, _corr: __m256i) -> __m256i {
         lanes_u(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+        q8_0_biased_lanes(q8_0_biased(w), x, corr)
+    }
+
+    /// The tile kernel's rows: [`blocks32_tile_rows`] as it is.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile_rows<const R: usize, const T: usize>(
+        rows: [*const u8; R],
+        qs: [*const i8; T],
+        d: [&[f32]; T],
+        format: (usize, i8),
+        weights: impl Fn(*const u8) -> __m256i,
+        lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) -> [[f32; T]; R] {
+        blocks32_tile_rows(rows, qs, d, format, weights, lanes)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -1066,8 +1093,93 @@ pub mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
+    unsafe fn q8_0_biased(w: __m256i) -> __m256i {
+        _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN))
+    }
+
+    /// Every block format's lanes on this level: one `vpdpbusd` of the
+    /// biased weights onto `corr`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(corr, w, x)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
     unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(corr, _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN)), x)
+        q8_0_biased_lanes(q8_0_biased(w), x, corr)
+    }
+
+    /// Both halves of a 512-bit vector set to `a` and `b`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn join(a: __m256i, b: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+    }
+
+    /// The tile kernel's rows: [`blocks32_tile_rows`] with the inputs in
+    /// pairs, one per half of a 512-bit vector, which halves the
+    /// instructions per input. Each half does exactly the 256-bit
+    /// arithmetic (the lanes are `vpdpbusd` for every format here, so
+    /// `lanes` is only needed for a single input, which goes unpaired), so
+    /// the results are bitwise the same; an odd last input is paired with
+    /// itself.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile_rows<const R: usize, const T: usize>(
+        rows: [*const u8; R],
+        qs: [*const i8; T],
+        d: [&[f32]; T],
+        (block_bytes, bias): (usize, i8),
+        weights: impl Fn(*const u8) -> __m256i,
+        lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) -> [[f32; T]; R] {
+        if T == 1 {
+            return blocks32_tile_rows(rows, qs, d, (block_bytes, bias), weights, lanes);
+        }
+        let pair = |p: usize| (2 * p, (2 * p + 1).min(T - 1));
+        // At most two pairs: T ≤ 4.
+        let pairs = T.div_ceil(2).min(2);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for b in 0..d[0].len() {
+            let mut xq = [_mm512_setzero_si512(); 2];
+            let mut corr = [_mm512_setzero_si512(); 2];
+            let mut xd = [_mm512_setzero_ps(); 2];
+            let xds = d.map(|d| d[b]);
+            for p in 0..pairs {
+                let (i, j) = pair(p);
+                let load = |t: usize| _mm256_loadu_si256(qs[t].add(32 * b).cast());
+                xq[p] = join(load(i), load(j));
+                let ones = _mm512_set1_epi8(bias);
+                corr[p] = _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, xq[p]),
+                );
+                let scale = |t: usize| _mm256_castps_si256(_mm256_set1_ps(xds[t]));
+                xd[p] = _mm512_castsi512_ps(join(scale(i), scale(j)));
+            }
+            for (a, row) in acc.iter_mut().zip(rows) {
+                let block = row.add(block_bytes * b);
+                let wv = _mm512_broadcast_i64x4(weights(block));
+                let wd = _mm512_set1_ps(f16_at(block));
+                for p in 0..pairs {
+                    // The same rounded products as the scalar `wd * xd`.
+                    let scale = _mm512_mul_ps(wd, xd[p]);
+                    let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr[p], wv, xq[p]));
+                    a[p] = _mm512_fmadd_ps(scale, sums, a[p]);
+                }
+            }
+        }
+        acc.map(|a| {
+            core::array::from_fn(|t| {
+                let v = a[t / 2];
+                hsum8(match t % 2 {
+                    0 => _mm512_castps512_ps256(v),
+                    _ => _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+                })
+            })
+        })
     }
 
     /// Lanes `0..n` of 16 (n ≤ 16).
