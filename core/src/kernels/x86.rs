@@ -17,10 +17,20 @@
 /// The integer and half-precision kernels of both x86 levels: 256-bit code
 /// whose only difference is the module's `lanes_u` (the eight sums of four
 /// unsigned × signed byte products): `pmaddubsw`+`pmaddwd` on AVX2,
-/// `vpdpbusd` with AVX-512 VNNI. Each computes exact integer sums per block
-/// and then the scalar twin's float formula, so they equal it bit for bit.
+/// `vpdpbusd` with AVX-512 VNNI, and the Q8_0 biasing that goes with it.
+/// Each computes exact integer sums per block and then the scalar twin's
+/// float formula, so they equal it bit for bit. `$tile_rows` is the rows of
+/// the matrix–matrix tile: the 256-bit `blocks32_tile_rows` itself, or a
+/// wider equal.
 macro_rules! block_kernels {
-    ($features:literal) => {
+    ($features:literal, $tile_rows:ident) => {
+        /// A Q8_0 block's lanes from its stored (signed) bytes.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+            q8_0_biased_lanes(q8_0_biased(w), x, corr)
+        }
+
         /// GGML's horizontal sum of eight floats: halves, then pairs.
         #[target_feature(enable = $features)]
         #[inline]
@@ -275,7 +285,8 @@ macro_rules! block_kernels {
             acc.map(|a| a.map(|a| hsum8(a)))
         }
 
-        /// The module's `tile_rows` over every row, four at a time.
+        /// `$tile_rows` (the module's choice of tile) over every row, four
+        /// at a time.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn blocks32_tile<const T: usize>(
@@ -293,7 +304,7 @@ macro_rules! block_kernels {
             let mut r = 0;
             while r + 4 <= rows {
                 let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
-                let v = tile_rows::<4, T>(at, qp, d, format, weights, lanes);
+                let v = $tile_rows::<4, T>(at, qp, d, format, weights, lanes);
                 for (k, v) in v.iter().enumerate() {
                     for (o, &v) in out.iter_mut().zip(v) {
                         o[r + k] = v;
@@ -303,7 +314,7 @@ macro_rules! block_kernels {
             }
             for r in r..rows {
                 let at = [wp.add(r * row_bytes)];
-                let v = tile_rows::<1, T>(at, qp, d, format, weights, lanes);
+                let v = $tile_rows::<1, T>(at, qp, d, format, weights, lanes);
                 for (o, &v) in out.iter_mut().zip(&v[0]) {
                     o[r] = v;
                 }
@@ -779,7 +790,7 @@ pub mod avx2 {
     use crate::kernels::expf::*;
     use core::arch::x86_64::*;
 
-    block_kernels!("avx2,fma,f16c");
+    block_kernels!("avx2,fma,f16c", blocks32_tile_rows);
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products. `pmaddubsw` saturates pairs at 2^15: callers keep `a` at
@@ -808,26 +819,6 @@ pub mod avx2 {
     #[inline]
     unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, _corr: __m256i) -> __m256i {
         lanes_u(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
-        q8_0_biased_lanes(q8_0_biased(w), x, corr)
-    }
-
-    /// The tile kernel's rows: [`blocks32_tile_rows`] as it is.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn tile_rows<const R: usize, const T: usize>(
-        rows: [*const u8; R],
-        qs: [*const i8; T],
-        d: [&[f32]; T],
-        format: (usize, i8),
-        weights: impl Fn(*const u8) -> __m256i,
-        lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
-    ) -> [[f32; T]; R] {
-        blocks32_tile_rows(rows, qs, d, format, weights, lanes)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -1077,7 +1068,10 @@ pub mod avx512 {
     use crate::kernels::expf::*;
     use core::arch::x86_64::*;
 
-    block_kernels!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+    block_kernels!(
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        paired_tile_rows
+    );
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products: one `vpdpbusd`, exact for any bytes.
@@ -1105,12 +1099,6 @@ pub mod avx512 {
         _mm256_dpbusd_epi32(corr, w, x)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn q8_0_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
-        q8_0_biased_lanes(q8_0_biased(w), x, corr)
-    }
-
     /// Both halves of a 512-bit vector set to `a` and `b`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
@@ -1118,7 +1106,7 @@ pub mod avx512 {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
     }
 
-    /// The tile kernel's rows: [`blocks32_tile_rows`] with the inputs in
+    /// The tile kernel's rows here: [`blocks32_tile_rows`] with the inputs in
     /// pairs, one per half of a 512-bit vector, which halves the
     /// instructions per input. Each half does exactly the 256-bit
     /// arithmetic (the lanes are `vpdpbusd` for every format here, so
@@ -1127,7 +1115,7 @@ pub mod avx512 {
     /// itself.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    unsafe fn tile_rows<const R: usize, const T: usize>(
+    unsafe fn paired_tile_rows<const R: usize, const T: usize>(
         rows: [*const u8; R],
         qs: [*const i8; T],
         d: [&[f32]; T],
