@@ -150,5 +150,59 @@ fn quantized(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matvec, quantized, vectors);
+/// The matrix–matrix kernels as a prefill task calls them: a group of rows
+/// that fills 64 KiB (and so stays in cache), applied to a batch of 64
+/// inputs staged as `batch_form` asks.
+///
+///     cargo bench -p barellama-bench -- matmul/F32
+fn matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matmul");
+    let batch = 64;
+    for dtype in [DType::F32, DType::Q8_0, DType::Q4_0] {
+        for cols in [768, 2048] {
+            let rows = (64 * 1024 / dtype.bytes(1, cols).unwrap()).next_multiple_of(16);
+            // 32 bytes past a cache line, as GGUF files often place them.
+            let n = dtype.bytes(rows, cols).unwrap();
+            let mut store = vec![0u8; n + 128];
+            let at = (64 - store.as_ptr() as usize % 64) % 64 + 32;
+            let bytes = &mut store[at..at + n];
+            synth::fill_random(dtype, bytes, 0.05, 3);
+            let w = WeightRef::new("w", dtype, rows, cols, bytes).unwrap();
+            let xs: Vec<Vec<f32>> = (0..batch).map(|t| random(cols, 5 + t as u64)).collect();
+            let width = cols.next_multiple_of(256) + 256;
+            let (mut qs, mut d) = (vec![0i8; batch * width], vec![0.0f32; batch * width]);
+            let mut bsums = vec![0i16; batch * width / 16];
+            let mut buf = kernels::InputBuffers {
+                qs: &mut qs,
+                d: &mut d,
+                bsums: &mut bsums,
+            };
+            let mut outs = vec![vec![0.0; rows]; batch];
+            g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
+            for isa in Isa::available() {
+                let form = kernels::batch_form(isa, &w);
+                for (t, x) in xs.iter().enumerate() {
+                    kernels::quantize(isa, form, x, &mut buf.slot(t, width));
+                }
+                let inputs: Vec<kernels::Input<'_>> = (0..batch)
+                    .map(|t| buf.slot_input(t, width, form, &xs[t]))
+                    .collect();
+                let id = BenchmarkId::new(
+                    format!("{}/{}", dtype.name(), isa.name()),
+                    format!("{rows}x{cols}x{batch}"),
+                );
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        let mut outs: Vec<&mut [f32]> =
+                            outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                        kernels::matmul(isa, &mut outs, &w, &inputs)
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matvec, quantized, matmul, vectors);
 criterion_main!(benches);

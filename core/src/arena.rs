@@ -185,11 +185,13 @@ impl Plan {
                     },
                 },
                 // A batch of one is decode: no batch buffers.
+                // A batch's inputs have a block more, room for an f32
+                // copy at any offset from a cache line (`batch_form`).
                 batch: BatchBuffers::carve(
                     c,
                     if self.batch > 1 { self.batch } else { 0 },
                     p,
-                    input,
+                    c.count(&[input.div_ceil(256) + 1, 256])?,
                 )?,
                 inv_freq: c.take(p.head_size() / 2)?,
                 cos: c.take(p.head_size() / 2)?,

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::exec::{for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE};
 use crate::image::{Config, Model};
 use crate::kernels::{
-    add, attention_f16, attention_mix, attention_scores, f32_to_f16, matmul, matvec, quantize,
-    rmsnorm, rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,
+    add, attention_f16, attention_mix, attention_scores, batch_form, f32_to_f16, matmul, matvec,
+    quantize, rmsnorm, rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,
 };
 use crate::tensor::WeightRef;
 
@@ -67,7 +67,7 @@ fn batch_matmuls<const N: usize>(
     let cols = x.len() / n;
     let mut ready = None;
     for (out, w) in jobs {
-        let form = InputForm::of(w.dtype());
+        let form = batch_form(isa, w);
         if ready != Some(form) {
             for (t, x) in x.chunks_exact(cols).enumerate() {
                 quantize(isa, form, x, &mut buf.slot(t, width));

@@ -242,6 +242,9 @@ pub struct InputBuffers<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputForm {
     F32,
+    /// f32 copied to start this many bytes past a 64-byte boundary, where
+    /// the weights start (see [`batch_form`]).
+    F32Phase(u8),
     Q8_0,
     Q8K,
     Q8G(u32),
@@ -259,12 +262,36 @@ impl InputForm {
 
     fn block(self) -> usize {
         match self {
-            InputForm::F32 => 1,
+            InputForm::F32 | InputForm::F32Phase(_) => 1,
             InputForm::Q8_0 => 32,
             InputForm::Q8K => 256,
             InputForm::Q8G(group) => group as usize,
         }
     }
+}
+
+/// The form a batch of inputs to `w` takes: [`InputForm::of`], except that
+/// where the AVX-512 f32 tile runs on weights that do not start on a cache
+/// line (GGUF aligns tensors to 32 bytes, llama2.c files to 4), the inputs
+/// are copied to the same offset from one, so that neither side's loads
+/// split lines; that tile runs about 1.4× faster in cache.
+pub fn batch_form(isa: Isa, w: &WeightRef<'_>) -> InputForm {
+    let phase = w.data().as_ptr() as usize % 64;
+    let f32_tile = match isa.0 {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => true,
+        _ => false,
+    };
+    if w.dtype() == DType::F32 && f32_tile && phase.is_multiple_of(4) && phase != 0 {
+        return InputForm::F32Phase(phase as u8);
+    }
+    InputForm::of(w.dtype())
+}
+
+/// Where in `d` a copy must start to lie `phase` bytes past a 64-byte
+/// boundary.
+fn phase_start(d: &[f32], phase: u8) -> usize {
+    (usize::from(phase) + 64 - d.as_ptr() as usize % 64) % 64 / 4
 }
 
 /// Quantizes `x` into `buf` in `form` (nothing to do for f32). Done once per
@@ -279,6 +306,10 @@ pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>
     );
     match form {
         InputForm::F32 => {}
+        InputForm::F32Phase(phase) => {
+            let at = phase_start(buf.d, phase);
+            buf.d[at..at + n].copy_from_slice(x);
+        }
         InputForm::Q8_0 => {
             let (qs, d) = (&mut buf.qs[..n], &mut buf.d[..n / 32]);
             dispatch!(isa, quantize_q8_0(x, qs, d))
@@ -337,6 +368,10 @@ fn input_in<'s>(
     let n = x.len();
     match form {
         InputForm::F32 => Input::F32(x),
+        InputForm::F32Phase(phase) => {
+            let at = phase_start(d, phase);
+            Input::F32(&d[at..at + n])
+        }
         InputForm::Q8_0 => Input::Q8_0 {
             qs: &qs[..n],
             d: &d[..n / 32],

@@ -653,21 +653,46 @@ fn q4k_scale_words_unpack_the_byte_layout() {
 /// of the 4-input tiles), ragged and block-sized rows, unaligned weights.
 #[test]
 fn matmul_is_matvec_for_each_input_bitwise() {
-    let shapes: [(usize, usize); 6] = [(1, 1), (3, 15), (5, 16), (7, 17), (13, 172), (9, 64)];
+    let shapes: [(usize, usize); 8] = [
+        (1, 1),
+        (3, 15),
+        (5, 16),
+        (7, 17),
+        (13, 172),
+        (9, 64),
+        (2, 160),
+        (6, 48),
+    ];
     for isa in Isa::available() {
         for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4K] {
             for (i, &(rows, cols)) in shapes.iter().enumerate() {
                 let (values, _) = dtype.block();
                 let cols = cols.next_multiple_of(values);
                 let seed = (i * 7 + rows) as u64;
-                let offset = 1 + i % 3;
-                let buf = match dtype {
-                    DType::F32 => bytes_at(&random(rows * cols, seed, 1.0), offset),
-                    _ => random_blocks(dtype, rows, cols, seed, offset),
+                // Weights at odd byte offsets; for F32 also (odd shapes)
+                // whole floats past a cache line, which batch_form's input
+                // copies match.
+                let (buf, offset) = match dtype {
+                    DType::F32 if i % 2 == 1 => {
+                        let values = random(rows * cols, seed, 1.0);
+                        let mut b = std::vec![0xA5u8; 128 + 4 * values.len()];
+                        let at = (64 - b.as_ptr() as usize % 64) % 64 + 4 * (1 + i % 3);
+                        for (b, v) in b[at..].chunks_exact_mut(4).zip(values) {
+                            b.copy_from_slice(&v.to_le_bytes());
+                        }
+                        (b, at)
+                    }
+                    DType::F32 => (
+                        bytes_at(&random(rows * cols, seed, 1.0), 1 + i % 3),
+                        1 + i % 3,
+                    ),
+                    _ => (random_blocks(dtype, rows, cols, seed, 1 + i % 3), 1 + i % 3),
                 };
-                let w = WeightRef::new("w", dtype, rows, cols, &buf[offset..]).unwrap();
+                let bytes = dtype.bytes(rows, cols).unwrap();
+                let w =
+                    WeightRef::new("w", dtype, rows, cols, &buf[offset..offset + bytes]).unwrap();
                 for tokens in 1..=6 {
-                    let n = cols.next_multiple_of(256);
+                    let n = cols.next_multiple_of(256) + 256;
                     let mut qs = std::vec![0i8; tokens * n];
                     let mut d = std::vec![0.0f32; tokens * n];
                     let mut bsums = std::vec![0i16; tokens * n / 16];
@@ -679,7 +704,7 @@ fn matmul_is_matvec_for_each_input_bitwise() {
                     let xs: Vec<Vec<f32>> = (0..tokens)
                         .map(|t| random(cols, seed + 11 * t as u64, 2.0))
                         .collect();
-                    let form = InputForm::of(dtype);
+                    let form = batch_form(isa, &w);
                     for (t, x) in xs.iter().enumerate() {
                         quantize(isa, form, x, &mut ib.slot(t, n));
                     }

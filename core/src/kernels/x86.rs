@@ -1260,7 +1260,7 @@ pub mod avx512 {
     /// [`rows`] for `T` inputs at once: each weight vector is loaded once
     /// and multiplied into every input's accumulator, and each (row, input)
     /// sum runs in the order `rows` gives it alone, so the results are
-    /// bitwise the same.
+    /// bitwise the same. With `h` ≠ 0, [`rows_rotated`].
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn rows_t<const R: usize, const T: usize>(
@@ -1269,7 +1269,11 @@ pub mod avx512 {
         stride: usize,
         n: usize,
         x: [*const f32; T],
+        h: usize,
     ) -> [[f32; T]; R] {
+        if h != 0 {
+            return rows_rotated(w, ahead, stride, n, x, h);
+        }
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         let mut i = 0;
         while i + 16 <= n {
@@ -1297,6 +1301,50 @@ pub mod avx512 {
         acc.map(|a| a.map(|a| _mm512_reduce_add_ps(a)))
     }
 
+    /// [`rows_t`] for rows and inputs that all start `h` floats (0 < h <
+    /// 16) past a cache line, `n` a multiple of 16: the loads start at
+    /// that line, so none splits two. Each accumulator then holds
+    /// `rows_t`'s lanes rotated by `h`, the same sums in the same order
+    /// (the partial first and last loads leave the other lanes untouched),
+    /// and the reduction turns them back first: bitwise `rows_t`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows_rotated<const R: usize, const T: usize>(
+        w: *const f32,
+        ahead: usize,
+        stride: usize,
+        n: usize,
+        x: [*const f32; T],
+        h: usize,
+    ) -> [[f32; T]; R] {
+        let (w, x) = (w.sub(h), x.map(|x| x.sub(h)));
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let step = |acc: &mut [[__m512; T]; R], i: usize, m: __mmask16| {
+            let xv = x.map(|x| _mm512_maskz_loadu_ps(m, x.add(i)));
+            for (k, a) in acc.iter_mut().enumerate() {
+                let at = w.add(k * stride + i);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
+                let wv = _mm512_maskz_loadu_ps(m, at);
+                for (a, &xv) in a.iter_mut().zip(&xv) {
+                    *a = _mm512_mask3_fmadd_ps(wv, xv, *a, m);
+                }
+            }
+        };
+        step(&mut acc, 0, !mask(h));
+        let mut i = 16;
+        while i < n {
+            step(&mut acc, i, !0);
+            i += 16;
+        }
+        step(&mut acc, n, mask(h));
+        let back = _mm512_add_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(h as i32),
+        );
+        let back = _mm512_and_si512(back, _mm512_set1_epi32(15));
+        acc.map(|a| a.map(|a| _mm512_reduce_add_ps(_mm512_permutexvar_ps(back, a))))
+    }
+
     /// [`matvec_f32`] for `T` inputs, four rows at a time, prefetching
     /// eight rows ahead for the passes that stream from DRAM.
     #[target_feature(enable = "avx512f")]
@@ -1305,9 +1353,16 @@ pub mod avx512 {
         let n = x[0].len();
         let xp = x.map(|x| x.as_ptr());
         let rows = out[0].len();
+        // Rows and inputs off a cache line alike: the rotated loads.
+        let phase = |p: *const f32| p as usize % 64;
+        let aligned_alike = xp.iter().all(|&x| phase(x) == phase(w)) && phase(w) % 4 == 0;
+        let h = match n.is_multiple_of(16) && aligned_alike {
+            true => phase(w) / 4,
+            false => 0,
+        };
         let mut r = 0;
         while r + 4 <= rows {
-            let v = rows_t::<4, T>(w.add(r * n), 8 * n, n, n, xp);
+            let v = rows_t::<4, T>(w.add(r * n), 8 * n, n, n, xp, h);
             for (k, v) in v.iter().enumerate() {
                 for (o, &v) in out.iter_mut().zip(v) {
                     o[r + k] = v;
@@ -1316,7 +1371,7 @@ pub mod avx512 {
             r += 4;
         }
         for r in r..rows {
-            let v = rows_t::<1, T>(w.add(r * n), 2 * n, n, n, xp);
+            let v = rows_t::<1, T>(w.add(r * n), 2 * n, n, n, xp, h);
             for (o, &v) in out.iter_mut().zip(&v[0]) {
                 o[r] = v;
             }
