@@ -54,10 +54,10 @@ pub struct Options {
 pub const MAX_BEAMS: usize = 8;
 
 /// Prompt tokens per prefill chunk unless [`Options::batch`] says otherwise.
-pub const DEFAULT_BATCH: usize = 32;
+pub const DEFAULT_BATCH: usize = 128;
 
 /// The largest batch a plan takes (larger requests are lowered to it).
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 128;
 
 /// The resolved sizes of one engine's buffers.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -20,8 +20,12 @@ static TOKENIZER: &[u8] = include_bytes!(env!("BARELLAMA_FW_TOKENIZER"));
 const PROMPT: &[u8] = b"Once upon a time";
 /// Positions to run (llama2.c's `-n`), the prompt's included.
 const STEPS: usize = 256;
-/// Twice what stories260K's plan for `STEPS` positions takes (511,040
-/// bytes); a model that needs more is refused with the bytes it needs.
+/// Prompt tokens per prefill chunk: fewer than a host's default, to keep
+/// the arena small.
+const BATCH: usize = 32;
+/// About twice what stories260K's plan for `STEPS` positions and `BATCH`
+/// takes (553,024 bytes); a model that needs more is refused with the
+/// bytes it needs.
 const ARENA_BYTES: usize = 1 << 20;
 
 static mut ARENA: Aligned<[u8; ARENA_BYTES]> = Aligned([0; ARENA_BYTES]);
@@ -31,6 +35,7 @@ pub fn tell(uart: &mut Uart) -> Result<()> {
     let model = Model::load(&MODEL.0)?;
     let options = Options {
         seq_len: STEPS,
+        batch: BATCH,
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options)?;

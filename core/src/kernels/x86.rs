@@ -1298,7 +1298,57 @@ pub mod avx512 {
                 }
             }
         }
-        acc.map(|a| a.map(|a| _mm512_reduce_add_ps(a)))
+        sums(acc)
+    }
+
+    /// `_mm512_reduce_add_ps` of each of up to sixteen vectors, bitwise:
+    /// its tree (lane `l` plus lane `l + w/2` at each width `w`: 16, 8, 4,
+    /// 2), each step done for two vectors' lanes per instruction, about a
+    /// third of the shuffles and adds of sixteen separate reductions. That
+    /// tree gives the same sum for lanes rotated by any amount (each step
+    /// pairs the same lanes), which [`rows_rotated`] relies on.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sums<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; T]; R] {
+        const { assert!(R * T <= 16) };
+        let mut v = [_mm512_setzero_ps(); 16];
+        for (v, a) in v.iter_mut().zip(acc.iter().flatten()) {
+            *v = *a;
+        }
+        // Each 256-bit half: one vector's lanes plus the eight above them.
+        let h8: [__m512; 8] = core::array::from_fn(|i| {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Each 128-bit quarter: vector 4i + q's four lanes plus the four above.
+        let h4: [__m512; 4] = core::array::from_fn(|i| {
+            let (a, b) = (h8[2 * i], h8[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            )
+        });
+        // Quarter q: vectors q and q + 4 (then q + 8, q + 12), two lanes each.
+        let h2: [__m512; 2] = core::array::from_fn(|i| {
+            let (a, b) = (h4[2 * i], h4[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x44>(a, b),
+                _mm512_shuffle_ps::<0xEE>(a, b),
+            )
+        });
+        // Lane 4q + m: vector 4m + q's sum.
+        let h1 = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(h2[0], h2[1]),
+            _mm512_shuffle_ps::<0xDD>(h2[0], h2[1]),
+        );
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), h1);
+        core::array::from_fn(|r| {
+            core::array::from_fn(|t| lanes[4 * ((r * T + t) % 4) + (r * T + t) / 4])
+        })
     }
 
     /// [`rows_t`] for rows and inputs that all start `h` floats (0 < h <
@@ -1306,7 +1356,7 @@ pub mod avx512 {
     /// that line, so none splits two. Each accumulator then holds
     /// `rows_t`'s lanes rotated by `h`, the same sums in the same order
     /// (the partial first and last loads leave the other lanes untouched),
-    /// and the reduction turns them back first: bitwise `rows_t`.
+    /// which [`sums`] adds up as it would unrotated: bitwise `rows_t`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn rows_rotated<const R: usize, const T: usize>(
@@ -1337,12 +1387,7 @@ pub mod avx512 {
             i += 16;
         }
         step(&mut acc, n, mask(h));
-        let back = _mm512_add_epi32(
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32(h as i32),
-        );
-        let back = _mm512_and_si512(back, _mm512_set1_epi32(15));
-        acc.map(|a| a.map(|a| _mm512_reduce_add_ps(_mm512_permutexvar_ps(back, a))))
+        sums(acc)
     }
 
     /// [`matvec_f32`] for `T` inputs, four rows at a time, prefetching
