@@ -449,20 +449,24 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
     }
 }
 
-/// Inputs a matrix-matrix kernel takes at once.
+/// Inputs a matrix-matrix kernel takes at once: the quantized tiles'
+/// four, and the f32 tile's six (its weights need no unpacking, so loads
+/// are what it has to save).
 pub const TILE: usize = 4;
+const F32_TILE: usize = 6;
 
 /// `out[t] = w · x[t]` for several inputs prepared alike: bitwise
 /// [`matvec`] for each. Where a kernel exists for the weights' type and
-/// the ISA, each weight vector is loaded once for up to [`TILE`] inputs;
+/// the ISA, each weight vector is loaded once for up to [`TILE`] inputs
+/// (`F32_TILE` for f32);
 /// otherwise it is `matvec` input after input (over rows the caller keeps
 /// in cache).
 pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_>]) {
     assert_eq!(out.len(), x.len(), "matmul: inputs");
     #[cfg(target_arch = "x86_64")]
     if w.dtype() == DType::F32 && isa.0 == Level::Avx512 {
-        for (out, x) in out.chunks_mut(TILE).zip(x.chunks(TILE)) {
-            let mut xs: [&[f32]; TILE] = [&[]; TILE];
+        for (out, x) in out.chunks_mut(F32_TILE).zip(x.chunks(F32_TILE)) {
+            let mut xs: [&[f32]; F32_TILE] = [&[]; F32_TILE];
             for (xs, x) in xs.iter_mut().zip(x) {
                 match *x {
                     Input::F32(x) if x.len() == w.cols() => *xs = x,

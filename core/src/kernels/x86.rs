@@ -1277,31 +1277,46 @@ pub mod avx512 {
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         let mut i = 0;
         while i + 16 <= n {
-            let xv = x.map(|x| _mm512_loadu_ps(x.add(i)));
-            for (k, a) in acc.iter_mut().enumerate() {
-                let at = w.add(k * stride + i);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
-                let wv = _mm512_loadu_ps(at);
-                for (a, &xv) in a.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(wv, xv, *a);
-                }
-            }
+            step(&mut acc, (w, ahead, stride), x, i, !0, false);
             i += 16;
         }
         if i < n {
-            let m = mask(n - i);
-            let xv = x.map(|x| _mm512_maskz_loadu_ps(m, x.add(i)));
-            for (k, a) in acc.iter_mut().enumerate() {
-                let wv = _mm512_maskz_loadu_ps(m, w.add(k * stride + i));
-                for (a, &xv) in a.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(wv, xv, *a);
-                }
-            }
+            step(&mut acc, (w, ahead, stride), x, i, mask(n - i), false);
         }
         sums(acc)
     }
 
-    /// `_mm512_reduce_add_ps` of each of up to sixteen vectors, bitwise:
+    /// One vector of [`rows_t`] at `i`: the rows' lanes `m` (zero elsewhere)
+    /// loaded, and the line `ahead` past them prefetched; then each input's,
+    /// multiplied into its accumulators. With `keep`, lanes outside `m` are
+    /// left as they were; else they add the zero product, as `rows` does.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn step<const R: usize, const T: usize>(
+        acc: &mut [[__m512; T]; R],
+        (w, ahead, stride): (*const f32, usize, usize),
+        x: [*const f32; T],
+        i: usize,
+        m: __mmask16,
+        keep: bool,
+    ) {
+        let wv: [__m512; R] = core::array::from_fn(|k| {
+            let at = w.add(k * stride + i);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
+            _mm512_maskz_loadu_ps(m, at)
+        });
+        for (t, x) in x.iter().enumerate() {
+            let xv = _mm512_maskz_loadu_ps(m, x.add(i));
+            for (a, &wv) in acc.iter_mut().zip(&wv) {
+                a[t] = match keep {
+                    true => _mm512_mask3_fmadd_ps(wv, xv, a[t], m),
+                    false => _mm512_fmadd_ps(wv, xv, a[t]),
+                };
+            }
+        }
+    }
+
+    /// `_mm512_reduce_add_ps` of each vector, bitwise, sixteen at a time:
     /// its tree (lane `l` plus lane `l + w/2` at each width `w`: 16, 8, 4,
     /// 2), each step done for two vectors' lanes per instruction, about a
     /// third of the shuffles and adds of sixteen separate reductions. That
@@ -1310,11 +1325,28 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn sums<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; T]; R] {
-        const { assert!(R * T <= 16) };
-        let mut v = [_mm512_setzero_ps(); 16];
+        const { assert!(R * T <= 32) };
+        let mut v = [_mm512_setzero_ps(); 32];
         for (v, a) in v.iter_mut().zip(acc.iter().flatten()) {
             *v = *a;
         }
+        let lo = sums16(core::array::from_fn(|i| v[i]));
+        let hi = match R * T > 16 {
+            true => sums16(core::array::from_fn(|i| v[16 + i])),
+            false => [0.0; 16],
+        };
+        core::array::from_fn(|r| {
+            core::array::from_fn(|t| match r * T + t {
+                i @ 0..16 => lo[i],
+                i => hi[i - 16],
+            })
+        })
+    }
+
+    /// [`sums`] of sixteen vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sums16(v: [__m512; 16]) -> [f32; 16] {
         // Each 256-bit half: one vector's lanes plus the eight above them.
         let h8: [__m512; 8] = core::array::from_fn(|i| {
             let (a, b) = (v[2 * i], v[2 * i + 1]);
@@ -1346,9 +1378,7 @@ pub mod avx512 {
         );
         let mut lanes = [0.0f32; 16];
         _mm512_storeu_ps(lanes.as_mut_ptr(), h1);
-        core::array::from_fn(|r| {
-            core::array::from_fn(|t| lanes[4 * ((r * T + t) % 4) + (r * T + t) / 4])
-        })
+        core::array::from_fn(|i| lanes[4 * (i % 4) + i / 4])
     }
 
     /// [`rows_t`] for rows and inputs that all start `h` floats (0 < h <
@@ -1369,24 +1399,13 @@ pub mod avx512 {
     ) -> [[f32; T]; R] {
         let (w, x) = (w.sub(h), x.map(|x| x.sub(h)));
         let mut acc = [[_mm512_setzero_ps(); T]; R];
-        let step = |acc: &mut [[__m512; T]; R], i: usize, m: __mmask16| {
-            let xv = x.map(|x| _mm512_maskz_loadu_ps(m, x.add(i)));
-            for (k, a) in acc.iter_mut().enumerate() {
-                let at = w.add(k * stride + i);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
-                let wv = _mm512_maskz_loadu_ps(m, at);
-                for (a, &xv) in a.iter_mut().zip(&xv) {
-                    *a = _mm512_mask3_fmadd_ps(wv, xv, *a, m);
-                }
-            }
-        };
-        step(&mut acc, 0, !mask(h));
+        step(&mut acc, (w, ahead, stride), x, 0, !mask(h), true);
         let mut i = 16;
         while i < n {
-            step(&mut acc, i, !0);
+            step(&mut acc, (w, ahead, stride), x, i, !0, true);
             i += 16;
         }
-        step(&mut acc, n, mask(h));
+        step(&mut acc, (w, ahead, stride), x, n, mask(h), true);
         sums(acc)
     }
 
@@ -1423,8 +1442,9 @@ pub mod avx512 {
         }
     }
 
-    /// `out[t] = w · x[t]` for up to four inputs: [`matvec_f32`] for each,
-    /// bitwise, loading each weight vector once for all of them.
+    /// `out[t] = w · x[t]` for up to six inputs: [`matvec_f32`] for each,
+    /// bitwise, loading each weight vector once for all of them (four rows
+    /// by six inputs: 24 accumulators, 10 loads per 24 multiply-adds).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[&[f32]]) {
         let w = w.as_ptr().cast::<f32>();
@@ -1433,6 +1453,8 @@ pub mod avx512 {
             [a, b] => tile(out, w, [a, b]),
             [a, b, c] => tile(out, w, [a, b, c]),
             [a, b, c, d] => tile(out, w, [a, b, c, d]),
+            [a, b, c, d, e] => tile(out, w, [a, b, c, d, e]),
+            [a, b, c, d, e, f] => tile(out, w, [a, b, c, d, e, f]),
             _ => {}
         }
     }
