@@ -21,9 +21,10 @@
 /// Each computes exact integer sums per block and then the scalar twin's
 /// float formula, so they equal it bit for bit. `$tile_rows` is the rows of
 /// the matrix–matrix tile: the 256-bit `blocks32_tile_rows` itself, or a
-/// wider equal.
+/// wider equal; `$tile_r` rows at a time (eight where 32 registers hold
+/// them, which shares each input block's setup among more rows).
 macro_rules! block_kernels {
-    ($features:literal, $tile_rows:ident) => {
+    ($features:literal, $tile_rows:ident, $tile_r:literal) => {
         /// A Q8_0 block's lanes from its stored (signed) bytes.
         #[target_feature(enable = $features)]
         #[inline]
@@ -306,15 +307,16 @@ macro_rules! block_kernels {
             let (wp, qp) = (w.as_ptr(), qs.map(|q| q.as_ptr()));
             let rows = out[0].len();
             let mut r = 0;
-            while r + 4 <= rows {
+            while r + $tile_r <= rows {
                 let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
-                let v = $tile_rows::<4, T>(at, 8 * row_bytes, qp, d, format, weights, lanes);
+                let ahead = 2 * $tile_r * row_bytes;
+                let v = $tile_rows::<$tile_r, T>(at, ahead, qp, d, format, weights, lanes);
                 for (k, v) in v.iter().enumerate() {
                     for (o, &v) in out.iter_mut().zip(v) {
                         o[r + k] = v;
                     }
                 }
-                r += 4;
+                r += $tile_r;
             }
             for r in r..rows {
                 let at = [wp.add(r * row_bytes)];
@@ -794,7 +796,7 @@ pub mod avx2 {
     use crate::kernels::expf::*;
     use core::arch::x86_64::*;
 
-    block_kernels!("avx2,fma,f16c", blocks32_tile_rows);
+    block_kernels!("avx2,fma,f16c", blocks32_tile_rows, 4);
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products. `pmaddubsw` saturates pairs at 2^15: callers keep `a` at
@@ -1074,7 +1076,8 @@ pub mod avx512 {
 
     block_kernels!(
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-        paired_tile_rows
+        paired_tile_rows,
+        8
     );
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
