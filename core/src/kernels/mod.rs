@@ -453,6 +453,7 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
 /// four, and the f32 tile's six (its weights need no unpacking, so loads
 /// are what it has to save).
 pub const TILE: usize = 4;
+#[cfg(target_arch = "x86_64")]
 const F32_TILE: usize = 6;
 
 /// `out[t] = w · x[t]` for several inputs prepared alike: bitwise
