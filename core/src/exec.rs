@@ -80,19 +80,20 @@ pub fn for_each(exec: &dyn Exec, n: usize, body: &(dyn Fn(usize) + Sync)) {
 }
 
 /// A mutable slice cut into `chunk`-sized parts for parallel tasks.
-struct Parts<'a> {
-    ptr: *mut f32,
+struct Parts<'a, T> {
+    ptr: *mut T,
     len: usize,
     chunk: usize,
-    _slice: PhantomData<&'a mut [f32]>,
+    _slice: PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: `Parts` only hands out disjoint `&mut [f32]` (see `take`), which
-// may be sent to and used from any thread, as `&mut [f32]` itself may.
-unsafe impl Sync for Parts<'_> {}
+// SAFETY: `Parts` only hands out disjoint `&mut [T]` (see `take`), which
+// may be sent to and used from any thread when `T: Send`, as `&mut [T]`
+// itself may.
+unsafe impl<T: Send> Sync for Parts<'_, T> {}
 
-impl<'a> Parts<'a> {
-    fn new(slice: &'a mut [f32], chunk: usize) -> Self {
+impl<'a, T> Parts<'a, T> {
+    fn new(slice: &'a mut [T], chunk: usize) -> Self {
         Parts {
             ptr: slice.as_mut_ptr(),
             len: slice.len(),
@@ -105,7 +106,7 @@ impl<'a> Parts<'a> {
     ///
     /// # Safety
     /// No index may be taken twice while the parts exist.
-    unsafe fn take(&self, i: usize) -> &'a mut [f32] {
+    unsafe fn take(&self, i: usize) -> &'a mut [T] {
         let start = (i * self.chunk).min(self.len);
         let end = (start + self.chunk).min(self.len);
         // SAFETY: `start..end` lies inside the slice `Parts` borrows
@@ -222,19 +223,20 @@ pub fn for_row_blocks(
 }
 
 /// The body of [`for_each_pair`]: index, then its parts of `a` and `b`.
-pub type PairTask<'f> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'f;
+pub type PairTask<'f, A = f32, B = f32> = dyn Fn(usize, &mut [A], &mut [B]) + Sync + 'f;
 
 /// Runs `f(i, a_i, b_i)` for every `i` in `0..n` in parallel, where `a_i`
 /// and `b_i` are the `i`-th `a_chunk`- and `b_chunk`-sized parts of `a` and
-/// `b` (attention: one query head's scores and output).
-pub fn for_each_pair(
+/// `b` (attention: one query head's scores and output; a KV cache copy:
+/// one layer's keys and values).
+pub fn for_each_pair<A: Send, B: Send>(
     exec: &dyn Exec,
     n: usize,
-    a: &mut [f32],
+    a: &mut [A],
     a_chunk: usize,
-    b: &mut [f32],
+    b: &mut [B],
     b_chunk: usize,
-    f: &PairTask<'_>,
+    f: &PairTask<'_, A, B>,
 ) {
     assert!(
         a.len() >= n * a_chunk && b.len() >= n * b_chunk,
