@@ -184,9 +184,9 @@ impl Plan {
                         v_row: c.take(p.kv_dim())?,
                     },
                 },
-                // A batch of one is decode: no batch buffers.
-                // A batch's inputs have a block more, room for an f32
-                // copy at any offset from a cache line (`batch_form`).
+                // A batch of one is decode: no batch buffers. A batch's
+                // inputs have a block more, room for an f32 copy at any
+                // offset from a cache line (`batch_form`).
                 batch: BatchBuffers::carve(
                     c,
                     if self.batch > 1 { self.batch } else { 0 },

@@ -288,8 +288,8 @@ macro_rules! block_kernels {
             acc.map(|a| a.map(|a| hsum8(a)))
         }
 
-        /// `$tile_rows` (the module's choice of tile) over every row, four
-        /// at a time, prefetching as [`by_rows`] does: a beam step or a
+        /// `$tile_rows` (the module's choice of tile) over every row,
+        /// `$tile_r` at a time, prefetching as [`by_rows`] does: a beam step or a
         /// prompt's first chunk streams the matrix from DRAM like a matvec
         /// (without it a 4-beam step took 2.9× a greedy one, with it 1.8×).
         #[target_feature(enable = $features)]
