@@ -8,6 +8,44 @@
 //! so a given `Isa` is bitwise reproducible; different ISAs agree within
 //! rounding.
 
+/// Runs `$body` for each group of up to [`TILE`] inputs in turn, with
+/// `$out` rebound to the group's outputs, `$x` to its inputs as an array
+/// `[Input; $t]` and `$t` to a constant: the group's size (so a short last
+/// group gets a kernel of its own size, not one computing copies).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! each_tile {
+    ($out:ident, $x:ident, $t:ident => $body:block) => {
+        const _: () = assert!($crate::kernels::TILE == 4);
+        for ($out, xs) in $out
+            .chunks_mut($crate::kernels::TILE)
+            .zip($x.chunks($crate::kernels::TILE))
+        {
+            match xs.len() {
+                1 => {
+                    const $t: usize = 1;
+                    let $x: [$crate::kernels::Input<'_>; $t] = core::array::from_fn(|t| xs[t]);
+                    $body
+                }
+                2 => {
+                    const $t: usize = 2;
+                    let $x: [$crate::kernels::Input<'_>; $t] = core::array::from_fn(|t| xs[t]);
+                    $body
+                }
+                3 => {
+                    const $t: usize = 3;
+                    let $x: [$crate::kernels::Input<'_>; $t] = core::array::from_fn(|t| xs[t]);
+                    $body
+                }
+                _ => {
+                    const $t: usize = 4;
+                    let $x: [$crate::kernels::Input<'_>; $t] = core::array::from_fn(|t| xs[t]);
+                    $body
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
@@ -404,41 +442,78 @@ pub fn prepare<'a>(
     buf.input(form, x)
 }
 
+/// Whether `x` is prepared for `w`: the form its type takes, at its width.
+fn fits(w: &WeightRef<'_>, x: &Input<'_>) -> bool {
+    let cols = w.cols();
+    match (w.dtype(), *x) {
+        (DType::F32 | DType::F16, Input::F32(x)) => x.len() == cols,
+        (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
+            qs.len() == cols && d.len() == cols / 32
+        }
+        (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
+            qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16
+        }
+        (DType::Q8G { group: g }, Input::Q8G { qs, d, group }) => {
+            g as usize == group && qs.len() == cols && d.len() == cols / group
+        }
+        _ => false,
+    }
+}
+
+impl<'x> Input<'x> {
+    /// The values of an f32 input (empty for the others).
+    pub(crate) fn f32s(self) -> &'x [f32] {
+        match self {
+            Input::F32(x) => x,
+            _ => &[],
+        }
+    }
+
+    /// The int8 values of a quantized input (empty for f32).
+    pub(crate) fn qs(self) -> &'x [i8] {
+        match self {
+            Input::Q8_0 { qs, .. } | Input::Q8K { qs, .. } | Input::Q8G { qs, .. } => qs,
+            Input::F32(_) => &[],
+        }
+    }
+
+    /// The block scales of a quantized input (empty for f32).
+    pub(crate) fn scales(self) -> &'x [f32] {
+        match self {
+            Input::Q8_0 { d, .. } | Input::Q8K { d, .. } | Input::Q8G { d, .. } => d,
+            Input::F32(_) => &[],
+        }
+    }
+
+    /// The 16-value sums of a K-quant input (empty for the others).
+    pub(crate) fn bsums(self) -> &'x [i16] {
+        match self {
+            Input::Q8K { bsums, .. } => bsums,
+            _ => &[],
+        }
+    }
+}
+
 /// `out[r] = Σ_c w[r][c] · x[c]` for every row of `w`, with `x` prepared for
 /// `w`'s type by [`prepare`].
 pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
     assert_eq!(out.len(), w.rows(), "matvec: output length");
-    let (cols, data) = (w.cols(), w.data());
-    match (w.dtype(), *x) {
-        (DType::F32 | DType::F16, Input::F32(x)) => {
-            assert_eq!(x.len(), cols, "matvec: input length");
-            match w.dtype() {
-                DType::F32 => dispatch!(isa, matvec_f32(out, data, x)),
-                _ => dispatch!(isa, matvec_f16(out, data, x)),
-            }
-        }
-        (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
-            assert!(
-                qs.len() == cols && d.len() == cols / 32,
-                "matvec: input blocks"
-            );
-            match w.dtype() {
-                DType::Q8_0 => dispatch!(isa, matvec_q8_0(out, data, qs, d)),
-                _ => dispatch!(isa, matvec_q4_0(out, data, qs, d)),
-            }
-        }
-        (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
-            let ok = qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16;
-            assert!(ok, "matvec: input blocks");
-            match w.dtype() {
-                DType::Q4K => dispatch!(isa, matvec_q4k(out, data, qs, d, bsums)),
-                _ => dispatch!(isa, matvec_q6k(out, data, qs, d, bsums)),
-            }
-        }
-        (DType::Q8G { group: g }, Input::Q8G { qs, d, group }) => {
-            let ok = g as usize == group && qs.len() == cols && d.len() == cols / group;
-            assert!(ok, "matvec: input groups");
-            let scales = w.scales();
+    assert!(
+        fits(w, x),
+        "matvec: input not prepared for {}",
+        w.dtype().name()
+    );
+    let data = w.data();
+    let (xs, qs, d, bsums) = (x.f32s(), x.qs(), x.scales(), x.bsums());
+    match w.dtype() {
+        DType::F32 => dispatch!(isa, matvec_f32(out, data, xs)),
+        DType::F16 => dispatch!(isa, matvec_f16(out, data, xs)),
+        DType::Q8_0 => dispatch!(isa, matvec_q8_0(out, data, qs, d)),
+        DType::Q4_0 => dispatch!(isa, matvec_q4_0(out, data, qs, d)),
+        DType::Q4K => dispatch!(isa, matvec_q4k(out, data, qs, d, bsums)),
+        DType::Q6K => dispatch!(isa, matvec_q6k(out, data, qs, d, bsums)),
+        DType::Q8G { group } => {
+            let (scales, group) = (w.scales(), group as usize);
             // Whole 32-value blocks per group take the integer kernels;
             // other group sizes (llama2.c allows any) the general code.
             if group.is_multiple_of(32) {
@@ -447,81 +522,48 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
                 scalar::matvec_q8g(out, data, scales, qs, d, group)
             }
         }
-        (dtype, _) => panic!("matvec: input not prepared for {}", dtype.name()),
     }
 }
 
-/// Inputs a matrix-matrix kernel takes at once: the quantized tiles'
-/// four, and the f32 tile's six (its weights need no unpacking, so loads
-/// are what it has to save).
+/// Inputs the matrix-matrix kernels take at once, for every type but the
+/// AVX-512 f32 tile's six (its weights need no unpacking, so loads are
+/// what it has to save).
 pub const TILE: usize = 4;
-#[cfg(target_arch = "x86_64")]
-const F32_TILE: usize = 6;
 
 /// `out[t] = w · x[t]` for several inputs prepared alike: bitwise
-/// [`matvec`] for each. Where a kernel exists for the weights' type and
-/// the ISA, each weight vector is loaded once for up to [`TILE`] inputs
-/// (`F32_TILE` for f32);
-/// otherwise it is `matvec` input after input (over rows the caller keeps
-/// in cache).
+/// [`matvec`] for each, but each weight block is loaded (and unpacked)
+/// once for several inputs ([`TILE`], or the f32 tile's six). The scalar
+/// twin is `matvec` input after input.
 pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_>]) {
     assert_eq!(out.len(), x.len(), "matmul: inputs");
-    #[cfg(target_arch = "x86_64")]
-    if w.dtype() == DType::F32 && isa.0 == Level::Avx512 {
-        for (out, x) in out.chunks_mut(F32_TILE).zip(x.chunks(F32_TILE)) {
-            let mut xs: [&[f32]; F32_TILE] = [&[]; F32_TILE];
-            for (xs, x) in xs.iter_mut().zip(x) {
-                match *x {
-                    Input::F32(x) if x.len() == w.cols() => *xs = x,
-                    _ => panic!("matmul: input not prepared for F32"),
-                }
-            }
-            assert!(
-                out.iter().all(|o| o.len() == w.rows()),
-                "matmul: output length"
-            );
-            // SAFETY: the AVX-512 level exists only once detected; every
-            // input is `cols` long and every output `rows`, and the data
-            // is `rows × cols` f32 (a WeightRef's invariant).
-            unsafe { x86::avx512::matmul_f32(out, w.data(), &xs[..x.len()]) };
-        }
+    assert!(
+        out.iter().all(|o| o.len() == w.rows()),
+        "matmul: output length"
+    );
+    let name = w.dtype().name();
+    assert!(
+        x.iter().all(|x| fits(w, x)),
+        "matmul: input not prepared for {name}"
+    );
+    if x.is_empty() {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(w.dtype(), DType::Q8_0 | DType::Q4_0) && isa.0 >= Level::Avx2 {
-        let blocks = w.cols() / 32;
-        for (out, x) in out.chunks_mut(TILE).zip(x.chunks(TILE)) {
-            let (mut qs, mut ds): ([&[i8]; TILE], [&[f32]; TILE]) = ([&[]; TILE], [&[]; TILE]);
-            for ((q, dd), x) in qs.iter_mut().zip(ds.iter_mut()).zip(x) {
-                match *x {
-                    Input::Q8_0 { qs, d } if qs.len() == w.cols() && d.len() == blocks => {
-                        (*q, *dd) = (qs, d)
-                    }
-                    _ => panic!("matmul: input not prepared for {}", w.dtype().name()),
-                }
-            }
-            assert!(
-                out.iter().all(|o| o.len() == w.rows()),
-                "matmul: output length"
-            );
-            let (qs, ds, data) = (&qs[..x.len()], &ds[..x.len()], w.data());
-            // SAFETY: the level exists only once detected; every input
-            // holds `cols` values and `cols / 32` scales, every output
-            // `rows`, and the data is `rows × cols / 32` blocks of the
-            // weights' type (a WeightRef's invariant).
-            unsafe {
-                match (isa.0, w.dtype()) {
-                    (Level::Avx512, DType::Q8_0) => x86::avx512::matmul_q8_0(out, data, qs, ds),
-                    (Level::Avx512, _) => x86::avx512::matmul_q4_0(out, data, qs, ds),
-                    (_, DType::Q8_0) => x86::avx2::matmul_q8_0(out, data, qs, ds),
-                    _ => x86::avx2::matmul_q4_0(out, data, qs, ds),
-                }
+    let data = w.data();
+    match w.dtype() {
+        DType::F32 => dispatch!(isa, matmul_f32(out, data, x)),
+        DType::F16 => dispatch!(isa, matmul_f16(out, data, x)),
+        DType::Q8_0 => dispatch!(isa, matmul_q8_0(out, data, x)),
+        DType::Q4_0 => dispatch!(isa, matmul_q4_0(out, data, x)),
+        DType::Q4K => dispatch!(isa, matmul_q4k(out, data, x)),
+        DType::Q6K => dispatch!(isa, matmul_q6k(out, data, x)),
+        DType::Q8G { group } => {
+            let (scales, group) = (w.scales(), group as usize);
+            if group.is_multiple_of(32) {
+                dispatch!(isa, matmul_q8g(out, data, scales, x, group))
+            } else {
+                scalar::matmul_q8g(out, data, scales, x, group)
             }
         }
-        return;
-    }
-    for (o, x) in out.iter_mut().zip(x) {
-        matvec(isa, o, w, x);
     }
 }
 

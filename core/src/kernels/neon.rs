@@ -23,6 +23,7 @@ use core::arch::asm;
 
 use crate::kernels::expf::*;
 use crate::kernels::scalar::rope_pairs;
+use crate::kernels::Input;
 
 #[target_feature(enable = "neon")]
 #[inline]
@@ -169,6 +170,20 @@ pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
 #[target_feature(enable = "neon")]
 pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
     dots(out, w.as_ptr().cast::<u16>(), x.len(), x);
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_f32(o, w, x.f32s());
+    }
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_f16(o, w, x.f32s());
+    }
 }
 
 #[target_feature(enable = "neon")]
@@ -808,6 +823,47 @@ macro_rules! int8_kernels {
                 store(o, sum);
             }
         }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            for (o, x) in out.iter_mut().zip(x) {
+                matvec_q8_0(o, w, x.qs(), x.scales());
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            for (o, x) in out.iter_mut().zip(x) {
+                matvec_q4_0(o, w, x.qs(), x.scales());
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            for (o, x) in out.iter_mut().zip(x) {
+                matvec_q4k(o, w, x.qs(), x.scales(), x.bsums());
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            for (o, x) in out.iter_mut().zip(x) {
+                matvec_q6k(o, w, x.qs(), x.scales(), x.bsums());
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8g(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            scales: &[u8],
+            x: &[Input<'_>],
+            gs: usize,
+        ) {
+            for (o, x) in out.iter_mut().zip(x) {
+                matvec_q8g(o, w, scales, x.qs(), x.scales(), gs);
+            }
+        }
     };
 }
 
@@ -833,11 +889,12 @@ unsafe fn lanes16(a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// exactly the scalar twin's lane sums; the NEON level's kernels otherwise.
 pub mod dot {
     pub use super::{
-        add, attention_f16, attention_mix, attention_scores, f32_to_f16, matvec_f16, matvec_f32,
-        quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
+        add, attention_f16, attention_mix, attention_scores, f32_to_f16, matmul_f16, matmul_f32,
+        matvec_f16, matvec_f32, quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
     };
 
     use super::{f16_lanes, group, hsum4, hsum8, q4k_scales, s8, store, ROWS};
+    use crate::kernels::Input;
     use core::arch::aarch64::*;
     use core::arch::asm;
 

@@ -3,6 +3,8 @@
 //! Weights arrive as little-endian bytes at any alignment and are decoded in
 //! place; nothing is copied.
 
+use crate::kernels::Input;
+
 fn f32_at(bytes: &[u8], i: usize) -> f32 {
     let b = &bytes[4 * i..4 * i + 4];
     f32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -190,6 +192,50 @@ pub fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32]
             val += isum as f32 * f32_at(s, g) * d[g];
         }
         *o = val;
+    }
+}
+
+// The matrix-matrix kernels' specification: matvec, input after input.
+
+pub fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_f32(o, w, x.f32s());
+    }
+}
+
+pub fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_f16(o, w, x.f32s());
+    }
+}
+
+pub fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q8_0(o, w, x.qs(), x.scales());
+    }
+}
+
+pub fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q4_0(o, w, x.qs(), x.scales());
+    }
+}
+
+pub fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q4k(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q6k(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_q8g(out: &mut [&mut [f32]], w: &[u8], scales: &[u8], x: &[Input<'_>], group: usize) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q8g(o, w, scales, x.qs(), x.scales(), group);
     }
 }
 

@@ -649,8 +649,9 @@ fn q4k_scale_words_unpack_the_byte_layout() {
 }
 
 /// `matmul` is `matvec` for each input, bit for bit, for every weight type
-/// and ISA: odd row counts (tails of the 4-row tiles), 1 to 6 inputs (tails
-/// of the 4-input tiles), ragged and block-sized rows, unaligned weights.
+/// and ISA: odd row counts (tails of the row tiles), 1 to 9 inputs (every
+/// size of a last group of inputs), ragged and block-sized rows, unaligned
+/// weights.
 #[test]
 fn matmul_is_matvec_for_each_input_bitwise() {
     let shapes: [(usize, usize); 8] = [
@@ -664,7 +665,17 @@ fn matmul_is_matvec_for_each_input_bitwise() {
         (6, 48),
     ];
     for isa in Isa::available() {
-        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4K] {
+        let dtypes = [
+            DType::F32,
+            DType::F16,
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4K,
+            DType::Q6K,
+            DType::Q8G { group: 64 },
+            DType::Q8G { group: 48 },
+        ];
+        for dtype in dtypes {
             for (i, &(rows, cols)) in shapes.iter().enumerate() {
                 let (values, _) = dtype.block();
                 let cols = cols.next_multiple_of(values);
@@ -691,7 +702,7 @@ fn matmul_is_matvec_for_each_input_bitwise() {
                 let bytes = dtype.bytes(rows, cols).unwrap();
                 let w =
                     WeightRef::new("w", dtype, rows, cols, &buf[offset..offset + bytes]).unwrap();
-                for tokens in 1..=6 {
+                for tokens in 1..=9 {
                     let n = cols.next_multiple_of(256) + 256;
                     let mut qs = std::vec![0i8; tokens * n];
                     let mut d = std::vec![0.0f32; tokens * n];

@@ -87,27 +87,34 @@ macro_rules! block_kernels {
             _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
         }
 
-        /// `out[r]` for every row of `w`, four rows per pass (each block of
-        /// the input loaded once for the four, their dependency chains
-        /// interleaved) and one at a time for the rest. The kernels are told
-        /// to prefetch two passes ahead (eight rows).
+        /// `out[t][r] = row r · input t` for every row of `w`: `R` rows per
+        /// pass (`many`: each input block loaded once for them all, their
+        /// dependency chains interleaved), then one at a time (`one`), each
+        /// told to prefetch two passes ahead.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn by_rows(
-            out: &mut [f32],
+        unsafe fn by_rows<const R: usize, const T: usize>(
+            out: &mut [&mut [f32]],
             w: &[u8],
-            four: impl Fn([*const u8; 4], usize) -> [f32; 4],
-            one: impl Fn([*const u8; 1], usize) -> [f32; 1],
+            many: impl Fn([*const u8; R], usize) -> [[f32; T]; R],
+            one: impl Fn([*const u8; 1], usize) -> [[f32; T]; 1],
         ) {
-            let row_bytes = w.len() / out.len().max(1);
+            let rows = out[0].len();
+            let row_bytes = w.len() / rows.max(1);
             let row = |r: usize| w.as_ptr().add(r * row_bytes);
-            let quads = out.len() / 4;
-            for (q, o) in out.chunks_exact_mut(4).enumerate() {
-                let rows = [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
-                o.copy_from_slice(&four(rows, 8 * row_bytes));
+            let mut store = |r: usize, v: &[[f32; T]]| {
+                for (k, v) in v.iter().enumerate() {
+                    for (o, &v) in out.iter_mut().zip(v) {
+                        o[r + k] = v;
+                    }
+                }
+            };
+            let whole = rows / R * R;
+            for r in (0..whole).step_by(R) {
+                store(r, &many(core::array::from_fn(|k| row(r + k)), 2 * R * row_bytes));
             }
-            for (r, o) in out.iter_mut().enumerate().skip(4 * quads) {
-                *o = one([row(r)], 2 * row_bytes)[0];
+            for r in whole..rows {
+                store(r, &one([row(r)], 2 * row_bytes));
             }
         }
 
@@ -238,11 +245,11 @@ macro_rules! block_kernels {
             let lanes = |block: *const u8, x, corr| {
                 q8_0_lanes(_mm256_loadu_si256(block.add(2).cast()), x, corr)
             };
-            by_rows(
-                out,
+            by_rows::<4, 1>(
+                &mut [out],
                 w,
-                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes),
-                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes),
+                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes).map(|v| [v]),
+                |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes).map(|v| [v]),
             );
         }
 
@@ -289,82 +296,44 @@ macro_rules! block_kernels {
         }
 
         /// `$tile_rows` (the module's choice of tile) over every row,
-        /// `$tile_r` at a time, prefetching as [`by_rows`] does: a beam step or a
-        /// prompt's first chunk streams the matrix from DRAM like a matvec
-        /// (without it a 4-beam step took 2.9× a greedy one, with it 1.8×).
-        #[target_feature(enable = $features)]
-        #[inline]
-        unsafe fn blocks32_tile<const T: usize>(
-            out: &mut [&mut [f32]],
-            w: &[u8],
-            qs: [&[i8]; T],
-            d: [&[f32]; T],
-            format: (usize, i8),
-            weights: impl Fn(*const u8) -> __m256i + Copy,
-            lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
-        ) {
-            let row_bytes = format.0 * d[0].len();
-            let (wp, qp) = (w.as_ptr(), qs.map(|q| q.as_ptr()));
-            let rows = out[0].len();
-            let mut r = 0;
-            while r + $tile_r <= rows {
-                let at = core::array::from_fn(|k| wp.add((r + k) * row_bytes));
-                let ahead = 2 * $tile_r * row_bytes;
-                let v = $tile_rows::<$tile_r, T>(at, ahead, qp, d, format, weights, lanes);
-                for (k, v) in v.iter().enumerate() {
-                    for (o, &v) in out.iter_mut().zip(v) {
-                        o[r + k] = v;
-                    }
-                }
-                r += $tile_r;
-            }
-            for r in r..rows {
-                let at = [wp.add(r * row_bytes)];
-                let v = $tile_rows::<1, T>(at, 2 * row_bytes, qp, d, format, weights, lanes);
-                for (o, &v) in out.iter_mut().zip(&v[0]) {
-                    o[r] = v;
-                }
-            }
-        }
-
-        /// Up to four inputs' [`blocks32_tile`].
+        /// `$tile_r` at a time, for each group of inputs. The tiles
+        /// prefetch as matvec does: a beam step or a prompt's first chunk
+        /// streams the matrix from DRAM like a matvec (without it a 4-beam
+        /// step took 2.9× a greedy one, with it 1.8×).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn blocks32_matmul(
             out: &mut [&mut [f32]],
             w: &[u8],
-            (qs, d): (&[&[i8]], &[&[f32]]),
+            x: &[Input<'_>],
             format: (usize, i8),
             weights: impl Fn(*const u8) -> __m256i + Copy,
             lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
         ) {
-            let (f, wt, l) = (format, weights, lanes);
-            match (qs, d) {
-                (&[a], &[da]) => blocks32_tile(out, w, [a], [da], f, wt, l),
-                (&[a, b], &[da, db]) => blocks32_tile(out, w, [a, b], [da, db], f, wt, l),
-                (&[a, b, c], &[da, db, dc]) => {
-                    blocks32_tile(out, w, [a, b, c], [da, db, dc], f, wt, l)
-                }
-                (&[a, b, c, e], &[da, db, dc, de]) => {
-                    blocks32_tile(out, w, [a, b, c, e], [da, db, dc, de], f, wt, l)
-                }
-                _ => {}
-            }
+            each_tile!(out, x, T => {
+                let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+                by_rows::<$tile_r, T>(
+                    out,
+                    w,
+                    |r, a| $tile_rows(r, a, qs, d, format, weights, lanes),
+                    |r, a| $tile_rows(r, a, qs, d, format, weights, lanes),
+                );
+            });
         }
 
-        /// `out[t] = w · x[t]` for up to four Q8_0-prepared inputs:
-        /// [`matvec_q8_0`] for each, bitwise, each weight block loaded once.
+        /// [`matvec_q8_0`] for several inputs, bitwise, each weight block
+        /// loaded once for a tile of them.
         #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
+        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
             let weights = |block: *const u8| q8_0_biased(_mm256_loadu_si256(block.add(2).cast()));
             let lanes = |w, x, corr| q8_0_biased_lanes(w, x, corr);
-            blocks32_matmul(out, w, (qs, d), (34, Q8_0_BIAS), weights, lanes);
+            blocks32_matmul(out, w, x, (34, Q8_0_BIAS), weights, lanes);
         }
 
-        /// [`matvec_q4_0`] for up to four inputs, bitwise, each block's
-        /// nibbles unpacked once.
+        /// [`matvec_q4_0`] for several inputs, bitwise, each block's
+        /// nibbles unpacked once for a tile of them.
         #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], qs: &[&[i8]], d: &[&[f32]]) {
+        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
             let low = _mm256_set1_epi8(0xf);
             let weights = |block: *const u8| {
                 let nib = _mm_loadu_si128(block.add(2).cast());
@@ -372,7 +341,7 @@ macro_rules! block_kernels {
                 _mm256_and_si256(both, low)
             };
             let lanes = |w, x, corr| lanes_u_acc(corr, w, x);
-            blocks32_matmul(out, w, (qs, d), (18, 8), weights, lanes);
+            blocks32_matmul(out, w, x, (18, 8), weights, lanes);
         }
 
         /// Nibbles are stored as value + 8: low ones are values 0..16,
@@ -385,51 +354,81 @@ macro_rules! block_kernels {
                 let both = _mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib);
                 lanes_u_acc(corr, _mm256_and_si256(both, low), x)
             };
-            by_rows(
-                out,
+            by_rows::<4, 1>(
+                &mut [out],
                 w,
-                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes),
-                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes),
+                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes).map(|v| [v]),
+                |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes).map(|v| [v]),
             );
         }
 
         /// The scalar twin's `matvec_q8g` for `R` rows (`scales[k]` holds
-        /// row `k`'s), the group size a multiple of 32: exact integer sums
-        /// per group, then `runq`'s float step, group after group.
+        /// row `k`'s) and `T` inputs, the group size a multiple of 32:
+        /// exact integer sums per group, then `runq`'s float step, group
+        /// after group.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q8g_rows<const R: usize>(
+        unsafe fn q8g_rows<const R: usize, const T: usize>(
             rows: [*const u8; R],
             scales: [*const u8; R],
             ahead: usize,
-            qs: &[i8],
-            d: &[f32],
+            x: [Input<'_>; T],
             group: usize,
-        ) -> [f32; R] {
-            let mut val = [0.0f32; R];
-            for (g, &xs) in d.iter().enumerate() {
-                let mut acc = [_mm256_setzero_si256(); R];
+        ) -> [[f32; T]; R] {
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let mut val = [[0.0f32; T]; R];
+            for g in 0..d[0].len() {
+                let mut acc = [[_mm256_setzero_si256(); T]; R];
                 for at in (group * g..group * (g + 1)).step_by(32) {
-                    let xq = _mm256_loadu_si256(qs.as_ptr().add(at).cast());
-                    let corr = match Q8_0_BIAS {
+                    let xq = qs.map(|q| _mm256_loadu_si256(q.add(at).cast()));
+                    let corr = xq.map(|x| match Q8_0_BIAS {
                         0 => _mm256_setzero_si256(),
-                        bias => _mm256_sub_epi32(
-                            _mm256_setzero_si256(),
-                            lanes_u(_mm256_set1_epi8(bias), xq),
-                        ),
-                    };
+                        bias => {
+                            _mm256_sub_epi32(_mm256_setzero_si256(), lanes_u(_mm256_set1_epi8(bias), x))
+                        }
+                    });
                     for (a, row) in acc.iter_mut().zip(rows) {
                         prefetch(row.add(at), ahead);
-                        let w = _mm256_loadu_si256(row.add(at).cast());
-                        *a = _mm256_add_epi32(*a, q8_0_lanes(w, xq, corr));
+                        let w = q8_0_biased(_mm256_loadu_si256(row.add(at).cast()));
+                        for t in 0..T {
+                            a[t] = _mm256_add_epi32(a[t], q8_0_biased_lanes(w, xq[t], corr[t]));
+                        }
                     }
                 }
                 for ((v, a), s) in val.iter_mut().zip(acc).zip(scales) {
                     let ws = f32::from_le_bytes(s.add(4 * g).cast::<[u8; 4]>().read());
-                    *v += hsum_i32(a) as f32 * ws * xs;
+                    for t in 0..T {
+                        v[t] += hsum_i32(a[t]) as f32 * ws * d[t][g];
+                    }
                 }
             }
             val
+        }
+
+        /// [`q8g_rows`] over every row, `R` at a time; `scales` holds
+        /// `groups` per row.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8g_by_rows<const R: usize, const T: usize>(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            scales: &[u8],
+            x: [Input<'_>; T],
+            group: usize,
+        ) {
+            let (cols, row_scales) = (x[0].qs().len(), 4 * x[0].scales().len());
+            // Row `r`'s scales, from where by_rows says its values start.
+            let s = |p: *const u8| {
+                scales
+                    .as_ptr()
+                    .add(p.offset_from(w.as_ptr()) as usize / cols * row_scales)
+            };
+            by_rows::<R, T>(
+                out,
+                w,
+                |r, a| q8g_rows(r, r.map(s), a, x, group),
+                |r, a| q8g_rows(r, r.map(s), a, x, group),
+            );
         }
 
         #[target_feature(enable = $features)]
@@ -441,19 +440,23 @@ macro_rules! block_kernels {
             d: &[f32],
             group: usize,
         ) {
-            let (cols, row_scales) = (qs.len(), 4 * d.len());
-            // Row `r`'s scales, from where by_rows says its values start.
-            let s = |p: *const u8| {
-                scales
-                    .as_ptr()
-                    .add(p.offset_from(w.as_ptr()) as usize / cols * row_scales)
-            };
-            by_rows(
-                out,
-                w,
-                |r, a| q8g_rows(r, r.map(s), a, qs, d, group),
-                |r, a| q8g_rows(r, r.map(s), a, qs, d, group),
-            );
+            let x = [Input::Q8G { qs, d, group }];
+            q8g_by_rows::<4, 1>(&mut [out], w, scales, x, group);
+        }
+
+        /// [`matvec_q8g`] for several inputs, bitwise, each weight vector
+        /// loaded once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8g(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            scales: &[u8],
+            x: &[Input<'_>],
+            group: usize,
+        ) {
+            each_tile!(out, x, T => {
+                q8g_by_rows::<{ $tile_r / 2 }, T>(out, w, scales, x, group);
+            });
         }
 
         /// The eight lane sums of four `a` (unsigned, below 64) × `b`
@@ -477,23 +480,25 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q4k_rows<const R: usize>(
+        unsafe fn q4k_rows<const R: usize, const T: usize>(
             rows: [*const u8; R],
             ahead: usize,
-            qs: &[i8],
-            d: &[f32],
-            bsums: &[i16],
-        ) -> [f32; R] {
+            x: [Input<'_>; T],
+        ) -> [[f32; T]; R] {
             let low = _mm256_set1_epi8(0xf);
-            let mut sum = [0.0f32; R];
-            for (b, &xd) in d.iter().enumerate() {
-                let x = qs.as_ptr().add(256 * b);
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let bsums = x.map(|x| x.bsums().as_ptr());
+            let mut sum = [[0.0f32; T]; R];
+            for b in 0..d[0].len() {
+                let x = qs.map(|q| q.add(256 * b));
                 // Σx of each 32-value sub-block, the mins' partners.
-                let bs = _mm256_loadu_si256(bsums.as_ptr().add(16 * b).cast());
-                let pairs = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
+                let pairs = bsums.map(|s| {
+                    let bs = _mm256_loadu_si256(s.add(16 * b).cast());
+                    _mm_hadd_epi16(
+                        _mm256_castsi256_si128(bs),
+                        _mm256_extracti128_si256::<1>(bs),
+                    )
+                });
                 for (s, row) in sum.iter_mut().zip(rows) {
                     let block = row.add(144 * b);
                     // Every line the block touches; its last is the next block's first.
@@ -506,25 +511,26 @@ macro_rules! block_kernels {
                     // 16-bit lanes: the eight scales, then the eight mins.
                     let both = _mm256_cvtepu8_epi16(words);
                     let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(both));
-                    let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(both), pairs);
-                    let mut sumi = _mm256_setzero_si256();
+                    let mins = _mm256_extracti128_si256::<1>(both);
+                    let mut sumi = [_mm256_setzero_si256(); T];
                     for j in 0..4 {
                         let q = _mm256_loadu_si256(block.add(16 + 32 * j).cast());
                         let lo = _mm256_and_si256(q, low);
                         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                        let xl = _mm256_loadu_si256(x.add(64 * j).cast());
-                        let xh = _mm256_loadu_si256(x.add(64 * j + 32).cast());
-                        sumi =
-                            _mm256_add_epi32(sumi, scaled_lanes(lo, xl, spread16(scales, 2 * j)));
-                        sumi = _mm256_add_epi32(
-                            sumi,
-                            scaled_lanes(hi, xh, spread16(scales, 2 * j + 1)),
-                        );
+                        let (sl, sh) = (spread16(scales, 2 * j), spread16(scales, 2 * j + 1));
+                        for (sumi, x) in sumi.iter_mut().zip(x) {
+                            let xl = _mm256_loadu_si256(x.add(64 * j).cast());
+                            let xh = _mm256_loadu_si256(x.add(64 * j + 32).cast());
+                            *sumi = _mm256_add_epi32(*sumi, scaled_lanes(lo, xl, sl));
+                            *sumi = _mm256_add_epi32(*sumi, scaled_lanes(hi, xh, sh));
+                        }
                     }
-                    let isum = hsum_i32(sumi);
-                    let msum = hsum4_i32(mins);
-                    *s += (f16_at(block) * xd) * isum as f32
-                        - (f16_at(block.add(2)) * xd) * msum as f32;
+                    for t in 0..T {
+                        let isum = hsum_i32(sumi[t]);
+                        let msum = hsum4_i32(_mm_madd_epi16(mins, pairs[t]));
+                        s[t] += (f16_at(block) * d[t][b]) * isum as f32
+                            - (f16_at(block.add(2)) * d[t][b]) * msum as f32;
+                    }
                 }
             }
             sum
@@ -532,29 +538,34 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
-            by_rows(
-                out,
-                w,
-                |r, a| q4k_rows(r, a, qs, d, bsums),
-                |r, a| q4k_rows(r, a, qs, d, bsums),
-            );
+            let x = [Input::Q8K { qs, d, bsums }];
+            by_rows::<4, 1>(&mut [out], w, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
+        }
+
+        /// [`matvec_q4k`] for several inputs, bitwise, each block unpacked
+        /// once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                by_rows::<4, T>(out, w, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
+            });
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q6k_rows<const R: usize>(
+        unsafe fn q6k_rows<const R: usize, const T: usize>(
             rows: [*const u8; R],
             ahead: usize,
-            qs: &[i8],
-            d: &[f32],
-            bsums: &[i16],
-        ) -> [f32; R] {
+            x: [Input<'_>; T],
+        ) -> [[f32; T]; R] {
             let (low, two) = (_mm256_set1_epi8(0xf), _mm256_set1_epi8(3));
             let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, two));
-            let mut sum = [0.0f32; R];
-            for (b, &xd) in d.iter().enumerate() {
-                let x = qs.as_ptr().add(256 * b);
-                let bs = _mm256_loadu_si256(bsums.as_ptr().add(16 * b).cast());
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let bsums = x.map(|x| x.bsums().as_ptr());
+            let mut sum = [[0.0f32; T]; R];
+            for b in 0..d[0].len() {
+                let x = qs.map(|q| q.add(256 * b));
+                let bs = bsums.map(|s| _mm256_loadu_si256(s.add(16 * b).cast()));
                 for (s, row) in sum.iter_mut().zip(rows) {
                     let block = row.add(210 * b);
                     for line in [0, 64, 128, 192] {
@@ -562,9 +573,11 @@ macro_rules! block_kernels {
                     }
                     let scales = _mm_loadu_si128(block.add(192).cast());
                     // The stored values are q + 32: start from −32·Σ scale·Σx.
-                    let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bs);
-                    let mut sumi =
-                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
+                    let wide = _mm256_cvtepi8_epi16(scales);
+                    let mut sumi = bs.map(|bs| {
+                        let offset = _mm256_madd_epi16(wide, bs);
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset))
+                    });
                     for n in 0..2 {
                         let ql0 = _mm256_loadu_si256(block.add(64 * n).cast());
                         let ql1 = _mm256_loadu_si256(block.add(64 * n + 32).cast());
@@ -594,11 +607,15 @@ macro_rules! block_kernels {
                                 j * 0x0101_0101_0101_0101,
                             );
                             let sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
-                            let xq = _mm256_loadu_si256(x.add(128 * n + 32 * g).cast());
-                            sumi = _mm256_add_epi32(sumi, scaled_lanes(q, xq, sv));
+                            for (sumi, x) in sumi.iter_mut().zip(x) {
+                                let xq = _mm256_loadu_si256(x.add(128 * n + 32 * g).cast());
+                                *sumi = _mm256_add_epi32(*sumi, scaled_lanes(q, xq, sv));
+                            }
                         }
                     }
-                    *s += (f16_at(block.add(208)) * xd) * hsum_i32(sumi) as f32;
+                    for t in 0..T {
+                        s[t] += (f16_at(block.add(208)) * d[t][b]) * hsum_i32(sumi[t]) as f32;
+                    }
                 }
             }
             sum
@@ -606,38 +623,47 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
-            by_rows(
-                out,
-                w,
-                |r, a| q6k_rows(r, a, qs, d, bsums),
-                |r, a| q6k_rows(r, a, qs, d, bsums),
-            );
+            let x = [Input::Q8K { qs, d, bsums }];
+            by_rows::<4, 1>(&mut [out], w, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
+        }
+
+        /// [`matvec_q6k`] for several inputs, bitwise, each block unpacked
+        /// once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                by_rows::<4, T>(out, w, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
+            });
         }
 
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn f16_rows<const R: usize>(
+        unsafe fn f16_rows<const R: usize, const T: usize>(
             rows: [*const u8; R],
             ahead: usize,
-            x: &[f32],
-        ) -> [f32; R] {
-            let n = x.len();
-            let mut acc = [_mm256_setzero_ps(); R];
+            x: [&[f32]; T],
+        ) -> [[f32; T]; R] {
+            let n = x[0].len();
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
             let mut i = 0;
             while i + 8 <= n {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+                let xv = x.map(|x| _mm256_loadu_ps(x.as_ptr().add(i)));
                 for (a, row) in acc.iter_mut().zip(rows) {
                     prefetch(row.add(2 * i), ahead);
                     let wv = _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast()));
-                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                    for t in 0..T {
+                        a[t] = _mm256_fmadd_ps(wv, xv[t], a[t]);
+                    }
                 }
                 i += 8;
             }
-            let mut out = [0.0; R];
+            let mut out = [[0.0; T]; R];
             for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
-                *o = hsum8(a);
-                for (j, &xj) in x.iter().enumerate().skip(i) {
-                    *o += f16_at(row.add(2 * j)) * xj;
+                for ((o, a), x) in o.iter_mut().zip(a).zip(x) {
+                    *o = hsum8(a);
+                    for (j, &xj) in x.iter().enumerate().skip(i) {
+                        *o += f16_at(row.add(2 * j)) * xj;
+                    }
                 }
             }
             out
@@ -645,7 +671,23 @@ macro_rules! block_kernels {
 
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
-            by_rows(out, w, |r, a| f16_rows(r, a, x), |r, a| f16_rows(r, a, x));
+            let x = [x];
+            by_rows::<4, 1>(&mut [out], w, |r, a| f16_rows(r, a, x), |r, a| f16_rows(r, a, x));
+        }
+
+        /// [`matvec_f16`] for several inputs, bitwise, each weight vector
+        /// converted once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                let x = x.map(Input::f32s);
+                by_rows::<{ $tile_r / 2 }, T>(
+                    out,
+                    w,
+                    |r, a| f16_rows(r, a, x),
+                    |r, a| f16_rows(r, a, x),
+                );
+            });
         }
 
         #[target_feature(enable = $features)]
@@ -794,6 +836,7 @@ const STREAMS: usize = ROWS;
 pub mod avx2 {
     use super::{AHEAD, ROWS, STREAMS};
     use crate::kernels::expf::*;
+    use crate::kernels::Input;
     use core::arch::x86_64::*;
 
     block_kernels!("avx2,fma,f16c", blocks32_tile_rows, 4);
@@ -855,52 +898,83 @@ pub mod avx2 {
         _mm256_mul_ps(p, _mm256_castsi256_ps(e))
     }
 
-    /// `R` dot products with `x` (length `n`) of rows `stride` apart at `w`.
+    /// `R` dot products with each of `T` inputs `x` (length `n`) of rows
+    /// `stride` apart at `w`, each weight vector loaded once for all `T`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn rows<const R: usize>(
+    unsafe fn rows<const R: usize, const T: usize>(
         w: *const f32,
         stride: usize,
         n: usize,
-        x: *const f32,
-    ) -> [f32; R] {
-        let mut acc = [_mm256_setzero_ps(); R];
+        x: [*const f32; T],
+    ) -> [[f32; T]; R] {
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut i = 0;
         while i + 8 <= n {
-            let xv = _mm256_loadu_ps(x.add(i));
+            let xv = x.map(|x| _mm256_loadu_ps(x.add(i)));
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(k * stride + i)), xv, *a);
+                let wv = _mm256_loadu_ps(w.add(k * stride + i));
+                for t in 0..T {
+                    a[t] = _mm256_fmadd_ps(wv, xv[t], a[t]);
+                }
             }
             i += 8;
         }
-        let mut out = [0.0; R];
+        let mut out = [[0.0; T]; R];
         for (k, o) in out.iter_mut().enumerate() {
-            let mut s = hsum8(acc[k]);
-            for j in i..n {
-                s += w.add(k * stride + j).read_unaligned() * *x.add(j);
+            for t in 0..T {
+                let mut s = hsum8(acc[k][t]);
+                for j in i..n {
+                    s += w.add(k * stride + j).read_unaligned() * *x[t].add(j);
+                }
+                o[t] = s;
             }
-            *o = s;
         }
         out
     }
 
-    /// `out[r] = row_r · x` for rows `stride` apart at `w`, `ROWS` at a time.
+    /// `out[t][r] = row_r · x[t]` for rows `stride` apart at `w`, `R` at a
+    /// time.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn dots(out: &mut [f32], w: *const f32, stride: usize, x: &[f32]) {
-        let (n, xp) = (x.len(), x.as_ptr());
-        let blocks = out.len() / ROWS;
-        for (b, o) in out.chunks_exact_mut(ROWS).enumerate() {
-            o.copy_from_slice(&rows::<ROWS>(w.add(b * ROWS * stride), stride, n, xp));
+    unsafe fn dots<const R: usize, const T: usize>(
+        out: &mut [&mut [f32]],
+        w: *const f32,
+        stride: usize,
+        x: [&[f32]; T],
+    ) {
+        let (n, xp) = (x[0].len(), x.map(|x| x.as_ptr()));
+        let count = out[0].len();
+        let mut store = |r: usize, v: &[[f32; T]]| {
+            for (k, v) in v.iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(v) {
+                    o[r + k] = v;
+                }
+            }
+        };
+        let whole = count / R * R;
+        for r in (0..whole).step_by(R) {
+            store(r, &rows::<R, T>(w.add(r * stride), stride, n, xp));
         }
-        for (r, o) in out.iter_mut().enumerate().skip(blocks * ROWS) {
-            *o = rows::<1>(w.add(r * stride), stride, n, xp)[0];
+        for r in whole..count {
+            store(r, &rows::<1, T>(w.add(r * stride), stride, n, xp));
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
-        dots(out, w.as_ptr().cast::<f32>(), x.len(), x);
+        dots::<ROWS, 1>(&mut [out], w.as_ptr().cast::<f32>(), x.len(), [x]);
+    }
+
+    /// [`matvec_f32`] for several inputs, bitwise: two rows by up to four
+    /// inputs per pass, eight accumulators as matvec has.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+        let w = w.as_ptr().cast::<f32>();
+        each_tile!(out, x, T => {
+            let x = x.map(Input::f32s);
+            dots::<2, T>(out, w, x[0].len(), x);
+        });
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -911,7 +985,7 @@ pub mod avx2 {
         stride: usize,
         scale: f32,
     ) {
-        dots(scores, keys.as_ptr(), stride, q);
+        dots::<ROWS, 1>(&mut [&mut *scores], keys.as_ptr(), stride, [q]);
         for s in scores {
             *s /= scale;
         }
@@ -1072,6 +1146,7 @@ pub mod avx2 {
 pub mod avx512 {
     use super::{AHEAD, ROWS, STREAMS};
     use crate::kernels::expf::*;
+    use crate::kernels::Input;
     use core::arch::x86_64::*;
 
     block_kernels!(
@@ -1445,20 +1520,24 @@ pub mod avx512 {
         }
     }
 
-    /// `out[t] = w · x[t]` for up to six inputs: [`matvec_f32`] for each,
-    /// bitwise, loading each weight vector once for all of them (four rows
-    /// by six inputs: 24 accumulators, 10 loads per 24 multiply-adds).
+    /// `out[t] = w · x[t]` for several inputs: [`matvec_f32`] for each,
+    /// bitwise, loading each weight vector once for up to six of them
+    /// (four rows by six inputs: 24 accumulators, 10 loads per 24
+    /// multiply-adds; these weights need no unpacking, so loads are what a
+    /// tile has to save).
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[&[f32]]) {
+    pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
         let w = w.as_ptr().cast::<f32>();
-        match *x {
-            [a] => tile(out, w, [a]),
-            [a, b] => tile(out, w, [a, b]),
-            [a, b, c] => tile(out, w, [a, b, c]),
-            [a, b, c, d] => tile(out, w, [a, b, c, d]),
-            [a, b, c, d, e] => tile(out, w, [a, b, c, d, e]),
-            [a, b, c, d, e, f] => tile(out, w, [a, b, c, d, e, f]),
-            _ => {}
+        for (out, x) in out.chunks_mut(6).zip(x.chunks(6)) {
+            match *x {
+                [a] => tile(out, w, [a.f32s()]),
+                [a, b] => tile(out, w, [a, b].map(Input::f32s)),
+                [a, b, c] => tile(out, w, [a, b, c].map(Input::f32s)),
+                [a, b, c, d] => tile(out, w, [a, b, c, d].map(Input::f32s)),
+                [a, b, c, d, e] => tile(out, w, [a, b, c, d, e].map(Input::f32s)),
+                [a, b, c, d, e, f] => tile(out, w, [a, b, c, d, e, f].map(Input::f32s)),
+                _ => {}
+            }
         }
     }
 
