@@ -158,7 +158,16 @@ fn quantized(c: &mut Criterion) {
 fn matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("matmul");
     let batch = 64;
-    for dtype in [DType::F32, DType::Q8_0, DType::Q4_0] {
+    let dtypes = [
+        DType::F32,
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4K,
+        DType::Q6K,
+        DType::Q8G { group: 64 },
+    ];
+    for dtype in dtypes {
         for cols in [768, 2048] {
             let rows = (64 * 1024 / dtype.bytes(1, cols).unwrap()).next_multiple_of(16);
             // 32 bytes past a cache line, as GGUF files often place them.
@@ -196,6 +205,19 @@ fn matmul(c: &mut Criterion) {
                         let mut outs: Vec<&mut [f32]> =
                             outs.iter_mut().map(|o| o.as_mut_slice()).collect();
                         kernels::matmul(isa, &mut outs, &w, &inputs)
+                    })
+                });
+                // What the tile replaces: the same work as one matvec per
+                // input over the cached rows.
+                let id = BenchmarkId::new(
+                    format!("{}/{}/matvec-each", dtype.name(), isa.name()),
+                    format!("{rows}x{cols}x{batch}"),
+                );
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        for (o, x) in outs.iter_mut().zip(&inputs) {
+                            kernels::matvec(isa, o, &w, x);
+                        }
                     })
                 });
             }

@@ -58,6 +58,44 @@ macro_rules! block_kernels {
             ))
         }
 
+        /// The sums of each of four vectors' lanes, in one vector.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hsum4x_i32(v: [__m256i; 4]) -> __m128i {
+            let s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+            _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+        }
+
+        /// Up to four inputs' values of block `b`, one per lane (zeros past `T`).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn per_input<const T: usize>(d: [&[f32]; T], b: usize) -> __m128 {
+            let mut lanes = [0.0f32; 4];
+            for (l, d) in lanes.iter_mut().zip(d) {
+                *l = d[b];
+            }
+            _mm_loadu_ps(lanes.as_ptr())
+        }
+
+        /// [`hsum4x_i32`] of up to four vectors.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn hsum_each<const T: usize>(v: [__m256i; T]) -> __m128i {
+            let z = _mm256_setzero_si256();
+            hsum4x_i32(core::array::from_fn(|t| if t < T { v[t] } else { z }))
+        }
+
+        /// Each row's first `T` lanes: the sums [`per_input`] laid out.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn first_lanes<const R: usize, const T: usize>(v: [__m128; R]) -> [[f32; T]; R] {
+            v.map(|v| {
+                let mut lanes = [0.0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), v);
+                core::array::from_fn(|t| lanes[t])
+            })
+        }
+
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn hsum4_i32(s: __m128i) -> i32 {
@@ -376,7 +414,9 @@ macro_rules! block_kernels {
             group: usize,
         ) -> [[f32; T]; R] {
             let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
-            let mut val = [[0.0f32; T]; R];
+            // One f32 lane per input: the float steps of up to four inputs
+            // at once, each lane the scalar twin's operations.
+            let mut val = [_mm_setzero_ps(); R];
             for g in 0..d[0].len() {
                 let mut acc = [[_mm256_setzero_si256(); T]; R];
                 for at in (group * g..group * (g + 1)).step_by(32) {
@@ -395,14 +435,20 @@ macro_rules! block_kernels {
                         }
                     }
                 }
+                let xs = per_input(d, g);
                 for ((v, a), s) in val.iter_mut().zip(acc).zip(scales) {
                     let ws = f32::from_le_bytes(s.add(4 * g).cast::<[u8; 4]>().read());
-                    for t in 0..T {
-                        v[t] += hsum_i32(a[t]) as f32 * ws * d[t][g];
-                    }
+                    // One input (matvec) sums faster alone than through hadd.
+                    let step = if T == 1 {
+                        _mm_set_ss(hsum_i32(a[0]) as f32 * ws * d[0][g])
+                    } else {
+                        let sums = _mm_cvtepi32_ps(hsum_each(a));
+                        _mm_mul_ps(_mm_mul_ps(sums, _mm_set1_ps(ws)), xs)
+                    };
+                    *v = _mm_add_ps(*v, step);
                 }
             }
-            val
+            first_lanes(val)
         }
 
         /// [`q8g_rows`] over every row, `R` at a time; `scales` holds
@@ -488,9 +534,11 @@ macro_rules! block_kernels {
             let low = _mm256_set1_epi8(0xf);
             let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
             let bsums = x.map(|x| x.bsums().as_ptr());
-            let mut sum = [[0.0f32; T]; R];
+            // One f32 lane per input, as in `q8g_rows`.
+            let mut sum = [_mm_setzero_ps(); R];
             for b in 0..d[0].len() {
                 let x = qs.map(|q| q.add(256 * b));
+                let xd = per_input(d, b);
                 // Σx of each 32-value sub-block, the mins' partners.
                 let pairs = bsums.map(|s| {
                     let bs = _mm256_loadu_si256(s.add(16 * b).cast());
@@ -525,15 +573,24 @@ macro_rules! block_kernels {
                             *sumi = _mm256_add_epi32(*sumi, scaled_lanes(hi, xh, sh));
                         }
                     }
-                    for t in 0..T {
-                        let isum = hsum_i32(sumi[t]);
-                        let msum = hsum4_i32(_mm_madd_epi16(mins, pairs[t]));
-                        s[t] += (f16_at(block) * d[t][b]) * isum as f32
-                            - (f16_at(block.add(2)) * d[t][b]) * msum as f32;
-                    }
+                    let (dw, dmin) = (f16_at(block), f16_at(block.add(2)));
+                    let msums = pairs.map(|p| _mm_madd_epi16(mins, p));
+                    let step = if T == 1 {
+                        let (isum, msum) = (hsum_i32(sumi[0]), hsum4_i32(msums[0]));
+                        _mm_set_ss((dw * d[0][b]) * isum as f32 - (dmin * d[0][b]) * msum as f32)
+                    } else {
+                        let isum = _mm_cvtepi32_ps(hsum_each(sumi));
+                        let wide = msums.map(|m| _mm256_zextsi128_si256(m));
+                        let msum = _mm_cvtepi32_ps(hsum_each(wide));
+                        _mm_sub_ps(
+                            _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dw), xd), isum),
+                            _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dmin), xd), msum),
+                        )
+                    };
+                    *s = _mm_add_ps(*s, step);
                 }
             }
-            sum
+            first_lanes(sum)
         }
 
         #[target_feature(enable = $features)]
@@ -562,9 +619,11 @@ macro_rules! block_kernels {
             let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, two));
             let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
             let bsums = x.map(|x| x.bsums().as_ptr());
-            let mut sum = [[0.0f32; T]; R];
+            // One f32 lane per input, as in `q8g_rows`.
+            let mut sum = [_mm_setzero_ps(); R];
             for b in 0..d[0].len() {
                 let x = qs.map(|q| q.add(256 * b));
+                let xd = per_input(d, b);
                 let bs = bsums.map(|s| _mm256_loadu_si256(s.add(16 * b).cast()));
                 for (s, row) in sum.iter_mut().zip(rows) {
                     let block = row.add(210 * b);
@@ -613,12 +672,17 @@ macro_rules! block_kernels {
                             }
                         }
                     }
-                    for t in 0..T {
-                        s[t] += (f16_at(block.add(208)) * d[t][b]) * hsum_i32(sumi[t]) as f32;
-                    }
+                    let dw = f16_at(block.add(208));
+                    let step = if T == 1 {
+                        _mm_set_ss((dw * d[0][b]) * hsum_i32(sumi[0]) as f32)
+                    } else {
+                        let isum = _mm_cvtepi32_ps(hsum_each(sumi));
+                        _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dw), xd), isum)
+                    };
+                    *s = _mm_add_ps(*s, step);
                 }
             }
-            sum
+            first_lanes(sum)
         }
 
         #[target_feature(enable = $features)]
