@@ -1,7 +1,11 @@
 //! aarch64 NEON twins of the scalar kernels (4 lanes; NEON is part of every
 //! aarch64 target). Matrix rows are processed four at a time with two
 //! accumulators each, so one load of `x` serves four rows and eight FMA
-//! chains hide the FMA latency of Cortex-A76 and Apple cores.
+//! chains hide the FMA latency of Cortex-A76 and Apple cores. The
+//! matrix×matrix kernels run the same code for up to four inputs at once,
+//! so each weight vector or block is loaded (and unpacked) once for them
+//! all; where that would need more accumulators than the 32 registers
+//! hold, they take fewer rows per pass.
 //!
 //! The int8 kernels (Q8_0, Q4_0, Q4_K, Q6_K) compute every integer dot
 //! product exactly and then repeat the scalar twin's float operations lane
@@ -110,80 +114,114 @@ impl Element for u16 {
     }
 }
 
-/// `R` dot products with `x` (length `n`) of rows `stride` apart at `w`.
+/// `R` dot products with each of `T` inputs `x` (length `n`) of rows
+/// `stride` apart at `w`, each weight vector loaded (and widened) once for
+/// all `T`. Every (row, input) has its own two accumulators, so its sum
+/// does not depend on `R` or `T`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn rows<E: Element, const R: usize>(
+unsafe fn rows<E: Element, const R: usize, const T: usize>(
     w: *const E,
     stride: usize,
     n: usize,
-    x: *const f32,
-) -> [f32; R] {
-    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+    x: [*const f32; T],
+) -> [[f32; T]; R] {
+    let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; R];
     let mut i = 0;
     while i + 8 <= n {
-        let (x0, x1) = (vld1q_f32(x.add(i)), vld1q_f32(x.add(i + 4)));
+        let xv = x.map(|x| [vld1q_f32(x.add(i)), vld1q_f32(x.add(i + 4))]);
         for (k, a) in acc.iter_mut().enumerate() {
             let p = w.add(k * stride + i);
-            a[0] = vfmaq_f32(a[0], E::load4(p), x0);
-            a[1] = vfmaq_f32(a[1], E::load4(p.add(4)), x1);
+            let (w0, w1) = (E::load4(p), E::load4(p.add(4)));
+            for (a, x) in a.iter_mut().zip(&xv) {
+                a[0] = vfmaq_f32(a[0], w0, x[0]);
+                a[1] = vfmaq_f32(a[1], w1, x[1]);
+            }
         }
         i += 8;
     }
     if i + 4 <= n {
-        let x0 = vld1q_f32(x.add(i));
+        let xv = x.map(|x| vld1q_f32(x.add(i)));
         for (k, a) in acc.iter_mut().enumerate() {
-            a[0] = vfmaq_f32(a[0], E::load4(w.add(k * stride + i)), x0);
+            let w0 = E::load4(w.add(k * stride + i));
+            for (a, &x) in a.iter_mut().zip(&xv) {
+                a[0] = vfmaq_f32(a[0], w0, x);
+            }
         }
         i += 4;
     }
-    let mut out = [0.0; R];
-    for (k, o) in out.iter_mut().enumerate() {
-        let mut s = vaddvq_f32(vaddq_f32(acc[k][0], acc[k][1]));
-        for j in i..n {
-            s += E::load1(w.add(k * stride + j)) * *x.add(j);
+    let mut out = [[0.0; T]; R];
+    for (k, (o, a)) in out.iter_mut().zip(acc).enumerate() {
+        for ((o, a), x) in o.iter_mut().zip(a).zip(x) {
+            let mut s = vaddvq_f32(vaddq_f32(a[0], a[1]));
+            for j in i..n {
+                s += E::load1(w.add(k * stride + j)) * *x.add(j);
+            }
+            *o = s;
         }
-        *o = s;
     }
     out
 }
 
-/// `out[r] = row_r · x` for rows `stride` apart at `w`, four at a time.
+/// `out[t][r] = row_r · x[t]` for rows `stride` apart at `w`, `R` at a
+/// time, the rows left over one at a time.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn dots<E: Element>(out: &mut [f32], w: *const E, stride: usize, x: &[f32]) {
-    let (n, xp) = (x.len(), x.as_ptr());
-    let blocks = out.len() / 4;
-    for (b, o) in out.chunks_exact_mut(4).enumerate() {
-        o.copy_from_slice(&rows::<E, 4>(w.add(b * 4 * stride), stride, n, xp));
+unsafe fn dots<E: Element, const R: usize, const T: usize>(
+    out: &mut [&mut [f32]],
+    w: *const E,
+    stride: usize,
+    x: [&[f32]; T],
+) {
+    let (n, xp) = (x[0].len(), x.map(<[f32]>::as_ptr));
+    let count = out[0].len();
+    let mut store = |r: usize, v: &[[f32; T]]| {
+        for (k, v) in v.iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(v) {
+                o[r + k] = v;
+            }
+        }
+    };
+    let whole = count / R * R;
+    for r in (0..whole).step_by(R) {
+        store(r, &rows::<E, R, T>(w.add(r * stride), stride, n, xp));
     }
-    for (r, o) in out.iter_mut().enumerate().skip(blocks * 4) {
-        *o = rows::<E, 1>(w.add(r * stride), stride, n, xp)[0];
+    for r in whole..count {
+        store(r, &rows::<E, 1, T>(w.add(r * stride), stride, n, xp));
     }
 }
 
 #[target_feature(enable = "neon")]
 pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
-    dots(out, w.as_ptr().cast::<f32>(), x.len(), x);
+    dots::<f32, 4, 1>(&mut [out], w.as_ptr().cast(), x.len(), [x]);
 }
 
 #[target_feature(enable = "neon")]
 pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
-    dots(out, w.as_ptr().cast::<u16>(), x.len(), x);
+    dots::<u16, 4, 1>(&mut [out], w.as_ptr().cast(), x.len(), [x]);
 }
 
+/// [`matvec_f32`] for several inputs, bitwise: two rows by up to four
+/// inputs per pass, so the sixteen accumulators, the inputs' eight vectors
+/// and the two of weights fit the 32 registers.
 #[target_feature(enable = "neon")]
 pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-    for (o, x) in out.iter_mut().zip(x) {
-        matvec_f32(o, w, x.f32s());
-    }
+    let w = w.as_ptr().cast::<f32>();
+    each_tile!(out, x, T => {
+        let x = x.map(Input::f32s);
+        dots::<f32, 2, T>(out, w, x[0].len(), x);
+    });
 }
 
+/// [`matvec_f16`] for several inputs, bitwise, each weight vector widened
+/// once for a tile of them (two rows per pass, as [`matmul_f32`]).
 #[target_feature(enable = "neon")]
 pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-    for (o, x) in out.iter_mut().zip(x) {
-        matvec_f16(o, w, x.f32s());
-    }
+    let w = w.as_ptr().cast::<u16>();
+    each_tile!(out, x, T => {
+        let x = x.map(Input::f32s);
+        dots::<u16, 2, T>(out, w, x[0].len(), x);
+    });
 }
 
 #[target_feature(enable = "neon")]
@@ -194,7 +232,7 @@ pub unsafe fn attention_scores(
     stride: usize,
     scale: f32,
 ) {
-    dots(scores, keys.as_ptr(), stride, q);
+    dots::<f32, 4, 1>(&mut [&mut *scores], keys.as_ptr(), stride, [q]);
     for s in scores {
         *s /= scale;
     }
@@ -543,26 +581,10 @@ pub unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut
 /// Rows per pass of the int8 kernels: one per lane.
 const ROWS: usize = 4;
 
-/// The starts of rows `first..first + valid` (`valid` ≤ [`ROWS`]), the last
-/// one repeated to fill [`ROWS`]: a short last group is computed in full and
-/// only its `valid` lanes are kept.
-#[inline]
-unsafe fn group(w: &[u8], row_bytes: usize, first: usize, valid: usize) -> [*const u8; ROWS] {
-    core::array::from_fn(|k| w.as_ptr().add((first + k.min(valid - 1)) * row_bytes))
-}
-
-/// Stores the first `o.len()` (≤ 4) lanes of `v`.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn store(o: &mut [f32], v: float32x4_t) {
-    if o.len() == 4 {
-        vst1q_f32(o.as_mut_ptr(), v);
-    } else {
-        let mut lanes = [0.0f32; 4];
-        vst1q_f32(lanes.as_mut_ptr(), v);
-        o.copy_from_slice(&lanes[..o.len()]);
-    }
-}
+/// Rows per pass of the Q8_0 and Q4_0 tiles, which keep eight lane sums
+/// (two registers) per row and input: two rows by four inputs hold 16 of
+/// the 32 registers, leaving room for the inputs' eight and the weights.
+const BLOCKS32_TILE_ROWS: usize = 2;
 
 /// Lane `k` is the sum of `v[k]`'s lanes.
 #[target_feature(enable = "neon")]
@@ -571,12 +593,32 @@ unsafe fn hsum4(v: [int32x4_t; 4]) -> int32x4_t {
     vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]))
 }
 
+/// Lane `k` of the first is the sum of `v[k]`'s lanes 0 and 1, of the
+/// second the sum of its lanes 2 and 3.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn hsum2x2(v: [int32x4_t; 4]) -> (int32x4_t, int32x4_t) {
+    let (p, q) = (vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
+    (vuzp1q_s32(p, q), vuzp2q_s32(p, q))
+}
+
 /// `scalar::hsum8` of eight lanes held as two vectors.
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn hsum8(a: [float32x4_t; 2]) -> f32 {
     let r = vaddq_f32(a[0], a[1]);
     vpadds_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r)))
+}
+
+/// Each vector's lanes (one row per lane) as an array.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn lanes<const T: usize>(v: [float32x4_t; T]) -> [[f32; ROWS]; T] {
+    v.map(|v| {
+        let mut lanes = [0.0f32; ROWS];
+        vst1q_f32(lanes.as_mut_ptr(), v);
+        lanes
+    })
 }
 
 /// Lane `k` is the f16 at byte `at` of `rows[k]`.
@@ -594,6 +636,25 @@ unsafe fn s8(v: uint8x16_t) -> int8x16_t {
     vreinterpretq_s8_u8(v)
 }
 
+/// The 32 values of the Q8_0 block at `b`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn q8_0_values(b: *const u8) -> [int8x16_t; 2] {
+    let q = b.add(2).cast::<i8>();
+    [vld1q_s8(q), vld1q_s8(q.add(16))]
+}
+
+/// The 32 values of the Q4_0 block at `b`: nibbles stored as value + 8,
+/// the low ones first.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn q4_0_values(b: *const u8) -> [int8x16_t; 2] {
+    let (low, eight) = (vdupq_n_u8(0xf), vdupq_n_s8(8));
+    let q = vld1q_u8(b.add(2));
+    let lo = vsubq_s8(s8(vandq_u8(q, low)), eight);
+    [lo, vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight)]
+}
+
 /// `scalar::q4k_scales` of the 12 bytes at `s`: the eight scales, then
 /// the eight mins.
 #[inline]
@@ -607,11 +668,92 @@ unsafe fn q4k_scales(s: *const u8) -> (uint8x8_t, uint8x8_t) {
 /// level supplies `dot16` (`acc` plus the 16 products `a[i]·b[i]`, in some
 /// lanes) and `lanes16` (those products summed four by four: lane `l` gets
 /// products `4l..4l+4`, the scalar twin's lane sums).
+///
+/// Each kernel computes `R` rows for `T` inputs: `matvec_*` with `T = 1`,
+/// `matmul_*` with a tile of inputs ([`each_tile!`]), so that each weight
+/// block is loaded and unpacked once per tile. Every (row, input) gets the
+/// float operations it gets alone, in the same order, and integer sums are
+/// exact in any order: tiles give matvec's results bit for bit.
 macro_rules! int8_kernels {
     ($features:literal) => {
-        /// The scalar twin's `matvec_q8g`, the group size a multiple of 16:
-        /// per group the exact integer sum of each row (one per lane), then
-        /// `runq`'s float step for each row, group after group.
+        /// `out[t][r]` for every row of `w`, `R` rows per pass: `f` gets
+        /// the starts of a pass's rows and returns each input's results
+        /// for them. A short last pass repeats its last row (computed in
+        /// full) and keeps only its own rows.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn by_rows<const R: usize, const T: usize>(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            f: impl Fn([*const u8; R]) -> [[f32; R]; T],
+        ) {
+            let count = out[0].len();
+            let row_bytes = w.len() / count.max(1);
+            for first in (0..count).step_by(R) {
+                let valid = (count - first).min(R);
+                let rows = core::array::from_fn(|k| {
+                    w.as_ptr().add((first + k.min(valid - 1)) * row_bytes)
+                });
+                for (o, v) in out.iter_mut().zip(f(rows)) {
+                    o[first..first + valid].copy_from_slice(&v[..valid]);
+                }
+            }
+        }
+
+        /// The scalar twin's `matvec_q8g` for `T` inputs, the group size a
+        /// multiple of 16: per group the exact integer sum of each row (one
+        /// per lane) and input, then `runq`'s float step for each, group
+        /// after group. `scales[k]` holds row `k`'s scales.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8g_rows<const T: usize>(
+            rows: [*const u8; ROWS],
+            scales: [*const u8; ROWS],
+            x: [Input<'_>; T],
+            gs: usize,
+        ) -> [[f32; ROWS]; T] {
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let mut val = [vdupq_n_f32(0.0); T];
+            for g in 0..d[0].len() {
+                let sums = rows.map(|r| {
+                    let mut acc = [vdupq_n_s32(0); T];
+                    for at in (gs * g..gs * (g + 1)).step_by(16) {
+                        let w = vld1q_s8(r.add(at).cast());
+                        for (a, q) in acc.iter_mut().zip(qs) {
+                            *a = dot16(*a, w, vld1q_s8(q.add(at)));
+                        }
+                    }
+                    acc
+                });
+                let ws = scales.map(|s| f32::from_le_bytes(s.add(4 * g).cast::<[u8; 4]>().read()));
+                let ws = vld1q_f32(ws.as_ptr());
+                for (t, v) in val.iter_mut().enumerate() {
+                    let isum = vcvtq_f32_s32(hsum4(sums.map(|s| s[t])));
+                    *v = vaddq_f32(*v, vmulq_n_f32(vmulq_f32(isum, ws), d[t][g]));
+                }
+            }
+            lanes(val)
+        }
+
+        /// [`q8g_rows`] over every row; `scales` holds each row's, one per
+        /// group of `gs` values.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q8g_by_rows<const T: usize>(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            scales: &[u8],
+            x: [Input<'_>; T],
+            gs: usize,
+        ) {
+            // A row's scales, from where its values start.
+            let at = |r: *const u8| {
+                let values = r.offset_from(w.as_ptr()) as usize;
+                scales.as_ptr().add(4 * (values / gs))
+            };
+            by_rows::<ROWS, T>(out, w, |rows| q8g_rows(rows, rows.map(at), x, gs));
+        }
+
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q8g(
             out: &mut [f32],
@@ -621,155 +763,206 @@ macro_rules! int8_kernels {
             d: &[f32],
             gs: usize,
         ) {
-            let cols = qs.len();
-            for (g0, o) in out.chunks_mut(ROWS).enumerate() {
-                let rows = group(w, cols, ROWS * g0, o.len());
-                let scale = |k: usize, g: usize| {
-                    let at = 4 * ((ROWS * g0 + k.min(o.len() - 1)) * d.len() + g);
-                    f32::from_le_bytes([scales[at], scales[at + 1], scales[at + 2], scales[at + 3]])
-                };
-                let mut val = [0.0f32; ROWS];
-                for (g, &xs) in d.iter().enumerate() {
-                    let sums = hsum4(rows.map(|r| {
-                        let mut acc = vdupq_n_s32(0);
-                        for at in (gs * g..gs * (g + 1)).step_by(16) {
-                            acc = dot16(
-                                acc,
-                                vld1q_s8(r.add(at).cast()),
-                                vld1q_s8(qs.as_ptr().add(at)),
-                            );
-                        }
-                        acc
-                    }));
-                    let mut isum = [0i32; ROWS];
-                    vst1q_s32(isum.as_mut_ptr(), sums);
-                    for (k, (v, &i)) in val.iter_mut().zip(&isum).enumerate() {
-                        *v += i as f32 * scale(k, g) * xs;
-                    }
-                }
-                o.copy_from_slice(&val[..o.len()]);
-            }
+            let x = [Input::Q8G { qs, d, group: gs }];
+            q8g_by_rows(&mut [out], w, scales, x, gs);
         }
 
-        /// The scalar twin's `matvec_blocks32`: per block, the eight lane
-        /// sums scaled with one fused multiply-add each into eight running
-        /// sums per row, then `hsum8`. `values` loads a block's 32 weights.
+        /// [`matvec_q8g`] for several inputs, bitwise, each weight vector
+        /// loaded once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8g(
+            out: &mut [&mut [f32]],
+            w: &[u8],
+            scales: &[u8],
+            x: &[Input<'_>],
+            gs: usize,
+        ) {
+            each_tile!(out, x, T => {
+                q8g_by_rows(out, w, scales, x, gs);
+            });
+        }
+
+        /// The scalar twin's `matvec_blocks32` for `R` rows and `T` inputs:
+        /// per block, the eight lane sums of each (row, input) scaled with
+        /// one fused multiply-add each into its eight running sums, then
+        /// `hsum8`. `values` loads a block's 32 weights, once for all `T`
+        /// inputs.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn matvec_blocks32(
-            out: &mut [f32],
+        unsafe fn blocks32_rows<const R: usize, const T: usize>(
+            rows: [*const u8; R],
+            x: [Input<'_>; T],
+            block_bytes: usize,
+            values: impl Fn(*const u8) -> [int8x16_t; 2],
+        ) -> [[f32; R]; T] {
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; R];
+            for b in 0..d[0].len() {
+                let xq = qs.map(|q| [vld1q_s8(q.add(32 * b)), vld1q_s8(q.add(32 * b + 16))]);
+                for (a, r) in acc.iter_mut().zip(rows) {
+                    let block = r.add(block_bytes * b);
+                    let [w0, w1] = values(block);
+                    let wd = f16_at(block);
+                    for ((a, x), d) in a.iter_mut().zip(&xq).zip(d) {
+                        let s = wd * d[b];
+                        a[0] = vfmaq_n_f32(a[0], vcvtq_f32_s32(lanes16(w0, x[0])), s);
+                        a[1] = vfmaq_n_f32(a[1], vcvtq_f32_s32(lanes16(w1, x[1])), s);
+                    }
+                }
+            }
+            core::array::from_fn(|t| core::array::from_fn(|k| hsum8(acc[k][t])))
+        }
+
+        /// [`blocks32_rows`] over every row, `R` at a time.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn blocks32<const R: usize, const T: usize>(
+            out: &mut [&mut [f32]],
             w: &[u8],
-            qs: &[i8],
-            d: &[f32],
+            x: [Input<'_>; T],
             block_bytes: usize,
             values: impl Fn(*const u8) -> [int8x16_t; 2],
         ) {
-            let row_bytes = w.len() / out.len().max(1);
-            for (g, o) in out.chunks_mut(ROWS).enumerate() {
-                let rows = group(w, row_bytes, ROWS * g, o.len());
-                let mut acc = [[vdupq_n_f32(0.0); 2]; ROWS];
-                for (b, &xd) in d.iter().enumerate() {
-                    let x = qs.as_ptr().add(32 * b);
-                    let (x0, x1) = (vld1q_s8(x), vld1q_s8(x.add(16)));
-                    let mut scale = [0.0f32; ROWS];
-                    let at = block_bytes * b;
-                    vst1q_f32(scale.as_mut_ptr(), vmulq_n_f32(f16_lanes(rows, at), xd));
-                    for ((a, r), s) in acc.iter_mut().zip(rows).zip(scale) {
-                        let [w0, w1] = values(r.add(at));
-                        a[0] = vfmaq_n_f32(a[0], vcvtq_f32_s32(lanes16(w0, x0)), s);
-                        a[1] = vfmaq_n_f32(a[1], vcvtq_f32_s32(lanes16(w1, x1)), s);
-                    }
-                }
-                for (o, a) in o.iter_mut().zip(acc) {
-                    *o = hsum8(a);
-                }
-            }
+            by_rows::<R, T>(out, w, |rows| blocks32_rows(rows, x, block_bytes, &values));
         }
 
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
-            matvec_blocks32(out, w, qs, d, 34, |b| {
-                let q = b.add(2).cast::<i8>();
-                [vld1q_s8(q), vld1q_s8(q.add(16))]
-            });
+            let x = [Input::Q8_0 { qs, d }];
+            blocks32::<ROWS, 1>(&mut [out], w, x, 34, |b| q8_0_values(b));
         }
 
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
-            let (low, eight) = (vdupq_n_u8(0xf), vdupq_n_s8(8));
-            matvec_blocks32(out, w, qs, d, 18, |b| {
-                let q = vld1q_u8(b.add(2));
-                let lo = vsubq_s8(s8(vandq_u8(q, low)), eight);
-                [lo, vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight)]
+            let x = [Input::Q8_0 { qs, d }];
+            blocks32::<ROWS, 1>(&mut [out], w, x, 18, |b| q4_0_values(b));
+        }
+
+        /// [`matvec_q8_0`] for several inputs, bitwise, each weight block
+        /// loaded once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                blocks32::<BLOCKS32_TILE_ROWS, T>(out, w, x, 34, |b| q8_0_values(b));
             });
         }
 
-        /// One row's Q4_K block `b` against the input block `x`: lanes
-        /// summing to `Σ_j scale_j·(q_j·x_j)`, and lanes summing to
-        /// `Σ_j min_j·Σx_j` (`xsums` holds the eight `Σx_j`).
+        /// [`matvec_q4_0`] for several inputs, bitwise, each block's
+        /// nibbles unpacked once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                blocks32::<BLOCKS32_TILE_ROWS, T>(out, w, x, 18, |b| q4_0_values(b));
+            });
+        }
+
+        /// One row's Q4_K block `b`, unpacked once, against the input
+        /// blocks `x`: for each input, lanes 0 and 1 sum to
+        /// `Σ_j scale_j·(q_j·x_j)` and lanes 2 and 3 to `Σ_j min_j·Σx_j`
+        /// (`xsums` holds its eight `Σx_j`), so that four rows' results
+        /// take one register per input.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q4k_block(b: *const u8, x: *const i8, xsums: int16x8_t) -> [int32x4_t; 2] {
+        unsafe fn q4k_block<const T: usize>(
+            b: *const u8,
+            x: [*const i8; T],
+            xsums: [int16x8_t; T],
+        ) -> [int32x4_t; T] {
             let (low, zero) = (vdupq_n_u8(0xf), vdupq_n_s32(0));
-            let mut parts = [zero; 8];
-            for c in 0..4 {
-                let (q0, q1) = (vld1q_u8(b.add(16 + 32 * c)), vld1q_u8(b.add(32 + 32 * c)));
-                let x = x.add(64 * c);
-                let lo = dot16(zero, s8(vandq_u8(q0, low)), vld1q_s8(x));
-                parts[2 * c] = dot16(lo, s8(vandq_u8(q1, low)), vld1q_s8(x.add(16)));
-                let hi = dot16(zero, s8(vshrq_n_u8::<4>(q0)), vld1q_s8(x.add(32)));
-                parts[2 * c + 1] = dot16(hi, s8(vshrq_n_u8::<4>(q1)), vld1q_s8(x.add(48)));
-            }
             let (scales, mins) = q4k_scales(b.add(4));
             let scales = vreinterpretq_s16_u16(vmovl_u8(scales));
             let mins = vreinterpretq_s16_u16(vmovl_u8(mins));
-            let [p0, p1, p2, p3, p4, p5, p6, p7] = parts;
-            let isum = vmlaq_s32(
-                vmulq_s32(hsum4([p0, p1, p2, p3]), vmovl_s16(vget_low_s16(scales))),
-                hsum4([p4, p5, p6, p7]),
-                vmovl_high_s16(scales),
-            );
-            let msum = vmlal_high_s16(
-                vmull_s16(vget_low_s16(mins), vget_low_s16(xsums)),
-                mins,
-                xsums,
-            );
-            [isum, msum]
-        }
-
-        /// Per block, the exact integer sums of each row (the mins through
-        /// the input's `bsums`), then the scalar twin's float operations with
-        /// one row per lane.
-        #[target_feature(enable = $features)]
-        pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
-            let row_bytes = w.len() / out.len().max(1);
-            for (g, o) in out.chunks_mut(ROWS).enumerate() {
-                let rows = group(w, row_bytes, ROWS * g, o.len());
-                let mut sum = vdupq_n_f32(0.0);
-                for (b, (&xd, bs)) in d.iter().zip(bsums.chunks_exact(16)).enumerate() {
-                    let x = qs.as_ptr().add(256 * b);
-                    let xsums = vpaddq_s16(vld1q_s16(bs.as_ptr()), vld1q_s16(bs.as_ptr().add(8)));
-                    let sums = rows.map(|r| q4k_block(r.add(144 * b), x, xsums));
-                    let isum = vcvtq_f32_s32(hsum4(sums.map(|s| s[0])));
-                    let msum = vcvtq_f32_s32(hsum4(sums.map(|s| s[1])));
-                    let dw = vmulq_n_f32(f16_lanes(rows, 144 * b), xd);
-                    let dmin = vmulq_n_f32(f16_lanes(rows, 144 * b + 2), xd);
-                    sum = vaddq_f32(sum, vsubq_f32(vmulq_f32(dw, isum), vmulq_f32(dmin, msum)));
+            let scales = [vmovl_s16(vget_low_s16(scales)), vmovl_high_s16(scales)];
+            let mut isum = [zero; T];
+            // Sub-blocks 0..4, then 4..8: a scale per lane after `hsum4`.
+            for (half, scales) in scales.into_iter().enumerate() {
+                let mut parts = [[zero; 4]; T];
+                for c in 0..2 {
+                    let j = 2 * half + c;
+                    let (q0, q1) = (vld1q_u8(b.add(16 + 32 * j)), vld1q_u8(b.add(32 + 32 * j)));
+                    let (l0, l1) = (s8(vandq_u8(q0, low)), s8(vandq_u8(q1, low)));
+                    let (h0, h1) = (s8(vshrq_n_u8::<4>(q0)), s8(vshrq_n_u8::<4>(q1)));
+                    for (p, x) in parts.iter_mut().zip(x) {
+                        let x = x.add(64 * j);
+                        let lo = dot16(zero, l0, vld1q_s8(x));
+                        p[2 * c] = dot16(lo, l1, vld1q_s8(x.add(16)));
+                        let hi = dot16(zero, h0, vld1q_s8(x.add(32)));
+                        p[2 * c + 1] = dot16(hi, h1, vld1q_s8(x.add(48)));
+                    }
                 }
-                store(o, sum);
+                for (s, p) in isum.iter_mut().zip(parts) {
+                    *s = vmlaq_s32(*s, hsum4(p), scales);
+                }
             }
+            core::array::from_fn(|t| {
+                let xs = xsums[t];
+                let low = vmull_s16(vget_low_s16(mins), vget_low_s16(xs));
+                let msum = vmlal_high_s16(low, mins, xs);
+                vpaddq_s32(isum[t], msum)
+            })
         }
 
-        /// One row's Q6_K block `b` against the input block `x`, whose sums
-        /// of each 16 values are `xsums`: lanes summing to
-        /// `Σ_j scale_j·(q_j·x_j)`. The values are dotted as stored (0..64)
-        /// and the offset of 32 comes off through the sums, as llama.cpp
-        /// does.
+        /// Per block, the exact integer sums of each row and input (the
+        /// mins through the input's `bsums`), then the scalar twin's float
+        /// operations with one row per lane.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q6k_block(b: *const u8, x: *const i8, xsums: [int16x8_t; 2]) -> int32x4_t {
+        unsafe fn q4k_rows<const T: usize>(
+            rows: [*const u8; ROWS],
+            x: [Input<'_>; T],
+        ) -> [[f32; ROWS]; T] {
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let bsums = x.map(|x| x.bsums().as_ptr());
+            let mut sum = [vdupq_n_f32(0.0); T];
+            for b in 0..d[0].len() {
+                let x = qs.map(|q| q.add(256 * b));
+                let xsums = bsums.map(|s| {
+                    let s = s.add(16 * b);
+                    vpaddq_s16(vld1q_s16(s), vld1q_s16(s.add(8)))
+                });
+                let sums = rows.map(|r| q4k_block(r.add(144 * b), x, xsums));
+                let (dw, dmin) = (f16_lanes(rows, 144 * b), f16_lanes(rows, 144 * b + 2));
+                for (t, s) in sum.iter_mut().enumerate() {
+                    let (isum, msum) = hsum2x2(sums.map(|s| s[t]));
+                    let (dw, dmin) = (vmulq_n_f32(dw, d[t][b]), vmulq_n_f32(dmin, d[t][b]));
+                    let (isum, msum) = (vcvtq_f32_s32(isum), vcvtq_f32_s32(msum));
+                    *s = vaddq_f32(*s, vsubq_f32(vmulq_f32(dw, isum), vmulq_f32(dmin, msum)));
+                }
+            }
+            lanes(sum)
+        }
+
+        #[target_feature(enable = $features)]
+        pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+            let x = [Input::Q8K { qs, d, bsums }];
+            by_rows::<ROWS, 1>(&mut [out], w, |rows| q4k_rows(rows, x));
+        }
+
+        /// [`matvec_q4k`] for several inputs, bitwise, each block unpacked
+        /// once for a tile of them.
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+            each_tile!(out, x, T => {
+                by_rows::<ROWS, T>(out, w, |rows| q4k_rows(rows, x));
+            });
+        }
+
+        /// One row's Q6_K block `b`, unpacked once, against the input
+        /// blocks `x`, whose sums of each 16 values are `xsums`: for each
+        /// input, lanes summing to `Σ_j scale_j·(q_j·x_j)`. The values are
+        /// dotted as stored (0..64) and the offset of 32 comes off through
+        /// the sums, as llama.cpp does.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6k_block<const T: usize>(
+            b: *const u8,
+            x: [*const i8; T],
+            xsums: [[int16x8_t; 2]; T],
+        ) -> [int32x4_t; T] {
             let (low, high, zero) = (vdupq_n_u8(0xf), vdupq_n_u8(0x30), vdupq_n_s32(0));
-            let mut totals = [zero; 4];
+            let scales = vld1q_s8(b.add(192).cast::<i8>());
+            let s = [vmovl_s8(vget_low_s8(scales)), vmovl_high_s8(scales)];
+            let mut isum = [zero; T];
             for n in 0..2 {
                 let (ql, qh) = (b.add(64 * n), b.add(128 + 32 * n));
                 let l = [0, 1, 2, 3].map(|i| vld1q_u8(ql.add(16 * i)));
@@ -786,83 +979,67 @@ macro_rules! int8_kernels {
                     vorrq_u8(vshrq_n_u8::<4>(l[2]), vandq_u8(vshrq_n_u8::<2>(h[0]), high)),
                     vorrq_u8(vshrq_n_u8::<4>(l[3]), vandq_u8(vshrq_n_u8::<2>(h[1]), high)),
                 ];
-                let x = x.add(128 * n);
-                let p: [int32x4_t; 8] =
-                    core::array::from_fn(|i| dot16(zero, s8(q[i]), vld1q_s8(x.add(16 * i))));
-                totals[2 * n] = hsum4([p[0], p[1], p[2], p[3]]);
-                totals[2 * n + 1] = hsum4([p[4], p[5], p[6], p[7]]);
+                for (isum, x) in isum.iter_mut().zip(x) {
+                    let x = x.add(128 * n);
+                    let p: [int32x4_t; 8] =
+                        core::array::from_fn(|i| dot16(zero, s8(q[i]), vld1q_s8(x.add(16 * i))));
+                    let lo = hsum4([p[0], p[1], p[2], p[3]]);
+                    *isum = vmlaq_s32(*isum, lo, vmovl_s16(vget_low_s16(s[n])));
+                    let hi = hsum4([p[4], p[5], p[6], p[7]]);
+                    *isum = vmlaq_s32(*isum, hi, vmovl_high_s16(s[n]));
+                }
             }
-            let scales = vld1q_s8(b.add(192).cast::<i8>());
-            let s = [vmovl_s8(vget_low_s8(scales)), vmovl_high_s8(scales)];
-            let mut isum = vmulq_s32(totals[0], vmovl_s16(vget_low_s16(s[0])));
-            isum = vmlaq_s32(isum, totals[1], vmovl_high_s16(s[0]));
-            isum = vmlaq_s32(isum, totals[2], vmovl_s16(vget_low_s16(s[1])));
-            isum = vmlaq_s32(isum, totals[3], vmovl_high_s16(s[1]));
-            let mut offset = vmull_s16(vget_low_s16(s[0]), vget_low_s16(xsums[0]));
-            offset = vmlal_high_s16(offset, s[0], xsums[0]);
-            offset = vmlal_s16(offset, vget_low_s16(s[1]), vget_low_s16(xsums[1]));
-            offset = vmlal_high_s16(offset, s[1], xsums[1]);
-            vsubq_s32(isum, vshlq_n_s32::<5>(offset))
+            core::array::from_fn(|t| {
+                let xs = xsums[t];
+                let mut offset = vmull_s16(vget_low_s16(s[0]), vget_low_s16(xs[0]));
+                offset = vmlal_high_s16(offset, s[0], xs[0]);
+                offset = vmlal_s16(offset, vget_low_s16(s[1]), vget_low_s16(xs[1]));
+                offset = vmlal_high_s16(offset, s[1], xs[1]);
+                vsubq_s32(isum[t], vshlq_n_s32::<5>(offset))
+            })
         }
 
-        /// Per block, the exact integer sum of each row, then the scalar
-        /// twin's `sum += (d_w·d_x)·isum` with one row per lane.
+        /// Per block, the exact integer sum of each row and input, then the
+        /// scalar twin's `sum += (d_w·d_x)·isum` with one row per lane.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6k_rows<const T: usize>(
+            rows: [*const u8; ROWS],
+            x: [Input<'_>; T],
+        ) -> [[f32; ROWS]; T] {
+            let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+            let bsums = x.map(|x| x.bsums().as_ptr());
+            let mut sum = [vdupq_n_f32(0.0); T];
+            for b in 0..d[0].len() {
+                let x = qs.map(|q| q.add(256 * b));
+                let xsums = bsums.map(|s| {
+                    let s = s.add(16 * b);
+                    [vld1q_s16(s), vld1q_s16(s.add(8))]
+                });
+                let isums = rows.map(|r| q6k_block(r.add(210 * b), x, xsums));
+                let dw = f16_lanes(rows, 210 * b + 208);
+                for (t, s) in sum.iter_mut().enumerate() {
+                    let isum = hsum4(isums.map(|i| i[t]));
+                    let scale = vmulq_n_f32(dw, d[t][b]);
+                    *s = vaddq_f32(*s, vmulq_f32(scale, vcvtq_f32_s32(isum)));
+                }
+            }
+            lanes(sum)
+        }
+
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
-            let row_bytes = w.len() / out.len().max(1);
-            for (g, o) in out.chunks_mut(ROWS).enumerate() {
-                let rows = group(w, row_bytes, ROWS * g, o.len());
-                let mut sum = vdupq_n_f32(0.0);
-                for (b, (&xd, bs)) in d.iter().zip(bsums.chunks_exact(16)).enumerate() {
-                    let x = qs.as_ptr().add(256 * b);
-                    let xsums = [vld1q_s16(bs.as_ptr()), vld1q_s16(bs.as_ptr().add(8))];
-                    let isum = hsum4(rows.map(|r| q6k_block(r.add(210 * b), x, xsums)));
-                    let scale = vmulq_n_f32(f16_lanes(rows, 210 * b + 208), xd);
-                    sum = vaddq_f32(sum, vmulq_f32(scale, vcvtq_f32_s32(isum)));
-                }
-                store(o, sum);
-            }
+            let x = [Input::Q8K { qs, d, bsums }];
+            by_rows::<ROWS, 1>(&mut [out], w, |rows| q6k_rows(rows, x));
         }
 
-        #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            for (o, x) in out.iter_mut().zip(x) {
-                matvec_q8_0(o, w, x.qs(), x.scales());
-            }
-        }
-
-        #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            for (o, x) in out.iter_mut().zip(x) {
-                matvec_q4_0(o, w, x.qs(), x.scales());
-            }
-        }
-
-        #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            for (o, x) in out.iter_mut().zip(x) {
-                matvec_q4k(o, w, x.qs(), x.scales(), x.bsums());
-            }
-        }
-
+        /// [`matvec_q6k`] for several inputs, bitwise, each block unpacked
+        /// once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            for (o, x) in out.iter_mut().zip(x) {
-                matvec_q6k(o, w, x.qs(), x.scales(), x.bsums());
-            }
-        }
-
-        #[target_feature(enable = $features)]
-        pub unsafe fn matmul_q8g(
-            out: &mut [&mut [f32]],
-            w: &[u8],
-            scales: &[u8],
-            x: &[Input<'_>],
-            gs: usize,
-        ) {
-            for (o, x) in out.iter_mut().zip(x) {
-                matvec_q8g(o, w, scales, x.qs(), x.scales(), gs);
-            }
+            each_tile!(out, x, T => {
+                by_rows::<ROWS, T>(out, w, |rows| q6k_rows(rows, x));
+            });
         }
     };
 }
@@ -893,7 +1070,10 @@ pub mod dot {
         matvec_f16, matvec_f32, quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
     };
 
-    use super::{f16_lanes, group, hsum4, hsum8, q4k_scales, s8, store, ROWS};
+    use super::{
+        f16_at, f16_lanes, hsum2x2, hsum4, hsum8, lanes, q4_0_values, q4k_scales, q8_0_values, s8,
+        BLOCKS32_TILE_ROWS, ROWS,
+    };
     use crate::kernels::Input;
     use core::arch::aarch64::*;
     use core::arch::asm;
