@@ -46,6 +46,16 @@ macro_rules! each_tile {
     };
 }
 
+/// Stores a tile's results: `v[k][t]` is row `r + k`'s for input `t`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn store_rows<const T: usize>(out: &mut [&mut [f32]], r: usize, v: &[[f32; T]]) {
+    for (k, v) in v.iter().enumerate() {
+        for (o, &v) in out.iter_mut().zip(v) {
+            o[r + k] = v;
+        }
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;

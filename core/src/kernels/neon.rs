@@ -175,19 +175,12 @@ unsafe fn dots<E: Element, const R: usize, const T: usize>(
 ) {
     let (n, xp) = (x[0].len(), x.map(<[f32]>::as_ptr));
     let count = out[0].len();
-    let mut store = |r: usize, v: &[[f32; T]]| {
-        for (k, v) in v.iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(v) {
-                o[r + k] = v;
-            }
-        }
-    };
     let whole = count / R * R;
     for r in (0..whole).step_by(R) {
-        store(r, &rows::<E, R, T>(w.add(r * stride), stride, n, xp));
+        crate::kernels::store_rows(out, r, &rows::<E, R, T>(w.add(r * stride), stride, n, xp));
     }
     for r in whole..count {
-        store(r, &rows::<E, 1, T>(w.add(r * stride), stride, n, xp));
+        crate::kernels::store_rows(out, r, &rows::<E, 1, T>(w.add(r * stride), stride, n, xp));
     }
 }
 

@@ -140,19 +140,12 @@ macro_rules! block_kernels {
             let rows = out[0].len();
             let row_bytes = w.len() / rows.max(1);
             let row = |r: usize| w.as_ptr().add(r * row_bytes);
-            let mut store = |r: usize, v: &[[f32; T]]| {
-                for (k, v) in v.iter().enumerate() {
-                    for (o, &v) in out.iter_mut().zip(v) {
-                        o[r + k] = v;
-                    }
-                }
-            };
             let whole = rows / R * R;
             for r in (0..whole).step_by(R) {
-                store(r, &many(core::array::from_fn(|k| row(r + k)), 2 * R * row_bytes));
+                crate::kernels::store_rows(out, r, &many(core::array::from_fn(|k| row(r + k)), 2 * R * row_bytes));
             }
             for r in whole..rows {
-                store(r, &one([row(r)], 2 * row_bytes));
+                crate::kernels::store_rows(out, r, &one([row(r)], 2 * row_bytes));
             }
         }
 
@@ -1009,19 +1002,12 @@ pub mod avx2 {
     ) {
         let (n, xp) = (x[0].len(), x.map(|x| x.as_ptr()));
         let count = out[0].len();
-        let mut store = |r: usize, v: &[[f32; T]]| {
-            for (k, v) in v.iter().enumerate() {
-                for (o, &v) in out.iter_mut().zip(v) {
-                    o[r + k] = v;
-                }
-            }
-        };
         let whole = count / R * R;
         for r in (0..whole).step_by(R) {
-            store(r, &rows::<R, T>(w.add(r * stride), stride, n, xp));
+            crate::kernels::store_rows(out, r, &rows::<R, T>(w.add(r * stride), stride, n, xp));
         }
         for r in whole..count {
-            store(r, &rows::<1, T>(w.add(r * stride), stride, n, xp));
+            crate::kernels::store_rows(out, r, &rows::<1, T>(w.add(r * stride), stride, n, xp));
         }
     }
 
