@@ -201,24 +201,65 @@ pub fn for_row_blocks(
     rows: usize,
     f: &(dyn Fn(RowBlock<'_>) + Sync),
 ) {
-    let tokens = out.len().checked_div(rows).unwrap_or(0);
-    assert_eq!(tokens * rows, out.len(), "for_row_blocks: lengths");
-    let shared = SharedOut(out.as_mut_ptr());
-    let block = |start: usize, end: usize| RowBlock {
-        ptr: shared.ptr(),
-        rows,
-        tokens,
-        start,
-        end,
-        _out: PhantomData,
+    let per_task = match exec.threads() {
+        1 => rows,
+        threads => rows_per_task(rows, threads),
     };
-    if exec.threads() == 1 {
-        return f(block(0, rows));
-    }
-    let per_task = rows_per_task(rows, exec.threads());
+    blocks(exec, out, rows, per_task.max(1), &|_, block| f(block));
+}
+
+/// Calls `f(i, block)` for every block of `per_task` rows (the last one
+/// possibly shorter) of every token's output, in parallel; `out` is
+/// `[tokens][rows]`.
+fn blocks(
+    exec: &dyn Exec,
+    out: &mut [f32],
+    rows: usize,
+    per_task: usize,
+    f: &(dyn Fn(usize, RowBlock<'_>) + Sync),
+) {
+    let tokens = out.len().checked_div(rows).unwrap_or(0);
+    assert_eq!(tokens * rows, out.len(), "row blocks: lengths");
+    let shared = SharedOut(out.as_mut_ptr());
     for_each(exec, rows.div_ceil(per_task), &|i| {
         let start = i * per_task;
-        f(block(start, (start + per_task).min(rows)))
+        f(
+            i,
+            RowBlock {
+                ptr: shared.ptr(),
+                rows,
+                tokens,
+                start,
+                end: (start + per_task).min(rows),
+                _out: PhantomData,
+            },
+        )
+    });
+}
+
+/// Runs `f(h, a_h, block_h)` for every head `h` in parallel, where `a_h`
+/// is the `h`-th `a_chunk`-sized part of `a` and `block_h` the rows
+/// `h·head_size..(h + 1)·head_size` of every token's output in `out`
+/// (`[tokens][rows]`): attention of one query head for every token of a
+/// batch, so a batch costs one parallel region per layer, not one per
+/// token.
+pub fn for_each_head<A: Send>(
+    exec: &dyn Exec,
+    a: &mut [A],
+    a_chunk: usize,
+    out: &mut [f32],
+    rows: usize,
+    head_size: usize,
+    f: &(dyn Fn(usize, &mut [A], RowBlock<'_>) + Sync),
+) {
+    assert!(
+        head_size > 0 && a.len() >= rows.div_ceil(head_size) * a_chunk,
+        "for_each_head: lengths"
+    );
+    let a = Parts::new(a, a_chunk);
+    blocks(exec, out, rows, head_size, &|h, block| {
+        // SAFETY: `blocks` gives each index to exactly one call.
+        f(h, unsafe { a.take(h) }, block)
     });
 }
 
@@ -476,7 +517,7 @@ mod tests {
 
     #[cfg(feature = "std")]
     #[test]
-    fn pools_of_any_size_cover_every_row_and_pair_once() {
+    fn pools_of_any_size_cover_every_row_pair_and_head_once() {
         for threads in [1, 2, 3, 4, 7] {
             let pool = ThreadPool::new(threads).unwrap();
             for rows in [0, 1, 15, 16, 17, 100, 768, 2049] {
@@ -501,6 +542,19 @@ mod tests {
             let want_a: std::vec::Vec<f32> = (0..60).map(|j| (j / 5) as f32).collect();
             let want_b: std::vec::Vec<f32> = (0..36).map(|j| -((j / 3) as f32)).collect();
             assert_eq!((a, b), (want_a, want_b));
+            // Three tokens of five heads of size 4 (the last one short).
+            let (mut att, mut out) = (std::vec![0u8; 5 * 2], std::vec![0.0f32; 3 * 18]);
+            for_each_head(&pool, &mut att, 2, &mut out, 18, 4, &|h, att, mut block| {
+                att.fill(h as u8 + 1);
+                for (t, o) in block.outs().iter_mut().enumerate() {
+                    o.fill((10 * t + h) as f32);
+                }
+            });
+            let want: std::vec::Vec<f32> = (0..54)
+                .map(|j| (10 * (j / 18) + j % 18 / 4) as f32)
+                .collect();
+            assert_eq!(att, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+            assert_eq!(out, want, "{threads} threads");
         }
     }
 

@@ -4,7 +4,9 @@
 
 use crate::arena::{KvBuffers, StateBuffers, MAX_BATCH};
 use crate::error::{Error, Result};
-use crate::exec::{for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE};
+use crate::exec::{
+    for_each_head, for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE,
+};
 use crate::image::{Config, Model};
 use crate::kernels::{
     add, attention_f16, attention_mix, attention_scores, batch_form, f32_to_f16, matmul, matvec,
@@ -444,28 +446,25 @@ impl<'m, 'a> Transformer<'m, 'a> {
                 rope(isa, k, s.cos, s.sin);
                 s.kv.put(isa, loff + pos * kv_dim, k, v);
             }
-            for (t, (q, xb)) in q
-                .chunks_exact(dim)
-                .zip(xb.chunks_exact_mut(dim))
-                .enumerate()
-            {
-                let (pos, loff) = loff(t);
-                let kv = &s.kv;
-                let att_len = s.att.len() / p.n_heads;
-                for_each_pair(
-                    exec,
-                    p.n_heads,
-                    s.att,
-                    att_len,
-                    xb,
-                    head_size,
-                    &|h, att, xb| {
-                        let q = &q[h * head_size..(h + 1) * head_size];
+            // Attention, a query head per parallel task, for every token.
+            let (q, kv) = (&*q, &s.kv);
+            let att_len = s.att.len() / p.n_heads;
+            for_each_head(
+                exec,
+                s.att,
+                att_len,
+                xb,
+                dim,
+                head_size,
+                &|h, att, mut xb| {
+                    for (t, xb) in xb.outs().iter_mut().enumerate() {
+                        let (pos, loff) = loff(t);
+                        let q = &q[t * dim + h * head_size..][..head_size];
                         let head = loff + (h / kv_mul) * head_size;
                         kv.attend(isa, q, head, kv_dim, pos + 1, att, xb);
-                    },
-                );
-            }
+                    }
+                },
+            );
 
             batch_matmuls(compute, &mut b.input, width, n, xb, [(&mut *xb2, &lw.wo)]);
             for (x, xb2) in x.chunks_exact_mut(dim).zip(xb2.chunks_exact(dim)) {
