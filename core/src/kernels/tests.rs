@@ -746,3 +746,62 @@ fn matmul_is_matvec_for_each_input_bitwise() {
         }
     }
 }
+
+/// The x86 online softmax against the scalar twin, bit for bit: its
+/// exponentials (a copy of `libm::expf` for `x ≤ 0`) over a sweep of every
+/// exponent and many mantissas of the negative floats, the branch limits of
+/// `expf` and their neighbours, infinities and NaN; and its running maximum
+/// over random scores of several scales, growing and holding.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_online_softmax_is_the_scalar_twin_bitwise() {
+    let limits = [
+        0x3900_0000u32,
+        0x3eb1_7218,
+        0x3f85_1592,
+        0x42ae_ac50,
+        0x42cf_f1b5,
+    ];
+    let mut xs: Vec<f32> = (0x8000_0000u32..=0xff80_0000)
+        .step_by(1021)
+        .chain(
+            limits
+                .iter()
+                .flat_map(|&b| (b - 3..=b + 3).map(|b| b | 0x8000_0000)),
+        )
+        .chain([0xff80_0000, 0xffc0_0000, 0x7fc0_0001, 0x8000_0000, 0])
+        .map(f32::from_bits)
+        .collect();
+    for scale in [0.5, 4.0, 60.0, 1e30] {
+        xs.extend(random(3001, scale as u64 + 7, scale));
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let run = |isa: Isa, scores: &[f32]| {
+        let (mut s, mut w) = (scores.to_vec(), std::vec![0.0f32; scores.len()]);
+        let inv = match isa.0 {
+            // SAFETY: the level was detected, so the CPU has its features.
+            Level::Avx2 => unsafe { x86::avx2::online_softmax(&mut s, &mut w) },
+            // SAFETY: as above.
+            Level::Avx512 => unsafe { x86::avx512::online_softmax(&mut s, &mut w) },
+            _ => scalar::online_softmax(&mut s, &mut w),
+        };
+        (bits(&s), bits(&w), inv.to_bits())
+    };
+    for isa in simd_levels() {
+        // After a leading 0 every weight is expf(x − 0) = expf(x).
+        for chunk in xs.chunks(4093) {
+            let scores: Vec<f32> = [0.0].iter().chain(chunk).copied().collect();
+            let got = run(isa, &scores);
+            assert_eq!(got, run(Isa::SCALAR, &scores), "{}", isa.name());
+        }
+        for n in 0..70 {
+            let scores = random(n, n as u64, 3.0 + n as f32);
+            assert_eq!(
+                run(isa, &scores),
+                run(Isa::SCALAR, &scores),
+                "{} {n}",
+                isa.name()
+            );
+        }
+    }
+}

@@ -827,6 +827,101 @@ macro_rules! block_kernels {
             }
         }
 
+        /// `libm::expf` (FreeBSD's `e_expf.c`) of eight values at once, bit for
+        /// bit, for `x ≤ 0` and NaN only — all the online softmax feeds it.
+        /// The same branches as lane selects: the reduction `k = ⌊x/ln 2⌉`
+        /// (truncating `x/ln 2 − ½`, or `k = −1` near −ln 2, or none), the
+        /// rational approximation with separate rounded multiplies and adds
+        /// as Rust writes them (no fused ones), and `scalbnf`'s two
+        /// products: by 2^−102, exact, then by 2^(k+102), rounded once.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn expf_nonpos(x: __m256) -> __m256 {
+            let set = _mm256_set1_ps;
+            let above = |v: __m256i, bits: i32| _mm256_cmpgt_epi32(v, _mm256_set1_epi32(bits));
+            let hx = _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fff_ffff));
+            let reduced = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_add_ps(
+                _mm256_mul_ps(set(LOG2E), x),
+                set(-0.5),
+            )));
+            let k = _mm256_blendv_ps(
+                _mm256_blendv_ps(
+                    _mm256_setzero_ps(),
+                    set(-1.0),
+                    _mm256_castsi256_ps(above(hx, 0x3eb1_7218)),
+                ),
+                reduced,
+                _mm256_castsi256_ps(above(hx, 0x3f85_1592)),
+            );
+            let hi = _mm256_sub_ps(x, _mm256_mul_ps(k, set(6.931_457_5e-1)));
+            let lo = _mm256_mul_ps(k, set(1.428_606_8e-6));
+            let r = _mm256_sub_ps(hi, lo);
+            let rr = _mm256_mul_ps(r, r);
+            let c = _mm256_sub_ps(
+                r,
+                _mm256_mul_ps(
+                    rr,
+                    _mm256_add_ps(set(1.666_662_5e-1), _mm256_mul_ps(rr, set(-2.766_733_3e-3))),
+                ),
+            );
+            let q = _mm256_div_ps(_mm256_mul_ps(r, c), _mm256_sub_ps(set(2.0), c));
+            let y = _mm256_add_ps(set(1.0), _mm256_add_ps(_mm256_sub_ps(q, lo), hi));
+            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(k),
+                _mm256_set1_epi32(127 + 102),
+            )));
+            let e = _mm256_mul_ps(_mm256_mul_ps(y, set(f32::from_bits(0x0c80_0000))), scale);
+            let tiny = _mm256_castsi256_ps(above(hx, 0x3900_0000));
+            let e = _mm256_blendv_ps(_mm256_add_ps(set(1.0), x), e, tiny);
+            let zero = _mm256_castsi256_ps(above(hx, 0x42cf_f1b4));
+            let e = _mm256_blendv_ps(e, _mm256_setzero_ps(), zero);
+            let nan = _mm256_castsi256_ps(above(hx, 0x7f80_0000));
+            _mm256_blendv_ps(e, x, nan)
+        }
+
+        /// The scalar twin's `online_softmax`, its exponentials eight at a
+        /// time: the running maximum first decides, position by position,
+        /// which factor each one's exponential is (the rescale when the
+        /// maximum grows, else the weight); then the exponentials, which no
+        /// longer depend on each other; then the sum, in order.
+        #[target_feature(enable = $features)]
+        pub unsafe fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
+            let mut max = f32::NEG_INFINITY;
+            for (s, w) in scores.iter_mut().zip(weights.iter_mut()) {
+                let grows = *s > max;
+                (*s, *w, max) = match grows {
+                    true => (0.0, max - *s, *s),
+                    false => (1.0, *s - max, max),
+                };
+            }
+            let n = scores.len().min(weights.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                let (s, w) = (scores.as_mut_ptr().add(i), weights.as_mut_ptr().add(i));
+                let e = expf_nonpos(_mm256_loadu_ps(w));
+                let kept = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(s), _mm256_set1_ps(1.0));
+                _mm256_storeu_ps(s, _mm256_blendv_ps(e, _mm256_set1_ps(1.0), kept));
+                _mm256_storeu_ps(w, _mm256_blendv_ps(_mm256_set1_ps(1.0), e, kept));
+                i += 8;
+            }
+            for (s, w) in scores[i..n].iter_mut().zip(&mut weights[i..n]) {
+                let e = libm::expf(*w);
+                (*s, *w) = match *s == 1.0 {
+                    true => (1.0, e),
+                    false => (e, 1.0),
+                };
+            }
+            let mut sum = 0.0f32;
+            for (&ms, &vs) in scores[..n].iter().zip(&weights[..n]) {
+                sum = sum * ms + vs;
+            }
+            if sum == 0.0 {
+                0.0
+            } else {
+                1.0 / sum
+            }
+        }
+
         /// The scalar twin in its three passes: the scores (independent dot
         /// products, which the core overlaps), the softmax factors, then the
         /// values, eight vectors of outputs at a time held in registers:
@@ -863,7 +958,7 @@ macro_rules! block_kernels {
             for (t, s) in rescale.iter_mut().enumerate().skip(4 * fours) {
                 *s = dot_f16(q, [key(t)])[0] * scale;
             }
-            let inv = crate::kernels::scalar::online_softmax(rescale, weight);
+            let inv = online_softmax(rescale, weight);
             let (o, v) = (out.as_mut_ptr(), values.as_ptr());
             let mut i = 0;
             while i + 64 <= n {
