@@ -418,23 +418,33 @@ pub unsafe fn f32_to_f16(out: &mut [u16], x: &[f32]) {
 }
 
 /// The scalar twin's `dot_f16`: exact f32 products of the f16-rounded `q`
-/// and `k`, summed in four f64 lanes (index mod 4) held as two registers of
-/// two, joined as `(l0 + l1) + (l2 + l3)`. Zero padding past the end adds
+/// and `k`, summed in eight f64 lanes (index mod 8) held as four registers
+/// of two, joined as the twin's `join8`. Zero padding past the end adds
 /// `+0.0`, which changes no lane (none can be `-0.0`: each starts `+0.0`).
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn dot_f16(q: &[f32], k: *const u16) -> f64 {
     let (n, qp) = (q.len(), q.as_ptr());
-    let mut acc = [vdupq_n_f64(0.0); 2];
+    let mut acc = [vdupq_n_f64(0.0); 4];
     let mut i = 0;
     while i < n {
-        let valid = (n - i).min(4);
-        let p = vmulq_f32(round16(load(qp.add(i), valid)), load_f16(k.add(i), valid));
-        acc[0] = vaddq_f64(acc[0], vcvt_f64_f32(vget_low_f32(p)));
-        acc[1] = vaddq_f64(acc[1], vcvt_high_f64_f32(p));
-        i += 4;
+        for half in 0..2 {
+            let at = i + 4 * half;
+            let valid = n.saturating_sub(at).min(4);
+            let p = match valid {
+                0 => vdupq_n_f32(0.0),
+                _ => vmulq_f32(round16(load(qp.add(at), valid)), load_f16(k.add(at), valid)),
+            };
+            acc[2 * half] = vaddq_f64(acc[2 * half], vcvt_f64_f32(vget_low_f32(p)));
+            acc[2 * half + 1] = vaddq_f64(acc[2 * half + 1], vcvt_high_f64_f32(p));
+        }
+        i += 8;
     }
-    vaddvq_f64(acc[0]) + vaddvq_f64(acc[1])
+    let mut lanes = [0.0f64; 8];
+    for (j, a) in acc.iter().enumerate() {
+        vst1q_f64(lanes.as_mut_ptr().add(2 * j), *a);
+    }
+    crate::kernels::scalar::join8(lanes)
 }
 
 /// `4·C` output values from `out` on, each accumulated in a register

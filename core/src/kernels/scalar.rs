@@ -518,14 +518,22 @@ fn round16(x: f32) -> f32 {
 }
 
 /// The score of an f16 query and key: their products are exact in f32 and
-/// summed in f64, in four lanes (index mod 4) joined as `(l0 + l1) + (l2 +
-/// l3)` — the order one AVX2 register or two NEON registers of f64 keep.
+/// summed in f64, in eight lanes (index mod 8) joined by [`join8`] — the
+/// order one AVX-512 register, two AVX2 or four NEON registers of f64 keep,
+/// each lane a chain of its own.
 fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
-    let mut lanes = [0.0f64; 4];
+    let mut lanes = [0.0f64; 8];
     for (i, (&a, &b)) in q.iter().zip(k).enumerate() {
-        lanes[i % 4] += f64::from(round16(a) * f16_to_f32(b));
+        lanes[i % 8] += f64::from(round16(a) * f16_to_f32(b));
     }
-    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32
+    join8(lanes) as f32
+}
+
+/// The eight lanes of [`dot_f16`] added up: lane `l` and lane `l + 4`, then
+/// the pairs two apart, then the last two.
+pub fn join8(l: [f64; 8]) -> f64 {
+    let m: [f64; 4] = core::array::from_fn(|j| l[j] + l[j + 4]);
+    (m[0] + m[2]) + (m[1] + m[3])
 }
 
 /// llama.cpp's online softmax, as factors: walking the scores in order

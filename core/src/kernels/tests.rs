@@ -502,15 +502,16 @@ fn quantized_matvec_matches_scalar() {
 }
 
 /// Scores whose f64 lane sums round: lanes 0 and 2 cancel (±2^30 per
-/// product), lane 1 holds 2^-24 per product, below half an ulp of lane 0's
-/// sum. Joined as `(l0 + l1) + (l2 + l3)` the score is 0; any other order
-/// keeps lane 1 and, times the scale 2^20, moves the softmax.
+/// product), lane 4 holds 2^-24 per product, below half an ulp of lane 0's
+/// sum. Joined as `join8` does, lane 4 into lane 0 first, the score is 0;
+/// any other order keeps lane 4 and, times the scale 2^20, moves the
+/// softmax.
 #[test]
 fn attention_f16_keeps_the_score_summation_order() {
     let head = 64;
-    let pattern = [32768.0f32, 1.0 / 4096.0, -32768.0, 0.0];
-    let q: Vec<f32> = (0..head).map(|i| pattern[i % 4]).collect();
-    let key: Vec<f32> = (0..head).map(|i| pattern[i % 4].abs()).collect();
+    let pattern = [32768.0f32, 0.0, -32768.0, 0.0, 1.0 / 4096.0, 0.0, 0.0, 0.0];
+    let q: Vec<f32> = (0..head).map(|i| pattern[i % 8]).collect();
+    let key: Vec<f32> = (0..head).map(|i| pattern[i % 8].abs()).collect();
     let (mut keys, mut values) = (std::vec![0u16; 2 * head], std::vec![0u16; 2 * head]);
     f32_to_f16(Isa::SCALAR, &mut keys[head..], &key);
     f32_to_f16(Isa::SCALAR, &mut values, &random(2 * head, 5, 1.0));
@@ -542,7 +543,8 @@ fn attention_f16_keeps_the_score_summation_order() {
 }
 
 /// llama.cpp's flash-attention loop as it reads: one pass, the output
-/// rescaled in place whenever the maximum grows.
+/// rescaled in place whenever the maximum grows (each score summed in
+/// f64, eight lanes, as our twins keep them).
 #[allow(clippy::too_many_arguments)]
 fn one_pass_attention(
     out: &mut [f32],
@@ -558,11 +560,12 @@ fn one_pass_attention(
     let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
     out.fill(0.0);
     for t in 0..positions {
-        let mut lanes = [0.0f64; 4];
+        let mut lanes = [0.0f64; 8];
         for i in 0..n {
-            lanes[i % 4] += f64::from(round16(q[i]) * f16_to_f32(keys[t * stride + i]));
+            lanes[i % 8] += f64::from(round16(q[i]) * f16_to_f32(keys[t * stride + i]));
         }
-        let s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32 * scale;
+        let m: [f64; 4] = core::array::from_fn(|j| lanes[j] + lanes[j + 4]);
+        let s = ((m[0] + m[2]) + (m[1] + m[3])) as f32 * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
             ms = libm::expf(max - s);

@@ -762,33 +762,31 @@ macro_rules! block_kernels {
         }
 
         /// The scalar twin's [`dot_f16`](crate::kernels::scalar) of `q` with
-        /// `R` keys at once: exact f32 products summed in four f64 lanes,
-        /// the lanes of one `__m256d` per key. The keys' chains of dependent
-        /// additions interleave, and `q` is rounded once for all of them.
+        /// `R` keys at once: exact f32 products summed in eight f64 lanes
+        /// (`Acc8`, this level's registers for them). The keys' chains of
+        /// dependent additions interleave, and `q` is rounded once for all.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn dot_f16<const R: usize>(q: &[f32], keys: [*const u16; R]) -> [f32; R] {
             let n = q.len();
-            let mut acc = [_mm256_setzero_pd(); R];
+            let mut acc = [acc8_zero(); R];
             let mut i = 0;
             while i + 8 <= n {
                 let qv = round16(_mm256_loadu_ps(q.as_ptr().add(i)));
                 for (a, k) in acc.iter_mut().zip(keys) {
                     let p = _mm256_mul_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast())));
-                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
-                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)));
+                    *a = acc8_add(*a, p);
                 }
                 i += 8;
             }
             let mut out = [0.0f32; R];
             for ((o, a), k) in out.iter_mut().zip(acc).zip(keys) {
-                let mut lanes = [0.0f64; 4];
-                _mm256_storeu_pd(lanes.as_mut_ptr(), a);
+                let mut lanes = acc8_lanes(a);
                 for j in i..n {
                     let qj = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(q[j]));
-                    lanes[j % 4] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
+                    lanes[j % 8] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
                 }
-                *o = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) as f32;
+                *o = crate::kernels::scalar::join8(lanes) as f32;
             }
             out
         }
@@ -992,6 +990,34 @@ pub mod avx2 {
     use core::arch::x86_64::*;
 
     block_kernels!("avx2,fma,f16c", blocks32_tile_rows, 4);
+
+    /// The eight f64 lanes of the f16 attention's scores: two registers.
+    type Acc8 = [__m256d; 2];
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_zero() -> Acc8 {
+        [_mm256_setzero_pd(); 2]
+    }
+
+    /// Lanes 0–3 plus the first four products, lanes 4–7 the last four.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_add(a: Acc8, p: __m256) -> Acc8 {
+        [
+            _mm256_add_pd(a[0], _mm256_cvtps_pd(_mm256_castps256_ps128(p))),
+            _mm256_add_pd(a[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p))),
+        ]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_lanes(a: Acc8) -> [f64; 8] {
+        let mut lanes = [0.0f64; 8];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), a[0]);
+        _mm256_storeu_pd(lanes.as_mut_ptr().add(4), a[1]);
+        lanes
+    }
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products. `pmaddubsw` saturates pairs at 2^15: callers keep `a` at
@@ -1299,6 +1325,29 @@ pub mod avx512 {
         paired_tile_rows,
         8
     );
+
+    /// The eight f64 lanes of the f16 attention's scores: one register.
+    type Acc8 = __m512d;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_zero() -> Acc8 {
+        _mm512_setzero_pd()
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_add(a: Acc8, p: __m256) -> Acc8 {
+        _mm512_add_pd(a, _mm512_cvtps_pd(p))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_lanes(a: Acc8) -> [f64; 8] {
+        let mut lanes = [0.0f64; 8];
+        _mm512_storeu_pd(lanes.as_mut_ptr(), a);
+        lanes
+    }
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products: one `vpdpbusd`, exact for any bytes.
