@@ -501,22 +501,29 @@ fn quantized_matvec_matches_scalar() {
     }
 }
 
-/// Scores whose f64 lane sums round: lanes 0 and 2 cancel (±2^30 per
-/// product), lane 4 holds 2^-24 per product, below half an ulp of lane 0's
-/// sum. Joined as `join8` does, lane 4 into lane 0 first, the score is 0;
-/// any other order keeps lane 4 and, times the scale 2^20, moves the
-/// softmax.
+/// Scores whose f64 lane sums round: lane 0 holds 2^30, lane 2 −2^30 and
+/// lane 4 t = 3·2^-25, all other lanes 0. `join8` adds lane 4 into lane 0
+/// first, where t is under half an ulp, and the score is 0; any other
+/// order — t next to −2^30, whose ulp is half as big, or after the two
+/// cancel — keeps some of t, which the scale 2^20 makes a visible change
+/// of the softmax.
 #[test]
 fn attention_f16_keeps_the_score_summation_order() {
     let head = 64;
-    let pattern = [32768.0f32, 0.0, -32768.0, 0.0, 1.0 / 4096.0, 0.0, 0.0, 0.0];
-    let q: Vec<f32> = (0..head).map(|i| pattern[i % 8]).collect();
-    let key: Vec<f32> = (0..head).map(|i| pattern[i % 8].abs()).collect();
-    let (mut keys, mut values) = (std::vec![0u16; 2 * head], std::vec![0u16; 2 * head]);
-    f32_to_f16(Isa::SCALAR, &mut keys[head..], &key);
-    f32_to_f16(Isa::SCALAR, &mut values, &random(2 * head, 5, 1.0));
+    let (mut q, mut key) = (std::vec![0.0f32; head], std::vec![0.0f32; head]);
+    (q[0], q[2], q[4]) = (32768.0, -32768.0, 3.0 / 8192.0);
+    (key[0], key[2], key[4]) = (32768.0, 32768.0, 1.0 / 4096.0);
+    // Position 0 scores 0 in any order; 1–5 are the crafted key: four
+    // summed together, the last alone.
+    let positions = 6;
+    let len = positions * head;
+    let (mut keys, mut values) = (std::vec![0u16; len], std::vec![0u16; len]);
+    for k in keys[head..].chunks_exact_mut(head) {
+        f32_to_f16(Isa::SCALAR, k, &key);
+    }
+    f32_to_f16(Isa::SCALAR, &mut values, &random(len, 5, 1.0));
     let run = |isa, scale| {
-        let (mut out, mut scratch) = (std::vec![0.0f32; head], [0.0f32; 4]);
+        let (mut out, mut scratch) = (std::vec![0.0f32; head], [0.0f32; 12]);
         attention_f16(
             isa,
             &mut out,
@@ -524,7 +531,7 @@ fn attention_f16_keeps_the_score_summation_order() {
             &keys,
             &values,
             head,
-            2,
+            positions,
             scale,
             &mut scratch,
         );

@@ -761,34 +761,57 @@ macro_rules! block_kernels {
             crate::kernels::scalar::f32_to_f16(&mut out[i..], &x[i..]);
         }
 
-        /// The scalar twin's [`dot_f16`](crate::kernels::scalar) of `q` with
-        /// `R` keys at once: exact f32 products summed in eight f64 lanes
-        /// (`Acc8`, this level's registers for them). The keys' chains of
-        /// dependent additions interleave, and `q` is rounded once for all.
+        /// The eight f64 lanes (`Acc8`, this level's registers for them) of
+        /// the scalar twin's [`dot_f16`](crate::kernels::scalar) of `q` with
+        /// `R` keys at once. The keys' chains of dependent additions
+        /// interleave, and `q` is rounded once for all. A short last step
+        /// reads zero-padded copies: its `+0.0` products change no lane.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn dot_f16<const R: usize>(q: &[f32], keys: [*const u16; R]) -> [f32; R] {
+        unsafe fn dot_f16<const R: usize>(q: &[f32], keys: [*const u16; R]) -> [Acc8; R] {
             let n = q.len();
             let mut acc = [acc8_zero(); R];
-            let mut i = 0;
-            while i + 8 <= n {
-                let qv = round16(_mm256_loadu_ps(q.as_ptr().add(i)));
-                for (a, k) in acc.iter_mut().zip(keys) {
+            let mut step = |i: usize, q: *const f32, k: [*const u16; R]| {
+                let qv = round16(_mm256_loadu_ps(q.add(i)));
+                for (a, k) in acc.iter_mut().zip(k) {
                     let p = _mm256_mul_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast())));
                     *a = acc8_add(*a, p);
                 }
+            };
+            let mut i = 0;
+            while i + 8 <= n {
+                step(i, q.as_ptr(), keys);
                 i += 8;
             }
-            let mut out = [0.0f32; R];
-            for ((o, a), k) in out.iter_mut().zip(acc).zip(keys) {
-                let mut lanes = acc8_lanes(a);
-                for j in i..n {
-                    let qj = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(q[j]));
-                    lanes[j % 8] += f64::from(qj * crate::tensor::f16_to_f32(*k.add(j)));
+            if i < n {
+                let mut qt = [0.0f32; 8];
+                qt[..n - i].copy_from_slice(&q[i..]);
+                let mut kt = [[0u16; 8]; R];
+                for (t, k) in kt.iter_mut().zip(keys) {
+                    core::ptr::copy_nonoverlapping(k.add(i), t.as_mut_ptr(), n - i);
                 }
-                *o = crate::kernels::scalar::join8(lanes) as f32;
+                step(0, qt.as_ptr(), core::array::from_fn(|r| kt[r].as_ptr()));
             }
-            out
+            acc
+        }
+
+        /// Four keys' scores from their [`dot_f16`] lanes, the twin's
+        /// `join8` done for all four in registers: each key's lanes `l`
+        /// and `l + 4` (`acc8_half`), then the pairs two apart, then the
+        /// last two (`hadd`), each rounded to f32 once.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn join4(acc: [Acc8; 4]) -> __m128 {
+            let h = acc.map(|a| acc8_half(a));
+            let pairs = |x: __m256d, y: __m256d| {
+                _mm256_add_pd(
+                    _mm256_permute2f128_pd::<0x20>(x, y),
+                    _mm256_permute2f128_pd::<0x31>(x, y),
+                )
+            };
+            // Keys 0, 2, 1, 3.
+            let s = _mm256_hadd_pd(pairs(h[0], h[1]), pairs(h[2], h[3]));
+            _mm256_cvtpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(s))
         }
 
         /// `8·C` output values from `out` on, each accumulated in a
@@ -948,13 +971,12 @@ macro_rules! block_kernels {
             };
             let fours = positions / 4;
             for (f, s) in rescale.chunks_exact_mut(4).enumerate() {
-                let dots = dot_f16(q, core::array::from_fn::<_, 4, _>(|j| key(4 * f + j)));
-                for (s, d) in s.iter_mut().zip(dots) {
-                    *s = d * scale;
-                }
+                let dots = join4(dot_f16(q, core::array::from_fn(|j| key(4 * f + j))));
+                _mm_storeu_ps(s.as_mut_ptr(), _mm_mul_ps(dots, _mm_set1_ps(scale)));
             }
             for (t, s) in rescale.iter_mut().enumerate().skip(4 * fours) {
-                *s = dot_f16(q, [key(t)])[0] * scale;
+                let [acc] = dot_f16(q, [key(t)]);
+                *s = crate::kernels::scalar::join8(acc8_lanes(acc)) as f32 * scale;
             }
             let inv = online_softmax(rescale, weight);
             let (o, v) = (out.as_mut_ptr(), values.as_ptr());
@@ -1008,6 +1030,13 @@ pub mod avx2 {
             _mm256_add_pd(a[0], _mm256_cvtps_pd(_mm256_castps256_ps128(p))),
             _mm256_add_pd(a[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p))),
         ]
+    }
+
+    /// Lane `l` plus lane `l + 4`, for `l` in 0..4.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_half(a: Acc8) -> __m256d {
+        _mm256_add_pd(a[0], a[1])
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1339,6 +1368,13 @@ pub mod avx512 {
     #[inline]
     unsafe fn acc8_add(a: Acc8, p: __m256) -> Acc8 {
         _mm512_add_pd(a, _mm512_cvtps_pd(p))
+    }
+
+    /// Lane `l` plus lane `l + 4`, for `l` in 0..4.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_half(a: Acc8) -> __m256d {
+        _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
