@@ -349,10 +349,13 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
         self.eos
     }
 
-    /// The raw bytes of piece `id`.
+    /// The raw bytes of piece `id`; none for an id outside the vocabulary.
     pub fn piece(&self, id: u32) -> &'t [u8] {
-        let s = self.starts[id as usize] as usize;
-        &self.source[s..s + self.lens[id as usize] as usize]
+        let at = id as usize;
+        match (self.starts.get(at), self.lens.get(at)) {
+            (Some(&s), Some(&n)) => &self.source[s as usize..s as usize + n as usize],
+            _ => &[],
+        }
     }
 
     /// The lowest id whose piece is `a ++ b`, among those text may produce.
@@ -482,7 +485,8 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
 
     /// The text of `token` when it follows `prev`: the leading space after
     /// BOS is dropped (SentencePiece's decoder does the same), byte tokens
-    /// become their byte, and control tokens print nothing.
+    /// become their byte, and control tokens (and ids outside the
+    /// vocabulary) print nothing.
     pub fn decode(&self, prev: u32, token: u32) -> Piece<'t> {
         let piece = self.piece(token);
         let control = token_type(self.types, token).map(|t| t == TYPE_CONTROL);

@@ -68,13 +68,20 @@ fn tok512_matches_llama2c() {
 }
 
 #[test]
-fn eos_is_appended_and_vocab_mismatch_is_refused() {
+fn eos_is_appended_ids_past_the_vocab_decode_to_nothing_and_vocab_mismatch_is_refused() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/tok512.bin");
     let plan = TokenizerPlan::new(512, 16).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_llama2c(&bytes, 512, plan.carve(arena.get()).unwrap()).unwrap();
     assert_eq!(tok.encode(b"", true, true).unwrap(), [1, 2]);
+    // Ids from outside (a caller's, a file's) past the vocabulary print
+    // nothing rather than panic.
+    for id in [512, u32::MAX] {
+        assert!(tok.piece(id).is_empty());
+        tok.decode(1, id)
+            .bytes(|b| assert!(b.is_empty(), "{id}: {b:?}"));
+    }
     assert!(
         tok.encode(&[b'a'; 17], false, false).is_err(),
         "longer than planned"
