@@ -782,8 +782,8 @@ fn x86_online_softmax_is_the_scalar_twin_bitwise() {
         .chain([0xff80_0000, 0xffc0_0000, 0x7fc0_0001, 0x8000_0000, 0])
         .map(f32::from_bits)
         .collect();
-    for scale in [0.5, 4.0, 60.0, 1e30] {
-        xs.extend(random(3001, scale as u64 + 7, scale));
+    for (seed, scale) in [0.5, 4.0, 60.0, 1e30].into_iter().enumerate() {
+        xs.extend(random(3001, seed as u64 + 7, scale));
     }
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let run = |isa: Isa, scores: &[f32]| {
