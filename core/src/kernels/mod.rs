@@ -10,16 +10,20 @@
 
 /// Runs `$body` for each group of up to [`TILE`] inputs in turn, with
 /// `$out` rebound to the group's outputs, `$x` to its inputs as an array
-/// `[Input; $t]` and `$t` to a constant: the group's size (so a short last
-/// group gets a kernel of its own size, not one computing copies).
+/// `[Input; $t]`, `$t` to a constant: the group's size (so a short last
+/// group gets a kernel of its own size, not one computing copies), and
+/// `$first` to whether this is the first group: the one that reads the
+/// rows from memory, which later groups find in the core's cache.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! each_tile {
-    ($out:ident, $x:ident, $t:ident => $body:block) => {
+    ($out:ident, $x:ident, $t:ident, $first:pat => $body:block) => {
         const _: () = assert!($crate::kernels::TILE == 4);
-        for ($out, xs) in $out
+        for (i, ($out, xs)) in $out
             .chunks_mut($crate::kernels::TILE)
             .zip($x.chunks($crate::kernels::TILE))
+            .enumerate()
         {
+            let $first = i == 0;
             match xs.len() {
                 1 => {
                     const $t: usize = 1;

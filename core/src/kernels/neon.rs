@@ -200,7 +200,7 @@ pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
 #[target_feature(enable = "neon")]
 pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     let w = w.as_ptr().cast::<f32>();
-    each_tile!(out, x, T => {
+    each_tile!(out, x, T, _ => {
         let x = x.map(Input::f32s);
         dots::<f32, 2, T>(out, w, x[0].len(), x);
     });
@@ -211,7 +211,7 @@ pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
 #[target_feature(enable = "neon")]
 pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     let w = w.as_ptr().cast::<u16>();
-    each_tile!(out, x, T => {
+    each_tile!(out, x, T, _ => {
         let x = x.map(Input::f32s);
         dots::<u16, 2, T>(out, w, x[0].len(), x);
     });
@@ -780,7 +780,7 @@ macro_rules! int8_kernels {
             x: &[Input<'_>],
             gs: usize,
         ) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, _ => {
                 q8g_by_rows(out, w, scales, x, gs);
             });
         }
@@ -845,7 +845,7 @@ macro_rules! int8_kernels {
         /// loaded once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, _ => {
                 blocks32::<BLOCKS32_TILE_ROWS, T>(out, w, x, 34, |b| q8_0_values(b));
             });
         }
@@ -854,7 +854,7 @@ macro_rules! int8_kernels {
         /// nibbles unpacked once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, _ => {
                 blocks32::<BLOCKS32_TILE_ROWS, T>(out, w, x, 18, |b| q4_0_values(b));
             });
         }
@@ -945,7 +945,7 @@ macro_rules! int8_kernels {
         /// once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, _ => {
                 by_rows::<ROWS, T>(out, w, |rows| q4k_rows(rows, x));
             });
         }
@@ -1040,7 +1040,7 @@ macro_rules! int8_kernels {
         /// once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, _ => {
                 by_rows::<ROWS, T>(out, w, |rows| q6k_rows(rows, x));
             });
         }

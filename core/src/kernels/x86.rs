@@ -128,24 +128,26 @@ macro_rules! block_kernels {
         /// `out[t][r] = row r · input t` for every row of `w`: `R` rows per
         /// pass (`many`: each input block loaded once for them all, their
         /// dependency chains interleaved), then one at a time (`one`), each
-        /// told to prefetch two passes ahead.
+        /// told to prefetch two passes ahead, or (`ahead` 0) not at all.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn by_rows<const R: usize, const T: usize>(
             out: &mut [&mut [f32]],
             w: &[u8],
+            prefetch: bool,
             many: impl Fn([*const u8; R], usize) -> [[f32; T]; R],
             one: impl Fn([*const u8; 1], usize) -> [[f32; T]; 1],
         ) {
             let rows = out[0].len();
             let row_bytes = w.len() / rows.max(1);
             let row = |r: usize| w.as_ptr().add(r * row_bytes);
+            let ahead = |passes: usize| usize::from(prefetch) * passes * row_bytes;
             let whole = rows / R * R;
             for r in (0..whole).step_by(R) {
-                crate::kernels::store_rows(out, r, &many(core::array::from_fn(|k| row(r + k)), 2 * R * row_bytes));
+                crate::kernels::store_rows(out, r, &many(core::array::from_fn(|k| row(r + k)), ahead(2 * R)));
             }
             for r in whole..rows {
-                crate::kernels::store_rows(out, r, &one([row(r)], 2 * row_bytes));
+                crate::kernels::store_rows(out, r, &one([row(r)], ahead(2)));
             }
         }
 
@@ -154,10 +156,15 @@ macro_rules! block_kernels {
         /// these kernels do enough arithmetic per byte to fill the
         /// out-of-order window before enough loads are in flight. (A line
         /// past the matrix is never touched: prefetching does not fault.)
+        /// `ahead` 0 asks for nothing: a matmul's later tiles read rows the
+        /// first one brought into L2, and prefetching them into L1 again
+        /// only crowds out the inputs.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn prefetch(p: *const u8, ahead: usize) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+            if ahead != 0 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+            }
         }
 
         /// Thirty-two i32 lanes (four vectors) as bytes in order, saturating.
@@ -279,6 +286,7 @@ macro_rules! block_kernels {
             by_rows::<4, 1>(
                 &mut [out],
                 w,
+                true,
                 |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes).map(|v| [v]),
                 |r, a| blocks32_rows(r, a, qs, d, 34, Q8_0_BIAS, lanes).map(|v| [v]),
             );
@@ -341,11 +349,12 @@ macro_rules! block_kernels {
             weights: impl Fn(*const u8) -> __m256i + Copy,
             lanes: impl Fn(__m256i, __m256i, __m256i) -> __m256i + Copy,
         ) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, first => {
                 let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
                 by_rows::<$tile_r, T>(
                     out,
                     w,
+                    first,
                     |r, a| $tile_rows(r, a, qs, d, format, weights, lanes),
                     |r, a| $tile_rows(r, a, qs, d, format, weights, lanes),
                 );
@@ -388,6 +397,7 @@ macro_rules! block_kernels {
             by_rows::<4, 1>(
                 &mut [out],
                 w,
+                true,
                 |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes).map(|v| [v]),
                 |r, a| blocks32_rows(r, a, qs, d, 18, 8, lanes).map(|v| [v]),
             );
@@ -454,6 +464,7 @@ macro_rules! block_kernels {
             scales: &[u8],
             x: [Input<'_>; T],
             group: usize,
+            prefetch: bool,
         ) {
             let (cols, row_scales) = (x[0].qs().len(), 4 * x[0].scales().len());
             // Row `r`'s scales, from where by_rows says its values start.
@@ -465,6 +476,7 @@ macro_rules! block_kernels {
             by_rows::<R, T>(
                 out,
                 w,
+                prefetch,
                 |r, a| q8g_rows(r, r.map(s), a, x, group),
                 |r, a| q8g_rows(r, r.map(s), a, x, group),
             );
@@ -480,7 +492,7 @@ macro_rules! block_kernels {
             group: usize,
         ) {
             let x = [Input::Q8G { qs, d, group }];
-            q8g_by_rows::<4, 1>(&mut [out], w, scales, x, group);
+            q8g_by_rows::<4, 1>(&mut [out], w, scales, x, group, true);
         }
 
         /// [`matvec_q8g`] for several inputs, bitwise, each weight vector
@@ -493,8 +505,8 @@ macro_rules! block_kernels {
             x: &[Input<'_>],
             group: usize,
         ) {
-            each_tile!(out, x, T => {
-                q8g_by_rows::<{ $tile_r / 2 }, T>(out, w, scales, x, group);
+            each_tile!(out, x, T, first => {
+                q8g_by_rows::<{ $tile_r / 2 }, T>(out, w, scales, x, group, first);
             });
         }
 
@@ -589,15 +601,15 @@ macro_rules! block_kernels {
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
             let x = [Input::Q8K { qs, d, bsums }];
-            by_rows::<4, 1>(&mut [out], w, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
+            by_rows::<4, 1>(&mut [out], w, true, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
         }
 
         /// [`matvec_q4k`] for several inputs, bitwise, each block unpacked
         /// once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
-                by_rows::<4, T>(out, w, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
+            each_tile!(out, x, T, first => {
+                by_rows::<4, T>(out, w, first, |r, a| q4k_rows(r, a, x), |r, a| q4k_rows(r, a, x));
             });
         }
 
@@ -681,15 +693,15 @@ macro_rules! block_kernels {
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_q6k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
             let x = [Input::Q8K { qs, d, bsums }];
-            by_rows::<4, 1>(&mut [out], w, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
+            by_rows::<4, 1>(&mut [out], w, true, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
         }
 
         /// [`matvec_q6k`] for several inputs, bitwise, each block unpacked
         /// once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
-                by_rows::<4, T>(out, w, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
+            each_tile!(out, x, T, first => {
+                by_rows::<4, T>(out, w, first, |r, a| q6k_rows(r, a, x), |r, a| q6k_rows(r, a, x));
             });
         }
 
@@ -729,18 +741,19 @@ macro_rules! block_kernels {
         #[target_feature(enable = $features)]
         pub unsafe fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
             let x = [x];
-            by_rows::<4, 1>(&mut [out], w, |r, a| f16_rows(r, a, x), |r, a| f16_rows(r, a, x));
+            by_rows::<4, 1>(&mut [out], w, true, |r, a| f16_rows(r, a, x), |r, a| f16_rows(r, a, x));
         }
 
         /// [`matvec_f16`] for several inputs, bitwise, each weight vector
         /// converted once for a tile of them.
         #[target_feature(enable = $features)]
         pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-            each_tile!(out, x, T => {
+            each_tile!(out, x, T, first => {
                 let x = x.map(Input::f32s);
                 by_rows::<{ $tile_r / 2 }, T>(
                     out,
                     w,
+                    first,
                     |r, a| f16_rows(r, a, x),
                     |r, a| f16_rows(r, a, x),
                 );
@@ -1171,7 +1184,7 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
         let w = w.as_ptr().cast::<f32>();
-        each_tile!(out, x, T => {
+        each_tile!(out, x, T, _ => {
             let x = x.map(Input::f32s);
             dots::<2, T>(out, w, x[0].len(), x);
         });
@@ -1595,7 +1608,8 @@ pub mod avx512 {
     }
 
     /// One vector of [`rows_t`] at `i`: the rows' lanes `m` (zero elsewhere)
-    /// loaded, and the line `ahead` past them prefetched; then each input's,
+    /// loaded, and the line `ahead` past them prefetched (none for `ahead`
+    /// 0); then each input's,
     /// multiplied into its accumulators. With `keep`, lanes outside `m` are
     /// left as they were; else they add the zero product, as `rows` does.
     #[target_feature(enable = "avx512f")]
@@ -1610,7 +1624,9 @@ pub mod avx512 {
     ) {
         let wv: [__m512; R] = core::array::from_fn(|k| {
             let at = w.add(k * stride + i);
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
+            if ahead != 0 {
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead).cast());
+            }
             _mm512_maskz_loadu_ps(m, at)
         });
         for (t, x) in x.iter().enumerate() {
@@ -1717,11 +1733,18 @@ pub mod avx512 {
         sums(acc)
     }
 
-    /// [`matvec_f32`] for `T` inputs, four rows at a time, prefetching
-    /// eight rows ahead for the passes that stream from DRAM.
+    /// [`matvec_f32`] for `T` inputs, four rows at a time. With `prefetch`
+    /// (the first tile over these rows, which streams them from DRAM) it
+    /// asks for the rows eight ahead; later tiles find the rows in L2, and
+    /// prefetching them into L1 again cost F32 prefill 15–20%.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const T: usize>(out: &mut [&mut [f32]], w: *const f32, x: [&[f32]; T]) {
+    unsafe fn tile<const T: usize>(
+        out: &mut [&mut [f32]],
+        w: *const f32,
+        x: [&[f32]; T],
+        prefetch: bool,
+    ) {
         let n = x[0].len();
         let xp = x.map(|x| x.as_ptr());
         let rows = out[0].len();
@@ -1732,9 +1755,10 @@ pub mod avx512 {
             true => phase(w) / 4,
             false => 0,
         };
+        let ahead = |rows: usize| usize::from(prefetch) * rows * n;
         let mut r = 0;
         while r + 4 <= rows {
-            let v = rows_t::<4, T>(w.add(r * n), 8 * n, n, n, xp, h);
+            let v = rows_t::<4, T>(w.add(r * n), ahead(8), n, n, xp, h);
             for (k, v) in v.iter().enumerate() {
                 for (o, &v) in out.iter_mut().zip(v) {
                     o[r + k] = v;
@@ -1743,7 +1767,7 @@ pub mod avx512 {
             r += 4;
         }
         for r in r..rows {
-            let v = rows_t::<1, T>(w.add(r * n), 2 * n, n, n, xp, h);
+            let v = rows_t::<1, T>(w.add(r * n), ahead(2), n, n, xp, h);
             for (o, &v) in out.iter_mut().zip(&v[0]) {
                 o[r] = v;
             }
@@ -1758,14 +1782,14 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
         let w = w.as_ptr().cast::<f32>();
-        for (out, x) in out.chunks_mut(6).zip(x.chunks(6)) {
+        for (i, (out, x)) in out.chunks_mut(6).zip(x.chunks(6)).enumerate() {
             match *x {
-                [a] => tile(out, w, [a.f32s()]),
-                [a, b] => tile(out, w, [a, b].map(Input::f32s)),
-                [a, b, c] => tile(out, w, [a, b, c].map(Input::f32s)),
-                [a, b, c, d] => tile(out, w, [a, b, c, d].map(Input::f32s)),
-                [a, b, c, d, e] => tile(out, w, [a, b, c, d, e].map(Input::f32s)),
-                [a, b, c, d, e, f] => tile(out, w, [a, b, c, d, e, f].map(Input::f32s)),
+                [a] => tile(out, w, [a.f32s()], i == 0),
+                [a, b] => tile(out, w, [a, b].map(Input::f32s), i == 0),
+                [a, b, c] => tile(out, w, [a, b, c].map(Input::f32s), i == 0),
+                [a, b, c, d] => tile(out, w, [a, b, c, d].map(Input::f32s), i == 0),
+                [a, b, c, d, e] => tile(out, w, [a, b, c, d, e].map(Input::f32s), i == 0),
+                [a, b, c, d, e, f] => tile(out, w, [a, b, c, d, e, f].map(Input::f32s), i == 0),
                 _ => {}
             }
         }
