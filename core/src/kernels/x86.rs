@@ -989,7 +989,7 @@ macro_rules! block_kernels {
             }
             for (t, s) in rescale.iter_mut().enumerate().skip(4 * fours) {
                 let [acc] = dot_f16(q, [key(t)]);
-                *s = crate::kernels::scalar::join8(acc8_lanes(acc)) as f32 * scale;
+                *s = _mm_cvtss_f32(join4([acc; 4])) * scale;
             }
             let inv = online_softmax(rescale, weight);
             let (o, v) = (out.as_mut_ptr(), values.as_ptr());
@@ -1050,15 +1050,6 @@ pub mod avx2 {
     #[inline]
     unsafe fn acc8_half(a: Acc8) -> __m256d {
         _mm256_add_pd(a[0], a[1])
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_lanes(a: Acc8) -> [f64; 8] {
-        let mut lanes = [0.0f64; 8];
-        _mm256_storeu_pd(lanes.as_mut_ptr(), a[0]);
-        _mm256_storeu_pd(lanes.as_mut_ptr().add(4), a[1]);
-        lanes
     }
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
@@ -1388,14 +1379,6 @@ pub mod avx512 {
     #[inline]
     unsafe fn acc8_half(a: Acc8) -> __m256d {
         _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_lanes(a: Acc8) -> [f64; 8] {
-        let mut lanes = [0.0f64; 8];
-        _mm512_storeu_pd(lanes.as_mut_ptr(), a);
-        lanes
     }
 
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
@@ -1758,19 +1741,19 @@ pub mod avx512 {
         let ahead = |rows: usize| usize::from(prefetch) * rows * n;
         let mut r = 0;
         while r + 4 <= rows {
-            let v = rows_t::<4, T>(w.add(r * n), ahead(8), n, n, xp, h);
-            for (k, v) in v.iter().enumerate() {
-                for (o, &v) in out.iter_mut().zip(v) {
-                    o[r + k] = v;
-                }
-            }
+            crate::kernels::store_rows(
+                out,
+                r,
+                &rows_t::<4, T>(w.add(r * n), ahead(8), n, n, xp, h),
+            );
             r += 4;
         }
         for r in r..rows {
-            let v = rows_t::<1, T>(w.add(r * n), ahead(2), n, n, xp, h);
-            for (o, &v) in out.iter_mut().zip(&v[0]) {
-                o[r] = v;
-            }
+            crate::kernels::store_rows(
+                out,
+                r,
+                &rows_t::<1, T>(w.add(r * n), ahead(2), n, n, xp, h),
+            );
         }
     }
 
