@@ -1,12 +1,35 @@
-//! Numeric kernels: the only home of SIMD and of the core's `unsafe`.
+//! Numeric kernels: the home of SIMD.
 //!
 //! Every entry point here is a safe function that checks slice lengths and
 //! then runs the twin for the caller's [`Isa`]: `scalar` (the specification,
-//! summing left to right as llama2.c does), `x86` (AVX2+FMA, AVX-512F) or
-//! `neon`. SIMD twins are tested against the scalar one on every size with
-//! tails and unaligned weights. Each twin sums in a fixed order of its own,
-//! so a given `Isa` is bitwise reproducible; different ISAs agree within
-//! rounding.
+//! summing left to right as llama2.c does), `x86` (AVX2+FMA, AVX-512) or
+//! `neon` (NEON, NEON with dotprod). SIMD twins are tested against the
+//! scalar one on every size with tails and unaligned weights. Each twin
+//! sums in a fixed order of its own, so a given `Isa` is bitwise
+//! reproducible; different ISAs agree within rounding.
+//!
+//! # Files
+//!
+//! `mod.rs` holds the [`Isa`] token, the dispatch and the safe entry
+//! points; `input.rs` the activation vector's forms and their quantizer;
+//! `scalar.rs` the specification; `x86/` and `neon/` the SIMD twins, one
+//! file per ISA level and weight family (their module docs say how the
+//! levels share code); `tests.rs` every twin against the specification.
+//!
+//! # Unsafe
+//!
+//! Most of the core's `unsafe` is here: calling a `#[target_feature]`
+//! kernel, which is sound only on a CPU with those features (a non-scalar
+//! [`Isa`] is the proof) and with the lengths the entry point checked; the
+//! kernels' raw loads and stores; and [`cast_slice_mut`], which views arena
+//! bytes as numbers. `unsafe_op_in_unsafe_fn` is denied, every `unsafe`
+//! block says why it is sound, and every `unsafe fn` states its contract.
+//! Elsewhere in the core only two modules hold `unsafe`: `exec.rs`, whose
+//! thread pool hands disjoint `&mut` parts of shared slices to worker
+//! threads (and erases the lifetime of a parallel region's task, which it
+//! outlives), and `hosted.rs` (with `std` only), whose counting global
+//! allocator forwards to the system one.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 /// Runs `$body` for each group of up to [`TILE`] inputs in turn, with
 /// `$out` rebound to the group's outputs, `$x` to its inputs as an array
@@ -50,6 +73,36 @@ macro_rules! each_tile {
     };
 }
 
+/// A level's public kernels that share their code with another level's:
+/// for each `fn name(args) = body;`, a `#[target_feature(enable =
+/// $features)]` function that calls `body`, a generic kernel marked
+/// `#[inline(always)]`. The body, and with it the level's own operations
+/// (its type parameter's methods, which carry the level's features), is
+/// compiled into the wrapper whole, with the level's instructions.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! level_wrappers {
+    ($features:literal; $(
+        $(#[$attr:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;
+    )*) => {$(
+        #[doc = concat!("The shared `", stringify!($name), "` at this level.")]
+        ///
+        /// # Safety
+        ///
+        /// The contract of this ISA's module: the CPU has this level's
+        /// features, and the lengths are those that the entry point in
+        /// `kernels` checked.
+        $(#[$attr])*
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: this function is compiled with the level's features,
+            // as the body needs of the code it is inlined into; the caller
+            // guarantees the rest of its contract.
+            unsafe { $body($($arg),*) }
+        }
+    )*};
+}
+
 /// Stores a tile's results: `v[k][t]` is row `r + k`'s for input `t`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn store_rows<const T: usize>(out: &mut [&mut [f32]], r: usize, v: &[[f32; T]]) {
@@ -60,13 +113,42 @@ fn store_rows<const T: usize>(out: &mut [&mut [f32]], r: usize, v: &[[f32; T]]) 
     }
 }
 
+/// Calls the twin of `$f` for `$isa`'s level.
+macro_rules! dispatch {
+    ($isa:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $isa.0 {
+            $crate::kernels::Level::Scalar => $crate::kernels::scalar::$f($($arg),*),
+            // SAFETY: a non-scalar `Isa` exists only once its CPU features
+            // were detected or enabled at compile time, and every caller of
+            // this macro has checked the lengths the twin relies on.
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Level::Avx2 => unsafe { $crate::kernels::x86::avx2::$f($($arg),*) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Level::Avx512 => unsafe { $crate::kernels::x86::avx512::$f($($arg),*) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            $crate::kernels::Level::Neon => unsafe { $crate::kernels::neon::$f($($arg),*) },
+            // SAFETY: as above; the dotprod level proves `sdot` exists.
+            #[cfg(target_arch = "aarch64")]
+            $crate::kernels::Level::NeonDot => unsafe { $crate::kernels::neon::dot::$f($($arg),*) },
+        }
+    };
+}
+
+mod input;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use input::{batch_form, prepare, quantize, Input, InputBuffers, InputForm};
+
+use input::fits;
+
 use crate::tensor::{DType, WeightRef};
+use core::slice;
 
 /// The SIMD twins' `exp`: Cody–Waite reduction by ln 2 (split in two for
 /// accuracy) and the degree-6 polynomial of Cephes' `expf`, accurate to
@@ -203,29 +285,6 @@ impl Isa {
     }
 }
 
-/// Calls the twin of `$f` for `$isa`'s level.
-macro_rules! dispatch {
-    ($isa:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $isa.0 {
-            Level::Scalar => scalar::$f($($arg),*),
-            // SAFETY: a non-scalar `Isa` exists only once its CPU features
-            // were detected or enabled at compile time, and every caller of
-            // this macro has checked the lengths the twin relies on.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::avx2::$f($($arg),*) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { x86::avx512::$f($($arg),*) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Level::Neon => unsafe { neon::$f($($arg),*) },
-            // SAFETY: as above; the dotprod level proves `sdot` exists.
-            #[cfg(target_arch = "aarch64")]
-            Level::NeonDot => unsafe { neon::dot::$f($($arg),*) },
-        }
-    };
-}
-
 mod sealed {
     pub trait Sealed {}
 }
@@ -257,257 +316,6 @@ pub(crate) fn cast_slice_mut<T: Pod>(bytes: &mut [u8]) -> Option<&mut [T]> {
     (head.is_empty() && tail.is_empty()).then_some(body)
 }
 
-/// The activation vector in the form a weight type's dot product takes:
-/// f32 for float weights, int8 blocks for quantized ones.
-#[derive(Clone, Copy, Debug)]
-pub enum Input<'x> {
-    F32(&'x [f32]),
-    /// For Q8_0 and Q4_0 weights: blocks of 32 with an f32 scale each.
-    Q8_0 {
-        qs: &'x [i8],
-        d: &'x [f32],
-    },
-    /// For K-quant weights: blocks of 256 with an f32 scale and the sums of
-    /// every 16 values (which fold the weights' offsets into one product).
-    Q8K {
-        qs: &'x [i8],
-        d: &'x [f32],
-        bsums: &'x [i16],
-    },
-    /// For llama2.c v2 weights: groups of `group` with an f32 scale each,
-    /// quantized as `runq` does.
-    Q8G {
-        qs: &'x [i8],
-        d: &'x [f32],
-        group: usize,
-    },
-}
-
-/// Arena space for one quantized input vector.
-pub struct InputBuffers<'a> {
-    pub qs: &'a mut [i8],
-    pub d: &'a mut [f32],
-    pub bsums: &'a mut [i16],
-}
-
-/// The form of the activation vector a weight type's dot product takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputForm {
-    F32,
-    /// f32 copied to start this many bytes past a 64-byte boundary, where
-    /// the weights start (see [`batch_form`]).
-    F32Phase(u8),
-    Q8_0,
-    Q8K,
-    Q8G(u32),
-}
-
-impl InputForm {
-    pub fn of(dtype: DType) -> InputForm {
-        match dtype {
-            DType::F32 | DType::F16 => InputForm::F32,
-            DType::Q8_0 | DType::Q4_0 => InputForm::Q8_0,
-            DType::Q4K | DType::Q6K => InputForm::Q8K,
-            DType::Q8G { group } => InputForm::Q8G(group),
-        }
-    }
-
-    fn block(self) -> usize {
-        match self {
-            InputForm::F32 | InputForm::F32Phase(_) => 1,
-            InputForm::Q8_0 => 32,
-            InputForm::Q8K => 256,
-            InputForm::Q8G(group) => group as usize,
-        }
-    }
-}
-
-/// The form a batch of inputs to `w` takes: [`InputForm::of`], except that
-/// where the AVX-512 f32 tile runs on weights that do not start on a cache
-/// line (GGUF aligns tensors to 32 bytes, llama2.c files to 4), the inputs
-/// are copied to the same offset from one, so that neither side's loads
-/// split lines; that tile runs about 1.4× faster in cache. (The tile takes
-/// that path only for rows of whole vectors, so only those are copied.)
-pub fn batch_form(isa: Isa, w: &WeightRef<'_>) -> InputForm {
-    let phase = w.data().as_ptr() as usize % 64;
-    let f32_tile = match isa.0 {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => true,
-        _ => false,
-    };
-    let rotatable = w.cols().is_multiple_of(16) && phase.is_multiple_of(4) && phase != 0;
-    if w.dtype() == DType::F32 && f32_tile && rotatable {
-        return InputForm::F32Phase(phase as u8);
-    }
-    InputForm::of(w.dtype())
-}
-
-/// Where in `d` a copy must start to lie `phase` bytes past a 64-byte
-/// boundary.
-fn phase_start(d: &[f32], phase: u8) -> usize {
-    (usize::from(phase) + 64 - d.as_ptr() as usize % 64) % 64 / 4
-}
-
-/// Quantizes `x` into `buf` in `form` (nothing to do for f32). Done once per
-/// input vector, before the rows are split across threads; `x.len()` must
-/// be a whole number of the form's blocks.
-pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>) {
-    let n = x.len();
-    let block = form.block();
-    assert!(
-        block > 0 && n.is_multiple_of(block) && n <= buf.qs.len(),
-        "quantize: input length"
-    );
-    match form {
-        InputForm::F32 => {}
-        InputForm::F32Phase(phase) => {
-            let at = phase_start(buf.d, phase);
-            buf.d[at..at + n].copy_from_slice(x);
-        }
-        InputForm::Q8_0 => {
-            let (qs, d) = (&mut buf.qs[..n], &mut buf.d[..n / 32]);
-            dispatch!(isa, quantize_q8_0(x, qs, d))
-        }
-        InputForm::Q8K => {
-            let (qs, d, bsums) = (
-                &mut buf.qs[..n],
-                &mut buf.d[..n / 256],
-                &mut buf.bsums[..n / 16],
-            );
-            dispatch!(isa, quantize_q8_k(x, qs, d, bsums))
-        }
-        // A few divisions per value, once per vector: scalar everywhere.
-        InputForm::Q8G(_) => {
-            scalar::quantize_groups(x, &mut buf.qs[..n], &mut buf.d[..n / block], block)
-        }
-    }
-}
-
-impl InputBuffers<'_> {
-    /// `x` in `form`, as the last [`quantize`] of `x` left it.
-    pub fn input<'s>(&'s self, form: InputForm, x: &'s [f32]) -> Input<'s> {
-        input_in(self.qs, self.d, self.bsums, form, x)
-    }
-
-    /// Token `t`'s buffers, when these hold one input every `width` values
-    /// (a batch).
-    pub fn slot(&mut self, t: usize, width: usize) -> InputBuffers<'_> {
-        InputBuffers {
-            qs: &mut self.qs[t * width..(t + 1) * width],
-            d: &mut self.d[t * width..(t + 1) * width],
-            bsums: &mut self.bsums[t * width / 16..(t + 1) * width / 16],
-        }
-    }
-
-    /// [`InputBuffers::input`] of slot `t` (see [`InputBuffers::slot`]).
-    pub fn slot_input<'s>(
-        &'s self,
-        t: usize,
-        width: usize,
-        form: InputForm,
-        x: &'s [f32],
-    ) -> Input<'s> {
-        let (qs, d) = (&self.qs[t * width..], &self.d[t * width..]);
-        input_in(qs, d, &self.bsums[t * width / 16..], form, x)
-    }
-}
-
-fn input_in<'s>(
-    qs: &'s [i8],
-    d: &'s [f32],
-    bsums: &'s [i16],
-    form: InputForm,
-    x: &'s [f32],
-) -> Input<'s> {
-    let n = x.len();
-    match form {
-        InputForm::F32 => Input::F32(x),
-        InputForm::F32Phase(phase) => {
-            let at = phase_start(d, phase);
-            Input::F32(&d[at..at + n])
-        }
-        InputForm::Q8_0 => Input::Q8_0 {
-            qs: &qs[..n],
-            d: &d[..n / 32],
-        },
-        InputForm::Q8K => Input::Q8K {
-            qs: &qs[..n],
-            d: &d[..n / 256],
-            bsums: &bsums[..n / 16],
-        },
-        InputForm::Q8G(group) => Input::Q8G {
-            qs: &qs[..n],
-            d: &d[..n / group as usize],
-            group: group as usize,
-        },
-    }
-}
-
-/// `x` in the form weights of type `dtype` take: [`quantize`], then
-/// [`InputBuffers::input`].
-pub fn prepare<'a>(
-    isa: Isa,
-    dtype: DType,
-    x: &'a [f32],
-    buf: &'a mut InputBuffers<'_>,
-) -> Input<'a> {
-    let form = InputForm::of(dtype);
-    quantize(isa, form, x, buf);
-    buf.input(form, x)
-}
-
-/// Whether `x` is prepared for `w`: the form its type takes, at its width.
-fn fits(w: &WeightRef<'_>, x: &Input<'_>) -> bool {
-    let cols = w.cols();
-    match (w.dtype(), *x) {
-        (DType::F32 | DType::F16, Input::F32(x)) => x.len() == cols,
-        (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
-            qs.len() == cols && d.len() == cols / 32
-        }
-        (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
-            qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16
-        }
-        (DType::Q8G { group: g }, Input::Q8G { qs, d, group }) => {
-            g as usize == group && qs.len() == cols && d.len() == cols / group
-        }
-        _ => false,
-    }
-}
-
-impl<'x> Input<'x> {
-    /// The values of an f32 input (empty for the others).
-    pub(crate) fn f32s(self) -> &'x [f32] {
-        match self {
-            Input::F32(x) => x,
-            _ => &[],
-        }
-    }
-
-    /// The int8 values of a quantized input (empty for f32).
-    pub(crate) fn qs(self) -> &'x [i8] {
-        match self {
-            Input::Q8_0 { qs, .. } | Input::Q8K { qs, .. } | Input::Q8G { qs, .. } => qs,
-            Input::F32(_) => &[],
-        }
-    }
-
-    /// The block scales of a quantized input (empty for f32).
-    pub(crate) fn scales(self) -> &'x [f32] {
-        match self {
-            Input::Q8_0 { d, .. } | Input::Q8K { d, .. } | Input::Q8G { d, .. } => d,
-            Input::F32(_) => &[],
-        }
-    }
-
-    /// The 16-value sums of a K-quant input (empty for the others).
-    pub(crate) fn bsums(self) -> &'x [i16] {
-        match self {
-            Input::Q8K { bsums, .. } => bsums,
-            _ => &[],
-        }
-    }
-}
-
 /// `out[r] = Σ_c w[r][c] · x[c]` for every row of `w`, with `x` prepared for
 /// `w`'s type by [`prepare`].
 pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
@@ -518,14 +326,15 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
         w.dtype().name()
     );
     let data = w.data();
-    let (xs, qs, d, bsums) = (x.f32s(), x.qs(), x.scales(), x.bsums());
+    let (xs, qs, d) = (x.f32s(), x.qs(), x.scales());
     match w.dtype() {
         DType::F32 => dispatch!(isa, matvec_f32(out, data, xs)),
         DType::F16 => dispatch!(isa, matvec_f16(out, data, xs)),
         DType::Q8_0 => dispatch!(isa, matvec_q8_0(out, data, qs, d)),
         DType::Q4_0 => dispatch!(isa, matvec_q4_0(out, data, qs, d)),
-        DType::Q4K => dispatch!(isa, matvec_q4k(out, data, qs, d, bsums)),
-        DType::Q6K => dispatch!(isa, matvec_q6k(out, data, qs, d, bsums)),
+        // A K-quant matvec is the tile kernel with one input: the same code.
+        DType::Q4K => dispatch!(isa, matmul_q4k(&mut [out], data, slice::from_ref(x))),
+        DType::Q6K => dispatch!(isa, matmul_q6k(&mut [out], data, slice::from_ref(x))),
         DType::Q8G { group } => {
             let (scales, group) = (w.scales(), group as usize);
             // Whole 32-value blocks per group take the integer kernels;
@@ -642,12 +451,8 @@ pub fn attention_scores(
         !q.is_empty() && stride >= q.len(),
         "attention_scores: stride"
     );
-    if let Some(last) = scores.len().checked_sub(1) {
-        assert!(
-            keys.len() >= last * stride + q.len(),
-            "attention_scores: keys"
-        );
-    }
+    let fit = holds(keys.len(), scores.len(), stride, q.len());
+    assert!(fit, "attention_scores: keys");
     dispatch!(isa, attention_scores(scores, q, keys, stride, scale))
 }
 
@@ -658,12 +463,8 @@ pub fn attention_mix(isa: Isa, out: &mut [f32], weights: &[f32], values: &[f32],
         !out.is_empty() && stride >= out.len(),
         "attention_mix: stride"
     );
-    if let Some(last) = weights.len().checked_sub(1) {
-        assert!(
-            values.len() >= last * stride + out.len(),
-            "attention_mix: values"
-        );
-    }
+    let fit = holds(values.len(), weights.len(), stride, out.len());
+    assert!(fit, "attention_mix: values");
     dispatch!(isa, attention_mix(out, weights, values, stride))
 }
 
@@ -688,17 +489,39 @@ pub fn attention_f16(
         "attention_f16: lengths"
     );
     assert!(scratch.len() >= 2 * positions, "attention_f16: scratch");
-    if let Some(last) = positions.checked_sub(1) {
-        let need = last * stride + n;
-        assert!(
-            keys.len() >= need && values.len() >= need,
-            "attention_f16: cache"
-        );
-    }
-    dispatch!(
-        isa,
-        attention_f16(out, q, keys, values, stride, positions, scale, scratch)
-    )
+    let fit = |cache: &[u16]| holds(cache.len(), positions, stride, n);
+    assert!(fit(keys) && fit(values), "attention_f16: cache");
+    let a = F16Attention {
+        q,
+        keys,
+        values,
+        stride,
+        positions,
+        scale,
+    };
+    dispatch!(isa, attention_f16(out, a, scratch))
+}
+
+/// Whether `len` values hold `count` rows of `width` values each, `stride`
+/// apart: a head's slice of the KV cache.
+fn holds(len: usize, count: usize, stride: usize, width: usize) -> bool {
+    count
+        .checked_sub(1)
+        .is_none_or(|last| len >= last * stride + width)
+}
+
+/// The arguments of [`attention_f16`] that every twin takes, as that entry
+/// point checked them: `q` is not empty and as long as the output,
+/// `stride ≥ q.len()`, and keys and values hold `positions` rows of
+/// `q.len()` values, `stride` apart.
+#[derive(Clone, Copy)]
+struct F16Attention<'a> {
+    q: &'a [f32],
+    keys: &'a [u16],
+    values: &'a [u16],
+    stride: usize,
+    positions: usize,
+    scale: f32,
 }
 
 /// `out[i] = f16(x[i])`, rounding to nearest even: filling the f16 KV cache.

@@ -3,7 +3,7 @@
 //! Weights arrive as little-endian bytes at any alignment and are decoded in
 //! place; nothing is copied.
 
-use crate::kernels::Input;
+use crate::kernels::{F16Attention, Input};
 
 fn f32_at(bytes: &[u8], i: usize) -> f32 {
     let b = &bytes[4 * i..4 * i + 4];
@@ -17,12 +17,23 @@ pub fn f32_from_le(out: &mut [f32], bytes: &[u8]) {
 }
 
 pub fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
-    let row_bytes = x.len() * 4;
+    matvec_floats(out, w, x, 4, f32_at);
+}
+
+/// Rows of floats `size` bytes wide, element `i` of a row read by `at`.
+fn matvec_floats(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+    size: usize,
+    at: impl Fn(&[u8], usize) -> f32,
+) {
+    let row_bytes = x.len() * size;
     for (r, o) in out.iter_mut().enumerate() {
         let row = &w[r * row_bytes..(r + 1) * row_bytes];
         let mut sum = 0.0f32;
         for (i, &xi) in x.iter().enumerate() {
-            sum += f32_at(row, i) * xi;
+            sum += at(row, i) * xi;
         }
         *o = sum;
     }
@@ -123,15 +134,7 @@ fn f16_at(bytes: &[u8], i: usize) -> f32 {
 }
 
 pub fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
-    let row_bytes = x.len() * 2;
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = &w[r * row_bytes..(r + 1) * row_bytes];
-        let mut sum = 0.0f32;
-        for (i, &xi) in x.iter().enumerate() {
-            sum += f16_at(row, i) * xi;
-        }
-        *o = sum;
-    }
+    matvec_floats(out, w, x, 2, f16_at);
 }
 
 /// llama.cpp's input quantization for Q8_0/Q4_0 weights (its x86 code):
@@ -569,25 +572,15 @@ pub fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
 /// then one fused multiply-add, each rounded to f16), then normalised.
 /// Skipping a rescale by exactly 1 changes nothing: the accumulator is
 /// already an f16 value. `scratch` holds `2 · positions` floats.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_f16(
-    out: &mut [f32],
-    q: &[f32],
-    keys: &[u16],
-    values: &[u16],
-    stride: usize,
-    positions: usize,
-    scale: f32,
-    scratch: &mut [f32],
-) {
-    let n = q.len();
-    let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
+pub fn attention_f16(out: &mut [f32], a: F16Attention<'_>, scratch: &mut [f32]) {
+    let (n, stride) = (a.q.len(), a.stride);
+    let (rescale, weight) = scratch[..2 * a.positions].split_at_mut(a.positions);
     for (t, s) in rescale.iter_mut().enumerate() {
-        *s = dot_f16(q, &keys[t * stride..][..n]) * scale;
+        *s = dot_f16(a.q, &a.keys[t * stride..][..n]) * a.scale;
     }
     let inv = online_softmax(rescale, weight);
     for (i, o) in out.iter_mut().enumerate() {
-        *o = mix_f16(values, stride, i, rescale, weight) * inv;
+        *o = mix_f16(a.values, stride, i, rescale, weight) * inv;
     }
 }
 

@@ -1,0 +1,438 @@
+//! The AVX-512 level (F, BW, VL and VNNI, with AVX2, FMA and F16C): its
+//! f32 kernels, sixteen lanes with masked tails; its [`Level`] operations,
+//! `vpdpbusd` for every int8 dot product; and the public functions of the
+//! kernels it shares with AVX2.
+
+use core::arch::x86_64::*;
+
+use super::blocks::{blocks32_rows, Format};
+use super::{f16_at, hsum8, prefetch, Level, ROWS, STREAMS};
+use crate::kernels::expf::*;
+use crate::kernels::{scalar, Input};
+
+mod tile;
+
+pub use tile::matmul_f32;
+
+/// The AVX-512 level.
+pub struct Avx512;
+
+impl Level for Avx512 {
+    /// Q8_0 weights as unsigned `w + 128` (flipping the sign bit), the
+    /// offset taken back out through `corr`: one `vpdpbusd` per block.
+    const Q8_0_BIAS: i8 = i8::MIN;
+
+    /// One register.
+    type Acc8 = __m512d;
+
+    /// One `vpdpbusd`, exact for any bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn lanes_u_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, a, b)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_biased(w: __m256i) -> __m256i {
+        _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN))
+    }
+
+    /// Every block format's lanes on this level: one `vpdpbusd` of the
+    /// biased weights onto `corr`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(corr, w, x)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_zero() -> Self::Acc8 {
+        _mm512_setzero_pd()
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_add(a: Self::Acc8, p: __m256) -> Self::Acc8 {
+        _mm512_add_pd(a, _mm512_cvtps_pd(p))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn acc8_half(a: Self::Acc8) -> __m256d {
+        _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
+    }
+
+    /// [`blocks32_rows`] with the inputs in pairs, one per half of a
+    /// 512-bit vector, which halves the instructions per input. Each half
+    /// does exactly the 256-bit arithmetic (the lanes are `vpdpbusd` for
+    /// every format here, so `F::lanes` is only needed for a single input,
+    /// which goes unpaired), so the results are bitwise the same; an odd
+    /// last input is paired with itself.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn blocks32_rows<F: Format, const R: usize, const T: usize>(
+        rows: [*const u8; R],
+        ahead: usize,
+        x: [Input<'_>; T],
+    ) -> [[f32; T]; R] {
+        if T == 1 {
+            // SAFETY: this method's contract is the same.
+            return unsafe { blocks32_rows::<Self, F, R, T>(rows, ahead, x) };
+        }
+        let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+        let pair = |p: usize| (2 * p, (2 * p + 1).min(T - 1));
+        // At most two pairs: T ≤ 4.
+        let pairs = T.div_ceil(2).min(2);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for b in 0..d[0].len() {
+            let mut xq = [_mm512_setzero_si512(); 2];
+            let mut corr = [_mm512_setzero_si512(); 2];
+            let mut xd = [_mm512_setzero_ps(); 2];
+            let xds = d.map(|d| d[b]);
+            for p in 0..pairs {
+                let (i, j) = pair(p);
+                // SAFETY: each input holds 32 values per block (contract 2).
+                let load = |t: usize| unsafe { _mm256_loadu_si256(qs[t].add(32 * b).cast()) };
+                xq[p] = join(load(i), load(j));
+                let ones = _mm512_set1_epi8(F::bias::<Self>());
+                corr[p] = _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, xq[p]),
+                );
+                let scale = |t: usize| _mm256_castps_si256(_mm256_set1_ps(xds[t]));
+                xd[p] = _mm512_castsi512_ps(join(scale(i), scale(j)));
+            }
+            for (a, row) in acc.iter_mut().zip(rows) {
+                // SAFETY: block `b` of a row is inside it (contract 2).
+                let (wv, wd) = unsafe {
+                    let block = row.add(F::BYTES * b);
+                    prefetch(block, ahead);
+                    let wv = _mm512_broadcast_i64x4(F::weights::<Self>(block));
+                    (wv, _mm512_set1_ps(f16_at(block)))
+                };
+                for p in 0..pairs {
+                    // The same rounded products as the scalar `wd * xd`.
+                    let scale = _mm512_mul_ps(wd, xd[p]);
+                    let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr[p], wv, xq[p]));
+                    a[p] = _mm512_fmadd_ps(scale, sums, a[p]);
+                }
+            }
+        }
+        acc.map(|a| {
+            core::array::from_fn(|t| {
+                let v = a[t / 2];
+                hsum8(match t % 2 {
+                    0 => _mm512_castps512_ps256(v),
+                    _ => _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+                })
+            })
+        })
+    }
+}
+
+super::shared_kernels!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Avx512,
+    8
+);
+
+/// Both halves of a 512-bit vector set to `a` and `b`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn join(a: __m256i, b: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+}
+
+/// Lanes `0..n` of 16 (n ≤ 16).
+#[inline]
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(EXP_LO)),
+        _mm512_set1_ps(EXP_HI),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+    }
+    let p = _mm512_fmadd_ps(
+        p,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    _mm512_scalef_ps(p, n)
+}
+
+/// `R` dot products with `x` (length `n`) of rows `stride` apart at `w`.
+///
+/// # Safety
+///
+/// The [contract](super#safety); `w` starts `R` rows of `n` floats,
+/// `stride` apart, and `x` holds `n` floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn rows<const R: usize>(w: *const f32, stride: usize, n: usize, x: *const f32) -> [f32; R] {
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut i = 0;
+    // SAFETY: the loads read values `i..i + 16` with `i + 16 ≤ n`, then
+    // the masked values `i..n`, of a row or of `x`.
+    unsafe {
+        while i + 16 <= n {
+            let xv = _mm512_loadu_ps(x.add(i));
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(k * stride + i)), xv, *a);
+            }
+            i += 16;
+        }
+        if i < n {
+            let m = mask(n - i);
+            let xv = _mm512_maskz_loadu_ps(m, x.add(i));
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w.add(k * stride + i)), xv, *a);
+            }
+        }
+    }
+    let mut out = [0.0; R];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = _mm512_reduce_add_ps(a);
+    }
+    out
+}
+
+/// `out[r] = row_r · x` for rows `stride` apart at `w`, `ROWS` at a time.
+///
+/// # Safety
+///
+/// The [contract](super#safety); `w` starts `out.len()` rows of
+/// `x.len()` floats, `stride` apart.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dots(out: &mut [f32], w: *const f32, stride: usize, x: &[f32]) {
+    let (n, xp) = (x.len(), x.as_ptr());
+    let blocks = out.len() / ROWS;
+    // SAFETY: the rows asked for are below `out.len()`, as the caller
+    // guarantees `w` holds.
+    unsafe {
+        for (b, o) in out.chunks_exact_mut(ROWS).enumerate() {
+            o.copy_from_slice(&rows::<ROWS>(w.add(b * ROWS * stride), stride, n, xp));
+        }
+        for (r, o) in out.iter_mut().enumerate().skip(blocks * ROWS) {
+            *o = rows::<1>(w.add(r * stride), stride, n, xp)[0];
+        }
+    }
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
+    // SAFETY: `w` holds `out.len()` rows of `x.len()` floats (contract 2).
+    unsafe { dots(out, w.as_ptr().cast::<f32>(), x.len(), x) };
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention_scores(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    scale: f32,
+) {
+    // SAFETY: `keys` holds `scores.len()` keys of `q.len()` floats,
+    // `stride` apart (contract 2).
+    unsafe { dots(scores, keys.as_ptr(), stride, q) };
+    for s in scores {
+        *s /= scale;
+    }
+}
+
+/// Accumulates up to `V` vectors of the output in registers while
+/// walking the positions in order.
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn attention_mix(out: &mut [f32], weights: &[f32], values: &[f32], stride: usize) {
+    const V: usize = 4;
+    let (n, vp) = (out.len(), values.as_ptr());
+    for i in (0..n).step_by(16 * V) {
+        let active = (n - i).div_ceil(16).min(V);
+        let mut masks = [mask(16); V];
+        masks[active - 1] = mask((n - i - 16 * (active - 1)).min(16));
+        let mut acc = [_mm512_setzero_ps(); V];
+        // SAFETY: the masked loads and stores touch only values (and
+        // outputs) below `n` of each position, which `values` holds
+        // (contract 2); masked-off lanes are not accessed.
+        unsafe {
+            for (t, &a) in weights.iter().enumerate() {
+                let (a, v) = (_mm512_set1_ps(a), vp.add(t * stride + i));
+                for j in 0..active {
+                    acc[j] =
+                        _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(masks[j], v.add(16 * j)), acc[j]);
+                }
+            }
+            for j in 0..active {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(i + 16 * j), masks[j], acc[j]);
+            }
+        }
+    }
+}
+
+/// Applies `f` to 16 lanes at a time; the last, partial vector loads
+/// and stores only the lanes in its mask.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn map(x: &mut [f32], mut f: impl FnMut(__m512, usize, __mmask16) -> __m512) {
+    let (p, n) = (x.as_mut_ptr(), x.len());
+    let mut i = 0;
+    while i < n {
+        let m = mask((n - i).min(16));
+        // SAFETY: `m` covers only values `i..n`.
+        unsafe { _mm512_mask_storeu_ps(p.add(i), m, f(_mm512_maskz_loadu_ps(m, p.add(i)), i, m)) };
+        i += 16;
+    }
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
+    let scale = _mm512_set1_ps(scalar::rms_scale(x, eps));
+    out.copy_from_slice(x);
+    let w = weight.as_ptr().cast::<f32>();
+    map(out, |v, i, m| {
+        // SAFETY: the weight holds as many floats as `out` (contract 2),
+        // and `m` masks off the lanes past them.
+        let wv = unsafe { _mm512_maskz_loadu_ps(m, w.add(i)) };
+        _mm512_mul_ps(wv, _mm512_mul_ps(scale, v))
+    });
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn softmax(x: &mut [f32]) {
+    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+    map(x, |v, _, m| {
+        mv = _mm512_mask_max_ps(mv, m, mv, v);
+        v
+    });
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    let mut sv = _mm512_setzero_ps();
+    map(x, |v, _, m| {
+        let e = exp(_mm512_sub_ps(v, max));
+        sv = _mm512_mask_add_ps(sv, m, sv, e);
+        e
+    });
+    let s = _mm512_set1_ps(_mm512_reduce_add_ps(sv));
+    map(x, |v, _, _| _mm512_div_ps(v, s));
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn swiglu(h: &mut [f32], g: &[f32]) {
+    let one = _mm512_set1_ps(1.0);
+    let gp = g.as_ptr();
+    map(h, |v, i, m| {
+        let sig = _mm512_div_ps(
+            one,
+            _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), v))),
+        );
+        // SAFETY: `g` is as long as `h` (contract 2), and `m` masks off
+        // the lanes past it.
+        let gv = unsafe { _mm512_maskz_loadu_ps(m, gp.add(i)) };
+        _mm512_mul_ps(_mm512_mul_ps(v, sig), gv)
+    });
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    for head in v.chunks_exact_mut(2 * half) {
+        let mut i = 0;
+        while i + 8 <= half {
+            // SAFETY: `i + 8 ≤ half`, the length of `cos` and `sin` (contract
+            // 2), and the head holds `2 · half` values.
+            unsafe {
+                let c = _mm512_permutexvar_ps(
+                    dup,
+                    _mm512_castps256_ps512(_mm256_loadu_ps(cos.as_ptr().add(i))),
+                );
+                let s = _mm512_permutexvar_ps(
+                    dup,
+                    _mm512_castps256_ps512(_mm256_loadu_ps(sin.as_ptr().add(i))),
+                );
+                let p = head.as_mut_ptr().add(2 * i);
+                let x = _mm512_loadu_ps(p);
+                let swapped = _mm512_permute_ps::<0b1011_0001>(x);
+                _mm512_storeu_ps(p, _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(swapped, s)));
+            }
+            i += 8;
+        }
+        scalar::rope_pairs(&mut head[2 * i..], &cos[i..], &sin[i..]);
+    }
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn add(y: &mut [f32], x: &[f32]) {
+    let xp = x.as_ptr();
+    map(y, |v, i, m| {
+        // SAFETY: `x` is as long as `y` (contract 2), and `m` masks off
+        // the lanes past it.
+        _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(m, xp.add(i)) })
+    });
+}
+
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn sum(data: &[u8]) -> f32 {
+    let (p, n) = (data.as_ptr().cast::<f32>(), data.len() / 4);
+    let part = n / STREAMS / 16 * 16;
+    let mut acc = [_mm512_setzero_ps(); STREAMS];
+    // SAFETY: stream `k` reads floats `k·part..(k + 1)·part`, the tail the
+    // masked ones from `STREAMS·part` to `n`: all inside `data`.
+    unsafe {
+        for i in (0..part).step_by(16) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_ps(*a, _mm512_loadu_ps(p.add(k * part + i)));
+            }
+        }
+        let mut i = STREAMS * part;
+        while i < n {
+            let m = mask((n - i).min(16));
+            acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(m, p.add(i)));
+            i += 16;
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+}
