@@ -256,3 +256,51 @@ impl<'x> Input<'x> {
         }
     }
 }
+
+/// How a SIMD level quantizes a block of 256 values for K-quant weights
+/// ([`quantize_q8_k_by`]).
+///
+/// # Safety
+///
+/// Every method: the contract of the implementing level's module (the
+/// CPU has the level's features).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) trait Q8kBlocks {
+    /// The largest magnitude of the 256 values `xb`.
+    unsafe fn amax(xb: &[f32]) -> f32;
+    /// `q = min(round(iscale · xb), 127)`, rounding half to even, and
+    /// the sum of each 16 of them.
+    unsafe fn quantize(xb: &[f32], iscale: f32, q: &mut [i8], sums: &mut [i16]);
+}
+
+/// The scalar twin's `quantize_q8_k`, block by block with `Q`'s vectors:
+/// the scale from the first value of the largest magnitude (so that it
+/// maps to −127).
+///
+/// # Safety
+///
+/// `Q`'s contract.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn quantize_q8_k_by<Q: Q8kBlocks>(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    bsums: &mut [i16],
+) {
+    let blocks = x.chunks_exact(256).zip(qs.chunks_exact_mut(256));
+    for (((xb, q), db), sums) in blocks.zip(d.iter_mut()).zip(bsums.chunks_exact_mut(16)) {
+        // SAFETY: the caller's.
+        let amax = unsafe { Q::amax(xb) };
+        let Some(&max) = xb.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
+            *db = 0.0;
+            q.fill(0);
+            sums.fill(0);
+            continue;
+        };
+        let iscale = -127.0 / max;
+        // SAFETY: the caller's.
+        unsafe { Q::quantize(xb, iscale, q, sums) };
+        *db = 1.0 / iscale;
+    }
+}

@@ -103,6 +103,36 @@ macro_rules! level_wrappers {
     )*};
 }
 
+/// The public functions of the int8 block kernels (Q8_0, Q4_0, llama2.c's
+/// Q8G) at level `$level` of `$isa` (`x86` or `neon`), whose module
+/// `blocks` holds their bodies: `$rows` is the rows per pass of the Q8_0
+/// and Q4_0 tiles, and `$q8g` the generic arguments, after the level, of
+/// Q8G's.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! int8_wrappers {
+    ($features:literal, $isa:ident, $level:ident, $rows:expr, [$($q8g:tt)*]) => {
+        level_wrappers! { $features;
+            fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
+                = $crate::kernels::$isa::blocks::matvec_blocks32::<$level, $crate::kernels::$isa::blocks::Q8_0>;
+            fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
+                = $crate::kernels::$isa::blocks::matvec_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_0>;
+            fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
+                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q8_0, { $rows }>;
+            fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
+                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_0, { $rows }>;
+            fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize)
+                = $crate::kernels::$isa::blocks::matvec_q8g::<$level>;
+            fn matmul_q8g(
+                out: &mut [&mut [f32]],
+                w: &[u8],
+                scales: &[u8],
+                x: &[$crate::kernels::Input<'_>],
+                group: usize,
+            ) = $crate::kernels::$isa::blocks::matmul_q8g::<$level $($q8g)*>;
+        }
+    };
+}
+
 /// Stores a tile's results: `v[k][t]` is row `r + k`'s for input `t`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn store_rows<const T: usize>(out: &mut [&mut [f32]], r: usize, v: &[[f32; T]]) {
@@ -140,6 +170,8 @@ mod input;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -453,7 +485,10 @@ pub fn attention_scores(
     );
     let fit = holds(keys.len(), scores.len(), stride, q.len());
     assert!(fit, "attention_scores: keys");
-    dispatch!(isa, attention_scores(scores, q, keys, stride, scale))
+    dispatch!(isa, attention_dots(scores, q, keys, stride));
+    for s in scores {
+        *s /= scale;
+    }
 }
 
 /// One head's attention output: `out = Σ_t weights[t] · v_t`, value `t`

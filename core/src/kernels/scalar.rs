@@ -95,9 +95,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, scale: f32) {
+/// The attention scores' dot products (the entry point divides them).
+pub fn attention_dots(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
     for (t, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &keys[t * stride..][..q.len()]) / scale;
+        *s = dot(q, &keys[t * stride..][..q.len()]);
     }
 }
 

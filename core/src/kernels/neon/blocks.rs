@@ -7,6 +7,7 @@ use core::arch::aarch64::*;
 use core::marker::PhantomData;
 
 use super::{by_rows, f16_at, hsum4, lanes, s8, Dot, Rows, ROWS};
+use crate::kernels::input::{quantize_q8_k_by, Q8kBlocks};
 use crate::kernels::Input;
 
 /// Sixteen i32 lanes (four vectors) as bytes in order, saturating.
@@ -53,31 +54,34 @@ pub unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
 /// The [contract](super#safety).
 #[target_feature(enable = "neon")]
 pub unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    for (b, db) in d.iter_mut().enumerate() {
-        let xb = &x[256 * b..256 * b + 256];
-        let (q, sums) = (
-            &mut qs[256 * b..256 * b + 256],
-            &mut bsums[16 * b..16 * b + 16],
-        );
-        let p = xb.as_ptr();
+    // SAFETY: the caller's contract.
+    unsafe { quantize_q8_k_by::<Q8k>(x, qs, d, bsums) };
+}
+
+/// The NEON vectors for [`quantize_q8_k_by`].
+struct Q8k;
+
+impl Q8kBlocks for Q8k {
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn amax(xb: &[f32]) -> f32 {
         let mut m = vdupq_n_f32(0.0);
         for k in 0..64 {
             // SAFETY: the loads stay in `xb` (256 values).
-            m = vmaxq_f32(m, vabsq_f32(unsafe { vld1q_f32(p.add(4 * k)) }));
+            m = vmaxq_f32(m, vabsq_f32(unsafe { vld1q_f32(xb.as_ptr().add(4 * k)) }));
         }
-        let amax = vmaxvq_f32(m);
-        let Some(&max) = xb.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
-            *db = 0.0;
-            q.fill(0);
-            sums.fill(0);
-            continue;
-        };
-        let iscale = -127.0 / max;
+        vmaxvq_f32(m)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn quantize(xb: &[f32], iscale: f32, q: &mut [i8], sums: &mut [i16]) {
         for (g, s) in sums.iter_mut().enumerate() {
-            // SAFETY: group `g` of 16 values lies inside `xb` and `q`.
+            // SAFETY: group `g` of 16 values lies inside `xb` and `q` (256
+            // values each).
             let v: [int32x4_t; 4] = unsafe {
                 let v = core::array::from_fn(|k| {
-                    let x = vld1q_f32(p.add(16 * g + 4 * k));
+                    let x = vld1q_f32(xb.as_ptr().add(16 * g + 4 * k));
                     vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(x, iscale)), vdupq_n_s32(127))
                 });
                 vst1q_s8(q.as_mut_ptr().add(16 * g), narrow_i8(v));
@@ -85,14 +89,13 @@ pub unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut
             };
             *s = vaddvq_s32(vaddq_s32(vaddq_s32(v[0], v[1]), vaddq_s32(v[2], v[3]))) as i16;
         }
-        *db = 1.0 / iscale;
     }
 }
 
 /// Rows per pass of the Q8_0 and Q4_0 tiles, which keep eight lane sums
 /// (two registers) per row and input: two rows by four inputs hold 16 of
 /// the 32 registers, leaving room for the inputs' eight and the weights.
-const BLOCKS32_TILE_ROWS: usize = 2;
+pub(super) const BLOCKS32_TILE_ROWS: usize = 2;
 
 /// `scalar::hsum8` of eight lanes held as two vectors.
 #[target_feature(enable = "neon")]
@@ -202,13 +205,13 @@ pub(super) unsafe fn matvec_blocks32<D: Dot, F: Format>(
 }
 
 /// [`matvec_blocks32`] for several inputs, bitwise, each weight block
-/// loaded (and unpacked) once for a tile of them.
+/// loaded (and unpacked) once for a tile of them, `R` rows at a time.
 ///
 /// # Safety
 ///
 /// The [contract](super#safety).
 #[inline(always)]
-pub(super) unsafe fn matmul_blocks32<D: Dot, F: Format>(
+pub(super) unsafe fn matmul_blocks32<D: Dot, F: Format, const R: usize>(
     out: &mut [&mut [f32]],
     w: &[u8],
     x: &[Input<'_>],
@@ -216,7 +219,7 @@ pub(super) unsafe fn matmul_blocks32<D: Dot, F: Format>(
     each_tile!(out, x, T, _ => {
         let x = Blocks32::<D, F, T>(x, PhantomData);
         // SAFETY: the caller's contract.
-        unsafe { by_rows::<BLOCKS32_TILE_ROWS, T>(out, w, &x) };
+        unsafe { by_rows::<R, T>(out, w, &x) };
     });
 }
 

@@ -5,6 +5,7 @@
 use core::arch::aarch64::*;
 
 use super::{load, narrow, round16, widen};
+use crate::kernels::vector::{mix_f16, Factors, MixF16};
 use crate::kernels::{scalar, F16Attention};
 
 /// `fcvtn` keeps a NaN's sign and top payload bits; `tensor::f32_to_f16`
@@ -96,48 +97,41 @@ unsafe fn dot_f16(q: &[f32], k: *const u16) -> f64 {
     scalar::join8(lanes)
 }
 
-/// `4·C` output values from `out` on, each accumulated in a register
-/// across all positions (the scalar twin's per-value loop, four values per
-/// vector), then normalised by `inv`.
-///
-/// # Safety
-///
-/// `out` has room for `4·C` values, and `values` holds them for every
-/// position, `stride` apart.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn mix_f16x4<const C: usize>(
-    out: *mut f32,
-    values: *const u16,
-    stride: usize,
-    rescale: &[f32],
-    weight: &[f32],
-    inv: f32,
-) {
-    let mut acc = [vdupq_n_f32(0.0); C];
-    // SAFETY: the loads read values `4c..4c + 4` (c < C) of a position,
-    // the stores as many outputs: all inside them, as the caller guarantees.
-    unsafe {
-        for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
-            if ms != 1.0 {
-                for a in &mut acc {
-                    *a = round16(vmulq_n_f32(*a, ms));
+/// The NEON f16 attention's vectors: four values, converted with `fcvtl`.
+struct F16x4;
+
+impl MixF16 for F16x4 {
+    const LANES: usize = 4;
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn mix<const C: usize>(out: *mut f32, values: *const u16, f: &Factors<'_>) {
+        let (stride, rescale, weight, inv) = (f.stride, f.rescale, f.weight, f.inv);
+        let mut acc = [vdupq_n_f32(0.0); C];
+        // SAFETY: the loads read values `4c..4c + 4` (c < C) of a position,
+        // the stores as many outputs: all inside them, as the caller guarantees.
+        unsafe {
+            for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
+                if ms != 1.0 {
+                    for a in &mut acc {
+                        *a = round16(vmulq_n_f32(*a, ms));
+                    }
+                }
+                let v = values.add(t * stride);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = round16(vfmaq_n_f32(*a, widen(vld1_u16(v.add(4 * c))), vs));
                 }
             }
-            let v = values.add(t * stride);
-            for (c, a) in acc.iter_mut().enumerate() {
-                *a = round16(vfmaq_n_f32(*a, widen(vld1_u16(v.add(4 * c))), vs));
+            for (c, a) in acc.iter().enumerate() {
+                vst1q_f32(out.add(4 * c), vmulq_n_f32(*a, inv));
             }
-        }
-        for (c, a) in acc.iter().enumerate() {
-            vst1q_f32(out.add(4 * c), vmulq_n_f32(*a, inv));
         }
     }
 }
 
 /// The scalar twin in its three passes: the scores (independent dot
 /// products, which the core overlaps), the softmax factors, then the
-/// values, four vectors of outputs at a time held in registers. A NaN may
+/// values ([`mix_f16`]), four vectors of outputs at a time. A NaN may
 /// keep payload bits the scalar rounding clears: fixing that up on every
 /// update would cost more than a NaN cache is worth.
 ///
@@ -153,21 +147,6 @@ pub unsafe fn attention_f16(out: &mut [f32], a: F16Attention<'_>, scratch: &mut 
         *s = unsafe { dot_f16(a.q, a.keys.as_ptr().add(t * stride)) } as f32 * a.scale;
     }
     let inv = scalar::online_softmax(rescale, weight);
-    let (n, o, v) = (out.len(), out.as_mut_ptr(), a.values.as_ptr());
-    let mut i = 0;
-    // SAFETY: outputs `i..i + 16` (or `i + 4`) exist, and so do those
-    // values of every position (contract 2).
-    unsafe {
-        while i + 16 <= n {
-            mix_f16x4::<4>(o.add(i), v.add(i), stride, rescale, weight, inv);
-            i += 16;
-        }
-        while i + 4 <= n {
-            mix_f16x4::<1>(o.add(i), v.add(i), stride, rescale, weight, inv);
-            i += 4;
-        }
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(i) {
-        *o = scalar::mix_f16(a.values, stride, j, rescale, weight) * inv;
-    }
+    // SAFETY: the caller's contract.
+    unsafe { mix_f16::<F16x4, 4>(out, a.values, stride, (rescale, weight), inv) };
 }

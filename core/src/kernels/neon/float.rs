@@ -1,27 +1,12 @@
-//! The NEON f32 kernels, which both levels share: f32 and f16 weights,
-//! attention over an f32 KV cache, and the elementwise kernels.
+//! The NEON f32 kernels, which both levels share: f32 and f16 weights, the
+//! attention scores over an f32 KV cache, and the [`Vector`] that the
+//! elementwise kernels are written for.
 
 use core::arch::aarch64::*;
 
-use super::{f16_at, load, widen};
-use crate::kernels::expf::*;
-use crate::kernels::{scalar, store_rows, Input};
-
-#[target_feature(enable = "neon")]
-#[inline]
-fn exp(x: float32x4_t) -> float32x4_t {
-    let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(EXP_HI));
-    let n = vrndnq_f32(vmulq_n_f32(x, LOG2E));
-    let r = vfmsq_f32(x, n, vdupq_n_f32(LN2_HI));
-    let r = vfmsq_f32(r, n, vdupq_n_f32(LN2_LO));
-    let mut p = vdupq_n_f32(EXP_POLY[0]);
-    for c in &EXP_POLY[1..] {
-        p = vfmaq_f32(vdupq_n_f32(*c), p, r);
-    }
-    let p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
-    let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
-    vmulq_f32(p, vreinterpretq_f32_s32(e))
-}
+use super::{f16_at, load, widen, Neon};
+use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::{store_rows, Input};
 
 /// Matrix element types that `rows` widens to f32, four at a time. Their
 /// pointers may be unaligned: elements are only read with unaligned loads.
@@ -213,197 +198,196 @@ pub unsafe fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     unsafe { matmul::<u16>(out, w, x) };
 }
 
+/// The attention scores' dot products (the entry point divides them).
+///
 /// # Safety
 ///
 /// The [contract](super#safety).
 #[target_feature(enable = "neon")]
-pub unsafe fn attention_scores(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    stride: usize,
-    scale: f32,
-) {
+pub unsafe fn attention_dots(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
     // SAFETY: `keys` holds `scores.len()` keys of `q.len()` floats,
     // `stride` apart (contract 2).
-    unsafe { dots::<f32, 4, 1>(&mut [&mut *scores], keys.as_ptr(), stride, [q]) };
-    for s in scores {
-        *s /= scale;
+    unsafe { dots::<f32, 4, 1>(&mut [scores], keys.as_ptr(), stride, [q]) };
+}
+
+impl Vector for Neon {
+    type V = float32x4_t;
+    /// How many lanes, from the first, exist.
+    type Mask = usize;
+    const LANES: usize = 4;
+    const PAIRS: usize = 4;
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn mask(n: usize) -> usize {
+        n
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: the caller's: four readable floats.
+        unsafe { vld1q_f32(p) }
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller's: four writable floats.
+        unsafe { vst1q_f32(p, v) }
+    }
+
+    /// Through a zeroed copy, as the floats may be unaligned weights.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn load_part(p: *const f32, valid: usize) -> float32x4_t {
+        // SAFETY: the caller's: `valid` readable floats.
+        unsafe { load(p, valid) }
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn store_part(p: *mut f32, valid: usize, v: float32x4_t) {
+        let mut lanes = [0.0f32; 4];
+        // SAFETY: `lanes` has room for four floats, and the caller's:
+        // `valid` writable floats at `p`.
+        unsafe {
+            vst1q_f32(lanes.as_mut_ptr(), v);
+            core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, valid);
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        vdupq_n_f32(x)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vaddq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vsubq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vmulq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vdivq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn fmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        vfmaq_f32(c, a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn fnmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        vfmsq_f32(c, a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn neg(v: float32x4_t) -> float32x4_t {
+        vnegq_f32(v)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vminq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vmaxq_f32(a, b)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn round(v: float32x4_t) -> float32x4_t {
+        vrndnq_f32(v)
+    }
+
+    /// `2^n` built in the exponent bits.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn scale2(p: float32x4_t, n: float32x4_t) -> float32x4_t {
+        let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
+        vmulq_f32(p, vreinterpretq_f32_s32(e))
+    }
+
+    /// Lanes past `valid` become −∞, which no maximum keeps.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn max_part(acc: float32x4_t, v: float32x4_t, valid: usize) -> float32x4_t {
+        vmaxq_f32(
+            acc,
+            vbslq_f32(first(valid), v, vdupq_n_f32(f32::NEG_INFINITY)),
+        )
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn add_part(acc: float32x4_t, v: float32x4_t, valid: usize) -> float32x4_t {
+        vaddq_f32(acc, vbslq_f32(first(valid), v, vdupq_n_f32(0.0)))
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn hsum(v: float32x4_t) -> f32 {
+        vaddvq_f32(v)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn hmax(v: float32x4_t) -> f32 {
+        vmaxvq_f32(v)
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn exp(x: float32x4_t) -> float32x4_t {
+        // SAFETY: this level's features, which the caller guarantees.
+        unsafe { vector::exp::<Self>(x) }
+    }
+
+    /// Four pairs, split into their first and second values (`vld2q`).
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn rope(p: *mut f32, cos: *const f32, sin: *const f32) {
+        // SAFETY: the caller's: four cosines and sines, eight values.
+        unsafe {
+            let pairs = vld2q_f32(p);
+            let (c, s) = (vld1q_f32(cos), vld1q_f32(sin));
+            let r0 = vfmsq_f32(vmulq_f32(pairs.0, c), pairs.1, s);
+            let r1 = vfmaq_f32(vmulq_f32(pairs.1, c), pairs.0, s);
+            vst2q_f32(p, float32x4x2_t(r0, r1));
+        }
     }
 }
 
-/// Accumulates up to `V` vectors of the output in registers while walking
-/// the positions in order; a partial last vector goes through `load`.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn attention_mix(out: &mut [f32], weights: &[f32], values: &[f32], stride: usize) {
-    const V: usize = 4;
-    let (n, vp) = (out.len(), values.as_ptr());
-    for i in (0..n).step_by(4 * V) {
-        let active = (n - i).div_ceil(4).min(V);
-        let mut valid = [4; V];
-        valid[active - 1] = (n - i - 4 * (active - 1)).min(4);
-        let mut acc = [vdupq_n_f32(0.0); V];
-        for (t, &a) in weights.iter().enumerate() {
-            for j in 0..active {
-                // SAFETY: the values `i + 4j..` that are valid (below `n`)
-                // exist for every position (contract 2).
-                let v = unsafe { load(vp.add(t * stride + i + 4 * j), valid[j]) };
-                acc[j] = vfmaq_n_f32(acc[j], v, a);
-            }
-        }
-        for j in 0..active {
-            let mut lanes = [0.0f32; 4];
-            // SAFETY: `lanes` has room for the four floats written.
-            unsafe { vst1q_f32(lanes.as_mut_ptr(), acc[j]) };
-            out[i + 4 * j..i + 4 * j + valid[j]].copy_from_slice(&lanes[..valid[j]]);
-        }
-    }
-}
-
-/// Applies `f` to 4 lanes at a time; the tail goes through a padded copy so
-/// every element sees the same vector code. `f` gets the offset and the
-/// number of valid lanes.
+/// Lanes `0..valid` set.
 #[target_feature(enable = "neon")]
 #[inline]
-fn map(x: &mut [f32], pad: f32, mut f: impl FnMut(float32x4_t, usize, usize) -> float32x4_t) {
-    let (p, n) = (x.as_mut_ptr(), x.len());
-    let mut i = 0;
-    // SAFETY: full vectors are values `i..i + 4` with `i + 4 ≤ n`; the
-    // tail copies the `n − i` values left, to and from a buffer of four.
-    unsafe {
-        while i + 4 <= n {
-            vst1q_f32(p.add(i), f(vld1q_f32(p.add(i)), i, 4));
-            i += 4;
-        }
-        if i < n {
-            let valid = n - i;
-            let mut buf = [pad; 4];
-            core::ptr::copy_nonoverlapping(p.add(i), buf.as_mut_ptr(), valid);
-            vst1q_f32(buf.as_mut_ptr(), f(vld1q_f32(buf.as_ptr()), i, valid));
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p.add(i), valid);
-        }
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let scale = scalar::rms_scale(x, eps);
-    out.copy_from_slice(x);
-    let w = weight.as_ptr().cast::<f32>();
-    map(out, 0.0, |v, i, valid| {
-        // SAFETY: the weight holds as many floats as `out` (contract 2).
-        let wv = unsafe { load(w.add(i), valid) };
-        vmulq_f32(wv, vmulq_n_f32(v, scale))
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn softmax(x: &mut [f32]) {
-    let mut mv = vdupq_n_f32(f32::NEG_INFINITY);
-    map(x, f32::NEG_INFINITY, |v, _, _| {
-        mv = vmaxq_f32(mv, v);
-        v
-    });
-    let max = vdupq_n_f32(vmaxvq_f32(mv));
+fn first(valid: usize) -> uint32x4_t {
     // SAFETY: the array holds four lanes.
     let lane = unsafe { vld1q_u32([0u32, 1, 2, 3].as_ptr()) };
-    let mut sv = vdupq_n_f32(0.0);
-    map(x, 0.0, |v, _, valid| {
-        let e = exp(vsubq_f32(v, max));
-        let keep = vcltq_u32(lane, vdupq_n_u32(valid as u32));
-        sv = vaddq_f32(sv, vbslq_f32(keep, e, vdupq_n_f32(0.0)));
-        e
-    });
-    let s = vdupq_n_f32(vaddvq_f32(sv));
-    map(x, 0.0, |v, _, _| vdivq_f32(v, s));
+    vcltq_u32(lane, vdupq_n_u32(valid as u32))
 }
 
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn swiglu(h: &mut [f32], g: &[f32]) {
-    let (one, gp) = (vdupq_n_f32(1.0), g.as_ptr());
-    map(h, 0.0, |v, i, valid| {
-        let sig = vdivq_f32(one, vaddq_f32(one, exp(vnegq_f32(v))));
-        // SAFETY: `g` is as long as `h` (contract 2).
-        vmulq_f32(vmulq_f32(v, sig), unsafe { load(gp.add(i), valid) })
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = cos.len();
-    for head in v.chunks_exact_mut(2 * half) {
-        let mut i = 0;
-        while i + 4 <= half {
-            // SAFETY: `i + 4 ≤ half`, the length of `cos` and `sin` (contract
-            // 2), and the head holds `2 · half` values.
-            unsafe {
-                let p = head.as_mut_ptr().add(2 * i);
-                let pairs = vld2q_f32(p);
-                let (c, s) = (
-                    vld1q_f32(cos.as_ptr().add(i)),
-                    vld1q_f32(sin.as_ptr().add(i)),
-                );
-                let r0 = vfmsq_f32(vmulq_f32(pairs.0, c), pairs.1, s);
-                let r1 = vfmaq_f32(vmulq_f32(pairs.1, c), pairs.0, s);
-                vst2q_f32(p, float32x4x2_t(r0, r1));
-            }
-            i += 4;
-        }
-        scalar::rope_pairs(&mut head[2 * i..], &cos[i..], &sin[i..]);
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn add(y: &mut [f32], x: &[f32]) {
-    let xp = x.as_ptr();
-    // SAFETY: `x` is as long as `y` (contract 2).
-    map(y, 0.0, |v, i, valid| {
-        vaddq_f32(v, unsafe { load(xp.add(i), valid) })
-    });
-}
-
-/// Four concurrent streams, as matvec reads four rows at once.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "neon")]
-pub unsafe fn sum(data: &[u8]) -> f32 {
-    const STREAMS: usize = 4;
-    let (p, n) = (data.as_ptr().cast::<f32>(), data.len() / 4);
-    let part = n / STREAMS / 4 * 4;
-    let mut acc = [vdupq_n_f32(0.0); STREAMS];
-    // SAFETY: stream `k` reads floats `k·part..(k + 1)·part`, the tail
-    // those from `STREAMS·part` to `n`: all inside `data`.
-    unsafe {
-        for i in (0..part).step_by(4) {
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a = vaddq_f32(*a, vld1q_f32(p.add(k * part + i)));
-            }
-        }
-        let mut s = acc.iter().map(|&a| vaddvq_f32(a)).sum::<f32>();
-        for j in STREAMS * part..n {
-            s += p.add(j).read_unaligned();
-        }
-        s
-    }
-}
+vector_kernels!("neon", Neon, 4);

@@ -101,58 +101,6 @@ unsafe fn q4k_block<D: Dot, const T: usize>(
     }
 }
 
-/// Q4_K rows for `T` inputs, with level `D`'s dot products.
-struct Q4k<'x, D, const T: usize>([Input<'x>; T], PhantomData<D>);
-
-impl<D: Dot, const T: usize> Rows<ROWS, T> for Q4k<'_, D, T> {
-    /// Per block, the exact integer sums of each row and input (the mins
-    /// through the input's `bsums`), then the scalar twin's float
-    /// operations with one row per lane.
-    #[inline(always)]
-    unsafe fn rows(&self, rows: [*const u8; ROWS]) -> [[f32; ROWS]; T] {
-        let (qs, d) = (self.0.map(|x| x.qs().as_ptr()), self.0.map(Input::scales));
-        let bsums = self.0.map(|x| x.bsums().as_ptr());
-        // SAFETY: the level's features (contract 1); block `b` of every
-        // row (144 bytes) and input (256 values, 16 sums) is inside them.
-        unsafe {
-            let mut sum = [vdupq_n_f32(0.0); T];
-            for b in 0..d[0].len() {
-                let x = qs.map(|q| q.add(256 * b));
-                let xsums = bsums.map(|s| {
-                    let s = s.add(16 * b);
-                    vpaddq_s16(vld1q_s16(s), vld1q_s16(s.add(8)))
-                });
-                let mut sums = [[vdupq_n_s32(0); T]; ROWS];
-                for (s, r) in sums.iter_mut().zip(rows) {
-                    *s = q4k_block::<D, T>(r.add(144 * b), x, xsums);
-                }
-                let (dw, dmin) = (f16_lanes(rows, 144 * b), f16_lanes(rows, 144 * b + 2));
-                for (t, s) in sum.iter_mut().enumerate() {
-                    let (isum, msum) = hsum2x2(sums.map(|s| s[t]));
-                    let (dw, dmin) = (vmulq_n_f32(dw, d[t][b]), vmulq_n_f32(dmin, d[t][b]));
-                    let (isum, msum) = (vcvtq_f32_s32(isum), vcvtq_f32_s32(msum));
-                    *s = vaddq_f32(*s, vsubq_f32(vmulq_f32(dw, isum), vmulq_f32(dmin, msum)));
-                }
-            }
-            lanes(sum)
-        }
-    }
-}
-
-/// `out[t] = w · x[t]` for Q4_K weights, four rows by a tile of inputs at
-/// a time, each block unpacked once for the tile.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[inline(always)]
-pub(super) unsafe fn matmul_q4k<D: Dot>(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
-    each_tile!(out, x, T, _ => {
-        // SAFETY: the caller's contract.
-        unsafe { by_rows::<ROWS, T>(out, w, &Q4k::<D, T>(x, PhantomData)) };
-    });
-}
-
 /// One row's Q6_K block `b`, unpacked once, against the input blocks `x`,
 /// whose sums of each 16 values are `xsums`: for each input, lanes summing
 /// to `Σ_j scale_j·(q_j·x_j)`. The values are dotted as stored (0..64) and
@@ -214,35 +162,152 @@ unsafe fn q6k_block<D: Dot, const T: usize>(
     }
 }
 
-/// Q6_K rows for `T` inputs, with level `D`'s dot products.
-struct Q6k<'x, D, const T: usize>([Input<'x>; T], PhantomData<D>);
+/// A K-quant format, as [`KRows`] reads it.
+///
+/// # Safety
+///
+/// Every method: the [contract](super#safety).
+pub(super) trait KQuant {
+    /// Bytes per super-block.
+    const BYTES: usize;
+    /// What a row's block needs of an input block's sums of each 16
+    /// values, formed once for all rows.
+    type Sums: Copy;
+    /// The f16 scales of four rows' blocks, one row per lane.
+    type Scales: Copy;
 
-impl<D: Dot, const T: usize> Rows<ROWS, T> for Q6k<'_, D, T> {
-    /// Per block, the exact integer sum of each row and input, then the
-    /// scalar twin's `sum += (d_w·d_x)·isum` with one row per lane.
+    /// [`KQuant::Sums`] from an input block's sixteen sums at `bsums`.
+    unsafe fn sums(bsums: *const i16) -> Self::Sums;
+
+    /// One row's block at `b` against the `T` input blocks at `x`, in
+    /// integer lanes per input.
+    unsafe fn block<D: Dot, const T: usize>(
+        b: *const u8,
+        x: [*const i8; T],
+        sums: [Self::Sums; T],
+    ) -> [int32x4_t; T];
+
+    /// The scales of the blocks `at` bytes into the rows.
+    unsafe fn scales(rows: [*const u8; ROWS], at: usize) -> Self::Scales;
+
+    /// The scalar twin's float step for one input, one row per lane, from
+    /// the rows' [`KQuant::block`] lanes and the input block's scale `d`.
+    unsafe fn step(scales: Self::Scales, lanes: [int32x4_t; ROWS], d: f32) -> float32x4_t;
+}
+
+/// Q4_K: eight sub-blocks of 32 nibbles, with 6-bit scales and mins.
+pub(super) struct Q4k;
+
+impl KQuant for Q4k {
+    const BYTES: usize = 144;
+    /// The sums of each 32 values, the mins' partners.
+    type Sums = int16x8_t;
+    /// The scales and the mins' scales.
+    type Scales = (float32x4_t, float32x4_t);
+
+    #[inline(always)]
+    unsafe fn sums(bsums: *const i16) -> int16x8_t {
+        // SAFETY: the caller's: sixteen sums.
+        unsafe { vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums.add(8))) }
+    }
+
+    #[inline(always)]
+    unsafe fn block<D: Dot, const T: usize>(
+        b: *const u8,
+        x: [*const i8; T],
+        xsums: [int16x8_t; T],
+    ) -> [int32x4_t; T] {
+        // SAFETY: the caller's contract is the same.
+        unsafe { q4k_block::<D, T>(b, x, xsums) }
+    }
+
+    #[inline(always)]
+    unsafe fn scales(rows: [*const u8; ROWS], at: usize) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller's: each block starts with the two f16 scales.
+        unsafe { (f16_lanes(rows, at), f16_lanes(rows, at + 2)) }
+    }
+
+    #[inline(always)]
+    unsafe fn step(
+        (dw, dmin): (float32x4_t, float32x4_t),
+        lanes: [int32x4_t; ROWS],
+        d: f32,
+    ) -> float32x4_t {
+        // SAFETY: NEON (contract 1).
+        unsafe {
+            let (isum, msum) = hsum2x2(lanes);
+            let (dw, dmin) = (vmulq_n_f32(dw, d), vmulq_n_f32(dmin, d));
+            let (isum, msum) = (vcvtq_f32_s32(isum), vcvtq_f32_s32(msum));
+            vsubq_f32(vmulq_f32(dw, isum), vmulq_f32(dmin, msum))
+        }
+    }
+}
+
+/// Q6_K: sixteen sub-blocks of 16 six-bit values (stored `+ 32`), with
+/// 8-bit scales.
+pub(super) struct Q6k;
+
+impl KQuant for Q6k {
+    const BYTES: usize = 210;
+    /// The sixteen sums themselves.
+    type Sums = [int16x8_t; 2];
+    type Scales = float32x4_t;
+
+    #[inline(always)]
+    unsafe fn sums(bsums: *const i16) -> [int16x8_t; 2] {
+        // SAFETY: the caller's: sixteen sums.
+        unsafe { [vld1q_s16(bsums), vld1q_s16(bsums.add(8))] }
+    }
+
+    #[inline(always)]
+    unsafe fn block<D: Dot, const T: usize>(
+        b: *const u8,
+        x: [*const i8; T],
+        xsums: [[int16x8_t; 2]; T],
+    ) -> [int32x4_t; T] {
+        // SAFETY: the caller's contract is the same.
+        unsafe { q6k_block::<D, T>(b, x, xsums) }
+    }
+
+    #[inline(always)]
+    unsafe fn scales(rows: [*const u8; ROWS], at: usize) -> float32x4_t {
+        // SAFETY: the caller's: the f16 scale ends each block.
+        unsafe { f16_lanes(rows, at + 208) }
+    }
+
+    /// The scalar twin's `(d_w·d_x)·isum`.
+    #[inline(always)]
+    unsafe fn step(dw: float32x4_t, lanes: [int32x4_t; ROWS], d: f32) -> float32x4_t {
+        // SAFETY: NEON (contract 1).
+        unsafe { vmulq_f32(vmulq_n_f32(dw, d), vcvtq_f32_s32(hsum4(lanes))) }
+    }
+}
+
+/// K-quant rows in format `K` for `T` inputs, with level `D`'s dot
+/// products.
+struct KRows<'x, D, K, const T: usize>([Input<'x>; T], PhantomData<(D, K)>);
+
+impl<D: Dot, K: KQuant, const T: usize> Rows<ROWS, T> for KRows<'_, D, K, T> {
+    /// Per block, the exact integer sums of each row and input, then the
+    /// scalar twin's float operations with one row per lane.
     #[inline(always)]
     unsafe fn rows(&self, rows: [*const u8; ROWS]) -> [[f32; ROWS]; T] {
         let (qs, d) = (self.0.map(|x| x.qs().as_ptr()), self.0.map(Input::scales));
         let bsums = self.0.map(|x| x.bsums().as_ptr());
         // SAFETY: the level's features (contract 1); block `b` of every
-        // row (210 bytes) and input (256 values, 16 sums) is inside them.
+        // row and input (256 values, 16 sums) is inside them.
         unsafe {
             let mut sum = [vdupq_n_f32(0.0); T];
             for b in 0..d[0].len() {
                 let x = qs.map(|q| q.add(256 * b));
-                let xsums = bsums.map(|s| {
-                    let s = s.add(16 * b);
-                    [vld1q_s16(s), vld1q_s16(s.add(8))]
-                });
-                let mut isums = [[vdupq_n_s32(0); T]; ROWS];
-                for (i, r) in isums.iter_mut().zip(rows) {
-                    *i = q6k_block::<D, T>(r.add(210 * b), x, xsums);
+                let xsums = bsums.map(|s| K::sums(s.add(16 * b)));
+                let mut ints = [[vdupq_n_s32(0); T]; ROWS];
+                for (i, r) in ints.iter_mut().zip(rows) {
+                    *i = K::block::<D, T>(r.add(K::BYTES * b), x, xsums);
                 }
-                let dw = f16_lanes(rows, 210 * b + 208);
+                let scales = K::scales(rows, K::BYTES * b);
                 for (t, s) in sum.iter_mut().enumerate() {
-                    let isum = hsum4(isums.map(|i| i[t]));
-                    let scale = vmulq_n_f32(dw, d[t][b]);
-                    *s = vaddq_f32(*s, vmulq_f32(scale, vcvtq_f32_s32(isum)));
+                    *s = vaddq_f32(*s, K::step(scales, ints.map(|i| i[t]), d[t][b]));
                 }
             }
             lanes(sum)
@@ -250,16 +315,16 @@ impl<D: Dot, const T: usize> Rows<ROWS, T> for Q6k<'_, D, T> {
     }
 }
 
-/// `out[t] = w · x[t]` for Q6_K weights, four rows by a tile of inputs at
-/// a time, each block unpacked once for the tile.
+/// `out[t] = w · x[t]` for weights in K-quant format `K`, four rows by a
+/// tile of inputs at a time, each block unpacked once for the tile.
 ///
 /// # Safety
 ///
 /// The [contract](super#safety).
 #[inline(always)]
-pub(super) unsafe fn matmul_q6k<D: Dot>(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+pub(super) unsafe fn matmul<D: Dot, K: KQuant>(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     each_tile!(out, x, T, _ => {
         // SAFETY: the caller's contract.
-        unsafe { by_rows::<ROWS, T>(out, w, &Q6k::<D, T>(x, PhantomData)) };
+        unsafe { by_rows::<ROWS, T>(out, w, &KRows::<D, K, T>(x, PhantomData)) };
     });
 }

@@ -57,7 +57,7 @@ use core::arch::asm;
 pub use blocks::{quantize_q8_0, quantize_q8_k};
 pub use f16::{attention_f16, f32_to_f16};
 pub use float::{
-    add, attention_mix, attention_scores, matmul_f16, matmul_f32, matvec_f16, matvec_f32, rmsnorm,
+    add, attention_dots, attention_mix, matmul_f16, matmul_f32, matvec_f16, matvec_f32, rmsnorm,
     rope, softmax, sum, swiglu,
 };
 
@@ -131,28 +131,12 @@ impl Dot for NeonDot {
 /// The public int8 functions for `$level`, compiled with `$features`.
 macro_rules! int8_kernels {
     ($features:literal, $level:ident) => {
+        int8_wrappers!($features, neon, $level, $crate::kernels::neon::blocks::BLOCKS32_TILE_ROWS, []);
         level_wrappers! { $features;
-            fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
-                = $crate::kernels::neon::blocks::matvec_blocks32::<$level, $crate::kernels::neon::blocks::Q8_0>;
-            fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
-                = $crate::kernels::neon::blocks::matvec_blocks32::<$level, $crate::kernels::neon::blocks::Q4_0>;
-            fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::neon::blocks::matmul_blocks32::<$level, $crate::kernels::neon::blocks::Q8_0>;
-            fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::neon::blocks::matmul_blocks32::<$level, $crate::kernels::neon::blocks::Q4_0>;
-            fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize)
-                = $crate::kernels::neon::blocks::matvec_q8g::<$level>;
-            fn matmul_q8g(
-                out: &mut [&mut [f32]],
-                w: &[u8],
-                scales: &[u8],
-                x: &[$crate::kernels::Input<'_>],
-                group: usize,
-            ) = $crate::kernels::neon::blocks::matmul_q8g::<$level>;
             fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::neon::kquants::matmul_q4k::<$level>;
+                = $crate::kernels::neon::kquants::matmul::<$level, $crate::kernels::neon::kquants::Q4k>;
             fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::neon::kquants::matmul_q6k::<$level>;
+                = $crate::kernels::neon::kquants::matmul::<$level, $crate::kernels::neon::kquants::Q6k>;
         }
     };
 }
@@ -163,7 +147,7 @@ int8_kernels!("neon", Neon);
 /// kernels otherwise.
 pub mod dot {
     pub use super::{
-        add, attention_f16, attention_mix, attention_scores, f32_to_f16, matmul_f16, matmul_f32,
+        add, attention_dots, attention_f16, attention_mix, f32_to_f16, matmul_f16, matmul_f32,
         matvec_f16, matvec_f32, quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
     };
 

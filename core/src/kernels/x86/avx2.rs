@@ -5,8 +5,8 @@
 use core::arch::x86_64::*;
 
 use super::{hmax8, hsum8, Level, ROWS, STREAMS};
-use crate::kernels::expf::*;
-use crate::kernels::{scalar, store_rows, Input};
+use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::{store_rows, Input};
 
 /// The AVX2 level.
 pub struct Avx2;
@@ -69,34 +69,175 @@ impl Level for Avx2 {
 
 super::shared_kernels!("avx2,fma,f16c", Avx2, 4);
 
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn exp(x: __m256) -> __m256 {
-    let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
-        _mm256_set1_ps(EXP_HI),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(LOG2E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for c in &EXP_POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+impl Vector for Avx2 {
+    type V = __m256;
+    /// Lanes that `maskload` and `maskstore` touch: those whose sign bit
+    /// is set.
+    type Mask = __m256i;
+    const LANES: usize = 8;
+    const PAIRS: usize = 4;
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn mask(n: usize) -> __m256i {
+        lanes(n)
     }
-    let p = _mm256_fmadd_ps(
-        p,
-        _mm256_mul_ps(r, r),
-        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-    );
-    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    ));
-    _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: the caller's: eight readable floats.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: the caller's: eight writable floats.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load_part(p: *const f32, m: __m256i) -> __m256 {
+        // SAFETY: the caller's: the lanes of `m` are readable.
+        unsafe { _mm256_maskload_ps(p, m) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store_part(p: *mut f32, m: __m256i, v: __m256) {
+        // SAFETY: the caller's: the lanes of `m` are writable.
+        unsafe { _mm256_maskstore_ps(p, m, v) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        _mm256_div_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn fnmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fnmadd_ps(a, b, c)
+    }
+
+    /// `0 − v`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn neg(v: __m256) -> __m256 {
+        _mm256_sub_ps(_mm256_setzero_ps(), v)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        _mm256_min_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        _mm256_max_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn round(v: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+    }
+
+    /// `2^n` built in the exponent bits.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn scale2(p: __m256, n: __m256) -> __m256 {
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn max_part(acc: __m256, v: __m256, m: __m256i) -> __m256 {
+        _mm256_blendv_ps(acc, _mm256_max_ps(acc, v), _mm256_castsi256_ps(m))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn add_part(acc: __m256, v: __m256, m: __m256i) -> __m256 {
+        _mm256_add_ps(acc, _mm256_and_ps(v, _mm256_castsi256_ps(m)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn hsum(v: __m256) -> f32 {
+        hsum8(v)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn hmax(v: __m256) -> f32 {
+        hmax8(v)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn exp(x: __m256) -> __m256 {
+        // SAFETY: this level's features, which the caller guarantees.
+        unsafe { vector::exp::<Self>(x) }
+    }
+
+    /// Four pairs: each cosine and sine spread to its pair's lanes, and
+    /// one `fmaddsub` (even lanes `v0·c − v1·s`, odd lanes `v1·c + v0·s`).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn rope(p: *mut f32, cos: *const f32, sin: *const f32) {
+        let dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+        // SAFETY: the caller's: four cosines and sines, eight values.
+        unsafe {
+            let c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(cos)), dup);
+            let s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sin)), dup);
+            let x = _mm256_loadu_ps(p);
+            let swapped = _mm256_permute_ps::<0b1011_0001>(x);
+            _mm256_storeu_ps(p, _mm256_fmaddsub_ps(x, c, _mm256_mul_ps(swapped, s)));
+        }
+    }
 }
+
+vector_kernels!("avx2,fma", Avx2, STREAMS);
 
 /// `R` dot products with each of `T` inputs `x` (length `n`) of rows
 /// `stride` apart at `w`, each weight vector loaded once for all `T`.
@@ -197,81 +338,16 @@ pub unsafe fn matmul_f32(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     });
 }
 
+/// The attention scores' dot products (the entry point divides them).
+///
 /// # Safety
 ///
 /// The [contract](super#safety).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn attention_scores(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    stride: usize,
-    scale: f32,
-) {
+pub unsafe fn attention_dots(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
     // SAFETY: `keys` holds `scores.len()` keys of `q.len()` floats,
     // `stride` apart (contract 2).
-    unsafe { dots::<ROWS, 1>(&mut [&mut *scores], keys.as_ptr(), stride, [q]) };
-    for s in scores {
-        *s /= scale;
-    }
-}
-
-/// Accumulates up to `V` vectors of the output in registers while
-/// walking the positions in order.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn attention_mix(out: &mut [f32], weights: &[f32], values: &[f32], stride: usize) {
-    const V: usize = 4;
-    let (n, vp) = (out.len(), values.as_ptr());
-    for i in (0..n).step_by(8 * V) {
-        let active = (n - i).div_ceil(8).min(V);
-        let mut masks = [lanes(8); V];
-        masks[active - 1] = lanes((n - i - 8 * (active - 1)).min(8));
-        let mut acc = [_mm256_setzero_ps(); V];
-        // SAFETY: the masked loads and stores touch only values (and
-        // outputs) below `n` of each position, which `values` holds
-        // (contract 2); masked-off lanes are not accessed.
-        unsafe {
-            for (t, &a) in weights.iter().enumerate() {
-                let (a, v) = (_mm256_set1_ps(a), vp.add(t * stride + i));
-                for j in 0..active {
-                    acc[j] = _mm256_fmadd_ps(a, _mm256_maskload_ps(v.add(8 * j), masks[j]), acc[j]);
-                }
-            }
-            for j in 0..active {
-                _mm256_maskstore_ps(out.as_mut_ptr().add(i + 8 * j), masks[j], acc[j]);
-            }
-        }
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let scale = scalar::rms_scale(x, eps);
-    let (w, sv) = (weight.as_ptr().cast::<f32>(), _mm256_set1_ps(scale));
-    let n = x.len();
-    let mut i = 0;
-    // SAFETY: `out`, `x` and the weight's floats are `n` long (contract
-    // 2), and each step reads values `i..i + 8` with `i + 8 ≤ n`, or `j < n`.
-    unsafe {
-        while i + 8 <= n {
-            let v = _mm256_mul_ps(sv, _mm256_loadu_ps(x.as_ptr().add(i)));
-            _mm256_storeu_ps(
-                out.as_mut_ptr().add(i),
-                _mm256_mul_ps(_mm256_loadu_ps(w.add(i)), v),
-            );
-            i += 8;
-        }
-        for j in i..n {
-            out[j] = w.add(j).read_unaligned() * (scale * x[j]);
-        }
-    }
+    unsafe { dots::<ROWS, 1>(&mut [scores], keys.as_ptr(), stride, [q]) };
 }
 
 /// A mask of lanes `0..n` (n ≤ 8) for `maskload`/`maskstore`.
@@ -282,135 +358,4 @@ fn lanes(n: usize) -> __m256i {
         _mm256_set1_epi32(n as i32),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
     )
-}
-
-/// Applies `f` to 8 lanes at a time; the last, partial vector loads and
-/// stores only the lanes in its mask (masked lanes never fault).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn map(x: &mut [f32], mut f: impl FnMut(__m256, usize, __m256i) -> __m256) {
-    let (p, n) = (x.as_mut_ptr(), x.len());
-    let all = lanes(8);
-    let mut i = 0;
-    // SAFETY: full vectors are values `i..i + 8` with `i + 8 ≤ n`; the
-    // last one's mask covers only values below `n`.
-    unsafe {
-        while i + 8 <= n {
-            _mm256_storeu_ps(p.add(i), f(_mm256_loadu_ps(p.add(i)), i, all));
-            i += 8;
-        }
-        if i < n {
-            let m = lanes(n - i);
-            _mm256_maskstore_ps(p.add(i), m, f(_mm256_maskload_ps(p.add(i), m), i, m));
-        }
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn softmax(x: &mut [f32]) {
-    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
-    map(x, |v, _, m| {
-        mv = _mm256_blendv_ps(mv, _mm256_max_ps(mv, v), _mm256_castsi256_ps(m));
-        v
-    });
-    let max = _mm256_set1_ps(hmax8(mv));
-    let mut sv = _mm256_setzero_ps();
-    map(x, |v, _, m| {
-        let e = exp(_mm256_sub_ps(v, max));
-        sv = _mm256_add_ps(sv, _mm256_and_ps(e, _mm256_castsi256_ps(m)));
-        e
-    });
-    let s = _mm256_set1_ps(hsum8(sv));
-    map(x, |v, _, _| _mm256_div_ps(v, s));
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn swiglu(h: &mut [f32], g: &[f32]) {
-    let (one, gp) = (_mm256_set1_ps(1.0), g.as_ptr());
-    map(h, |v, i, m| {
-        let sig = _mm256_div_ps(
-            one,
-            _mm256_add_ps(one, exp(_mm256_sub_ps(_mm256_setzero_ps(), v))),
-        );
-        // SAFETY: `g` is as long as `h` (contract 2), and `m` masks
-        // off the lanes past it.
-        let gv = unsafe { _mm256_maskload_ps(gp.add(i), m) };
-        _mm256_mul_ps(_mm256_mul_ps(v, sig), gv)
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = cos.len();
-    let dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
-    for head in v.chunks_exact_mut(2 * half) {
-        let mut i = 0;
-        while i + 4 <= half {
-            // SAFETY: `i + 4 ≤ half`, the length of `cos` and `sin` (contract
-            // 2), and the head holds `2 · half` values.
-            unsafe {
-                let c = _mm256_permutevar8x32_ps(
-                    _mm256_castps128_ps256(_mm_loadu_ps(cos.as_ptr().add(i))),
-                    dup,
-                );
-                let s = _mm256_permutevar8x32_ps(
-                    _mm256_castps128_ps256(_mm_loadu_ps(sin.as_ptr().add(i))),
-                    dup,
-                );
-                let p = head.as_mut_ptr().add(2 * i);
-                let x = _mm256_loadu_ps(p);
-                let swapped = _mm256_permute_ps::<0b1011_0001>(x);
-                // even lanes: v0·c − v1·s; odd lanes: v1·c + v0·s
-                _mm256_storeu_ps(p, _mm256_fmaddsub_ps(x, c, _mm256_mul_ps(swapped, s)));
-            }
-            i += 4;
-        }
-        scalar::rope_pairs(&mut head[2 * i..], &cos[i..], &sin[i..]);
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn add(y: &mut [f32], x: &[f32]) {
-    let xp = x.as_ptr();
-    map(y, |v, i, m| {
-        // SAFETY: `x` is as long as `y` (contract 2), and `m` masks off
-        // the lanes past it.
-        _mm256_add_ps(v, unsafe { _mm256_maskload_ps(xp.add(i), m) })
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn sum(data: &[u8]) -> f32 {
-    let (p, n) = (data.as_ptr().cast::<f32>(), data.len() / 4);
-    let part = n / STREAMS / 8 * 8;
-    let mut acc = [_mm256_setzero_ps(); STREAMS];
-    // SAFETY: stream `k` reads floats `k·part..(k + 1)·part`, the tail
-    // those from `STREAMS·part` to `n`: all inside `data`.
-    unsafe {
-        for i in (0..part).step_by(8) {
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(k * part + i)));
-            }
-        }
-        let mut s = acc.iter().map(|&a| hsum8(a)).sum::<f32>();
-        for j in STREAMS * part..n {
-            s += p.add(j).read_unaligned();
-        }
-        s
-    }
 }

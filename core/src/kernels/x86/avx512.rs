@@ -7,8 +7,8 @@ use core::arch::x86_64::*;
 
 use super::blocks::{blocks32_rows, Format};
 use super::{f16_at, hsum8, prefetch, Level, ROWS, STREAMS};
-use crate::kernels::expf::*;
-use crate::kernels::{scalar, Input};
+use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::Input;
 
 mod tile;
 
@@ -151,30 +151,6 @@ fn mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn exp(x: __m512) -> __m512 {
-    let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(EXP_LO)),
-        _mm512_set1_ps(EXP_HI),
-    );
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(EXP_POLY[0]);
-    for c in &EXP_POLY[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
-    }
-    let p = _mm512_fmadd_ps(
-        p,
-        _mm512_mul_ps(r, r),
-        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-    );
-    _mm512_scalef_ps(p, n)
-}
-
 /// `R` dot products with `x` (length `n`) of rows `stride` apart at `w`.
 ///
 /// # Safety
@@ -243,196 +219,192 @@ pub unsafe fn matvec_f32(out: &mut [f32], w: &[u8], x: &[f32]) {
     unsafe { dots(out, w.as_ptr().cast::<f32>(), x.len(), x) };
 }
 
+/// The attention scores' dot products (the entry point divides them).
+///
 /// # Safety
 ///
 /// The [contract](super#safety).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn attention_scores(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    stride: usize,
-    scale: f32,
-) {
+pub unsafe fn attention_dots(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
     // SAFETY: `keys` holds `scores.len()` keys of `q.len()` floats,
     // `stride` apart (contract 2).
     unsafe { dots(scores, keys.as_ptr(), stride, q) };
-    for s in scores {
-        *s /= scale;
-    }
 }
 
-/// Accumulates up to `V` vectors of the output in registers while
-/// walking the positions in order.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn attention_mix(out: &mut [f32], weights: &[f32], values: &[f32], stride: usize) {
-    const V: usize = 4;
-    let (n, vp) = (out.len(), values.as_ptr());
-    for i in (0..n).step_by(16 * V) {
-        let active = (n - i).div_ceil(16).min(V);
-        let mut masks = [mask(16); V];
-        masks[active - 1] = mask((n - i - 16 * (active - 1)).min(16));
-        let mut acc = [_mm512_setzero_ps(); V];
-        // SAFETY: the masked loads and stores touch only values (and
-        // outputs) below `n` of each position, which `values` holds
-        // (contract 2); masked-off lanes are not accessed.
+impl Vector for Avx512 {
+    type V = __m512;
+    type Mask = __mmask16;
+    const LANES: usize = 16;
+    const PAIRS: usize = 8;
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn mask(n: usize) -> __mmask16 {
+        mask(n)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: the caller's: sixteen readable floats.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller's: sixteen writable floats.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_part(p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: the caller's: the lanes of `m` are readable.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_part(p: *mut f32, m: __mmask16, v: __m512) {
+        // SAFETY: the caller's: the lanes of `m` are writable.
+        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn fnmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fnmadd_ps(a, b, c)
+    }
+
+    /// `0 − v`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn neg(v: __m512) -> __m512 {
+        _mm512_sub_ps(_mm512_setzero_ps(), v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn round(v: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn scale2(p: __m512, n: __m512) -> __m512 {
+        _mm512_scalef_ps(p, n)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn max_part(acc: __m512, v: __m512, m: __mmask16) -> __m512 {
+        _mm512_mask_max_ps(acc, m, acc, v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn add_part(acc: __m512, v: __m512, m: __mmask16) -> __m512 {
+        _mm512_mask_add_ps(acc, m, acc, v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn hsum(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn hmax(v: __m512) -> f32 {
+        _mm512_reduce_max_ps(v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn exp(x: __m512) -> __m512 {
+        // SAFETY: this level's features, which the caller guarantees.
+        unsafe { vector::exp::<Self>(x) }
+    }
+
+    /// Eight pairs, as AVX2 does four.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rope(p: *mut f32, cos: *const f32, sin: *const f32) {
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        // SAFETY: the caller's: eight cosines and sines, sixteen values.
         unsafe {
-            for (t, &a) in weights.iter().enumerate() {
-                let (a, v) = (_mm512_set1_ps(a), vp.add(t * stride + i));
-                for j in 0..active {
-                    acc[j] =
-                        _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(masks[j], v.add(16 * j)), acc[j]);
-                }
-            }
-            for j in 0..active {
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(i + 16 * j), masks[j], acc[j]);
-            }
+            let c = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(cos)));
+            let s = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(sin)));
+            let x = _mm512_loadu_ps(p);
+            let swapped = _mm512_permute_ps::<0b1011_0001>(x);
+            _mm512_storeu_ps(p, _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(swapped, s)));
         }
     }
-}
 
-/// Applies `f` to 16 lanes at a time; the last, partial vector loads
-/// and stores only the lanes in its mask.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn map(x: &mut [f32], mut f: impl FnMut(__m512, usize, __mmask16) -> __m512) {
-    let (p, n) = (x.as_mut_ptr(), x.len());
-    let mut i = 0;
-    while i < n {
-        let m = mask((n - i).min(16));
-        // SAFETY: `m` covers only values `i..n`.
-        unsafe { _mm512_mask_storeu_ps(p.add(i), m, f(_mm512_maskz_loadu_ps(m, p.add(i)), i, m)) };
-        i += 16;
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let scale = _mm512_set1_ps(scalar::rms_scale(x, eps));
-    out.copy_from_slice(x);
-    let w = weight.as_ptr().cast::<f32>();
-    map(out, |v, i, m| {
-        // SAFETY: the weight holds as many floats as `out` (contract 2),
-        // and `m` masks off the lanes past them.
-        let wv = unsafe { _mm512_maskz_loadu_ps(m, w.add(i)) };
-        _mm512_mul_ps(wv, _mm512_mul_ps(scale, v))
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn softmax(x: &mut [f32]) {
-    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
-    map(x, |v, _, m| {
-        mv = _mm512_mask_max_ps(mv, m, mv, v);
-        v
-    });
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
-    let mut sv = _mm512_setzero_ps();
-    map(x, |v, _, m| {
-        let e = exp(_mm512_sub_ps(v, max));
-        sv = _mm512_mask_add_ps(sv, m, sv, e);
-        e
-    });
-    let s = _mm512_set1_ps(_mm512_reduce_add_ps(sv));
-    map(x, |v, _, _| _mm512_div_ps(v, s));
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn swiglu(h: &mut [f32], g: &[f32]) {
-    let one = _mm512_set1_ps(1.0);
-    let gp = g.as_ptr();
-    map(h, |v, i, m| {
-        let sig = _mm512_div_ps(
-            one,
-            _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), v))),
-        );
-        // SAFETY: `g` is as long as `h` (contract 2), and `m` masks off
-        // the lanes past it.
-        let gv = unsafe { _mm512_maskz_loadu_ps(m, gp.add(i)) };
-        _mm512_mul_ps(_mm512_mul_ps(v, sig), gv)
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = cos.len();
-    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    for head in v.chunks_exact_mut(2 * half) {
+    /// The rest goes into the first stream, a masked vector at a time,
+    /// before the streams are summed.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn sum_streams<const S: usize>(mut acc: [__m512; S], rest: *const f32, n: usize) -> f32 {
         let mut i = 0;
-        while i + 8 <= half {
-            // SAFETY: `i + 8 ≤ half`, the length of `cos` and `sin` (contract
-            // 2), and the head holds `2 · half` values.
-            unsafe {
-                let c = _mm512_permutexvar_ps(
-                    dup,
-                    _mm512_castps256_ps512(_mm256_loadu_ps(cos.as_ptr().add(i))),
-                );
-                let s = _mm512_permutexvar_ps(
-                    dup,
-                    _mm512_castps256_ps512(_mm256_loadu_ps(sin.as_ptr().add(i))),
-                );
-                let p = head.as_mut_ptr().add(2 * i);
-                let x = _mm512_loadu_ps(p);
-                let swapped = _mm512_permute_ps::<0b1011_0001>(x);
-                _mm512_storeu_ps(p, _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(swapped, s)));
-            }
-            i += 8;
-        }
-        scalar::rope_pairs(&mut head[2 * i..], &cos[i..], &sin[i..]);
-    }
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn add(y: &mut [f32], x: &[f32]) {
-    let xp = x.as_ptr();
-    map(y, |v, i, m| {
-        // SAFETY: `x` is as long as `y` (contract 2), and `m` masks off
-        // the lanes past it.
-        _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(m, xp.add(i)) })
-    });
-}
-
-/// # Safety
-///
-/// The [contract](super#safety).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn sum(data: &[u8]) -> f32 {
-    let (p, n) = (data.as_ptr().cast::<f32>(), data.len() / 4);
-    let part = n / STREAMS / 16 * 16;
-    let mut acc = [_mm512_setzero_ps(); STREAMS];
-    // SAFETY: stream `k` reads floats `k·part..(k + 1)·part`, the tail the
-    // masked ones from `STREAMS·part` to `n`: all inside `data`.
-    unsafe {
-        for i in (0..part).step_by(16) {
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_add_ps(*a, _mm512_loadu_ps(p.add(k * part + i)));
-            }
-        }
-        let mut i = STREAMS * part;
         while i < n {
             let m = mask((n - i).min(16));
-            acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(m, p.add(i)));
+            // SAFETY: the caller's: `n` floats at `rest`, of which `m`
+            // covers only those from `i`.
+            acc[0] = _mm512_add_ps(acc[0], unsafe { _mm512_maskz_loadu_ps(m, rest.add(i)) });
             i += 16;
         }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
     }
-    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
 }
+
+vector_kernels!("avx512f", Avx512, STREAMS);

@@ -12,6 +12,7 @@ use super::{
     by_rows, f16_at, first_lanes, hmax8, hsum8, hsum_each, hsum_i32, per_input, prefetch, Level,
     Rows,
 };
+use crate::kernels::input::Q8kBlocks;
 use crate::kernels::Input;
 
 /// Thirty-two i32 lanes (four vectors) as bytes in order, saturating.
@@ -58,42 +59,32 @@ pub(super) unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
     }
 }
 
-/// The scalar twin's `quantize_q8_k`, equal to it for finite input.
-///
-/// # Safety
-///
-/// The [contract](super#safety).
-#[inline(always)]
-pub(super) unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    for (b, db) in d.iter_mut().enumerate() {
-        let xb = &x[256 * b..256 * b + 256];
-        let (q, sums) = (
-            &mut qs[256 * b..256 * b + 256],
-            &mut bsums[16 * b..16 * b + 16],
-        );
-        let p = xb.as_ptr();
+/// The x86 vectors for [`quantize_q8_k_by`](crate::kernels::input::quantize_q8_k_by).
+pub(super) struct Q8k;
+
+impl Q8kBlocks for Q8k {
+    #[inline(always)]
+    unsafe fn amax(xb: &[f32]) -> f32 {
         // SAFETY: the level's features (contract 1); the loads stay in `xb`
         // (256 values).
-        let amax = unsafe {
+        unsafe {
             let mut m = _mm256_setzero_ps();
             for k in 0..32 {
-                m = _mm256_max_ps(m, abs8(_mm256_loadu_ps(p.add(8 * k))));
+                m = _mm256_max_ps(m, abs8(_mm256_loadu_ps(xb.as_ptr().add(8 * k))));
             }
             hmax8(m)
-        };
-        let Some(&max) = xb.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
-            *db = 0.0;
-            q.fill(0);
-            sums.fill(0);
-            continue;
-        };
-        let iscale = -127.0 / max;
-        // SAFETY: as above; group `g` of 32 values lies inside `xb` and `q`.
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn quantize(xb: &[f32], iscale: f32, q: &mut [i8], sums: &mut [i16]) {
+        // SAFETY: the level's features (contract 1); group `g` of 32 values
+        // lies inside `xb` (256 values) and `q` (as many).
         unsafe {
             let (sv, cap) = (_mm256_set1_ps(iscale), _mm256_set1_epi32(127));
             for g in 0..8 {
                 let v: [__m256i; 4] = core::array::from_fn(|k| {
-                    let x = _mm256_loadu_ps(p.add(32 * g + 8 * k));
+                    let x = _mm256_loadu_ps(xb.as_ptr().add(32 * g + 8 * k));
                     _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(sv, x)), cap)
                 });
                 _mm256_storeu_si256(q.as_mut_ptr().add(32 * g).cast(), pack_i8(v));
@@ -101,7 +92,6 @@ pub(super) unsafe fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsum
                 sums[2 * g + 1] = hsum_i32(_mm256_add_epi32(v[2], v[3])) as i16;
             }
         }
-        *db = 1.0 / iscale;
     }
 }
 

@@ -6,6 +6,7 @@ use core::arch::x86_64::*;
 
 use super::{by_rows, f16_at, hsum8, prefetch, Level, Rows, AHEAD};
 use crate::kernels::expf::LOG2E;
+use crate::kernels::vector::{mix_f16, Factors, MixF16};
 use crate::kernels::{scalar, F16Attention, Input};
 
 /// `x` rounded to the nearest f16 (ties to even), as f32.
@@ -188,45 +189,38 @@ fn pairs(x: __m256d, y: __m256d) -> __m256d {
     )
 }
 
-/// `8·C` output values from `out` on, each accumulated in a
-/// register across all positions (the scalar twin's per-value loop,
-/// eight values per vector), then normalised by `inv`.
-///
-/// # Safety
-///
-/// The [contract](super#safety); `out` has room for `8·C` values, and
-/// `values` holds them for every position, `stride` apart.
-#[inline(always)]
-unsafe fn mix_f16x8<const C: usize>(
-    out: *mut f32,
-    values: *const u16,
-    stride: usize,
-    rescale: &[f32],
-    weight: &[f32],
-    inv: f32,
-) {
-    // SAFETY: the level's features (contract 1); the loads read values
-    // `8c..8c + 8` (c < C) of a position, the stores as many outputs, all
-    // inside them as the caller guarantees.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); C];
-        for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
-            if ms != 1.0 {
-                for a in &mut acc {
-                    *a = round16(_mm256_mul_ps(*a, _mm256_set1_ps(ms)));
+/// The x86 f16 attention's vectors: eight values, converted with F16C.
+struct F16x8;
+
+impl MixF16 for F16x8 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn mix<const C: usize>(out: *mut f32, values: *const u16, f: &Factors<'_>) {
+        let (stride, rescale, weight, inv) = (f.stride, f.rescale, f.weight, f.inv);
+        // SAFETY: the level's features (contract 1); the loads read values
+        // `8c..8c + 8` (c < C) of a position, the stores as many outputs, all
+        // inside them as the caller guarantees.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); C];
+            for (t, (&ms, &vs)) in rescale.iter().zip(weight).enumerate() {
+                if ms != 1.0 {
+                    for a in &mut acc {
+                        *a = round16(_mm256_mul_ps(*a, _mm256_set1_ps(ms)));
+                    }
+                }
+                let v = values.add(t * stride);
+                for c in (0..C).step_by(4) {
+                    prefetch(v.add(8 * c).cast(), 2 * AHEAD * stride);
+                }
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * c).cast()));
+                    *a = round16(_mm256_fmadd_ps(vv, _mm256_set1_ps(vs), *a));
                 }
             }
-            let v = values.add(t * stride);
-            for c in (0..C).step_by(4) {
-                prefetch(v.add(8 * c).cast(), 2 * AHEAD * stride);
+            for (c, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(8 * c), _mm256_mul_ps(*a, _mm256_set1_ps(inv)));
             }
-            for (c, a) in acc.iter_mut().enumerate() {
-                let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * c).cast()));
-                *a = round16(_mm256_fmadd_ps(vv, _mm256_set1_ps(vs), *a));
-            }
-        }
-        for (c, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(8 * c), _mm256_mul_ps(*a, _mm256_set1_ps(inv)));
         }
     }
 }
@@ -336,9 +330,7 @@ pub(super) unsafe fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> 
 
 /// The scalar twin in its three passes: the scores (independent dot
 /// products, which the core overlaps), the softmax factors, then the
-/// values, eight vectors of outputs at a time held in registers:
-/// each one's update is a chain of latency (multiply-add, round trip
-/// through f16) that only other chains can fill.
+/// values ([`mix_f16`]), eight vectors of outputs at a time.
 ///
 /// # Safety
 ///
@@ -378,21 +370,6 @@ pub(super) unsafe fn attention_f16<L: Level>(
     }
     // SAFETY: the caller's contract.
     let inv = unsafe { online_softmax(rescale, weight) };
-    let (o, v) = (out.as_mut_ptr(), a.values.as_ptr());
-    let mut i = 0;
-    // SAFETY: the caller's contract; outputs `i..i + 64` (or `i + 8`)
-    // exist, and so do those values of every position (contract 2).
-    unsafe {
-        while i + 64 <= n {
-            mix_f16x8::<8>(o.add(i), v.add(i), stride, rescale, weight, inv);
-            i += 64;
-        }
-        while i + 8 <= n {
-            mix_f16x8::<1>(o.add(i), v.add(i), stride, rescale, weight, inv);
-            i += 8;
-        }
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(i) {
-        *o = scalar::mix_f16(a.values, stride, j, rescale, weight) * inv;
-    }
+    // SAFETY: the caller's contract.
+    unsafe { mix_f16::<F16x8, 8>(out, a.values, stride, (rescale, weight), inv) };
 }

@@ -134,31 +134,15 @@ trait Rows<const T: usize> {
 /// for half as many rows in the Q8G and f16 tiles.
 macro_rules! shared_kernels {
     ($features:literal, $level:ident, $tile:literal) => {
+        int8_wrappers!($features, x86, $level, $tile, [, { $tile / 2 }]);
         level_wrappers! { $features;
             fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) = super::blocks::quantize_q8_0;
             fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16])
-                = super::blocks::quantize_q8_k;
-            fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
-                = super::blocks::matvec_blocks32::<$level, super::blocks::Q8_0>;
-            fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
-                = super::blocks::matvec_blocks32::<$level, super::blocks::Q4_0>;
-            fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = super::blocks::matmul_blocks32::<$level, super::blocks::Q8_0, $tile>;
-            fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = super::blocks::matmul_blocks32::<$level, super::blocks::Q4_0, $tile>;
-            fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize)
-                = super::blocks::matvec_q8g::<$level>;
-            fn matmul_q8g(
-                out: &mut [&mut [f32]],
-                w: &[u8],
-                scales: &[u8],
-                x: &[$crate::kernels::Input<'_>],
-                group: usize,
-            ) = super::blocks::matmul_q8g::<$level, { $tile / 2 }>;
+                = $crate::kernels::input::quantize_q8_k_by::<super::blocks::Q8k>;
             fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = super::kquants::matmul_q4k;
+                = super::kquants::matmul::<super::kquants::Q4k>;
             fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = super::kquants::matmul_q6k;
+                = super::kquants::matmul::<super::kquants::Q6k>;
             fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) = super::f16::matvec_f16;
             fn matmul_f16(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
                 = super::f16::matmul_f16::<{ $tile / 2 }>;

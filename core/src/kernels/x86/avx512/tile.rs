@@ -10,7 +10,14 @@ use crate::kernels::{store_rows, Input};
 /// [`super::rows`] for `T` inputs at once: each weight vector is loaded
 /// once and multiplied into every input's accumulator, and each (row,
 /// input) sum runs in the order `rows` gives it alone, so the results are
-/// bitwise the same. With `h` ≠ 0, [`rows_rotated`].
+/// bitwise the same.
+///
+/// With `h` ≠ 0, rows and inputs all start `h` floats (0 < h < 16) past a
+/// cache line and `n` is a multiple of 16: the loads then start at that
+/// line, so none splits two. Each accumulator holds the lanes rotated by
+/// `h`, the same sums in the same order (the partial first and last loads
+/// leave the other lanes untouched), which [`sums`] adds up as it would
+/// unrotated.
 ///
 /// # Safety
 ///
@@ -26,21 +33,31 @@ unsafe fn rows_t<const R: usize, const T: usize>(
     x: [*const f32; T],
     h: usize,
 ) -> [[f32; T]; R] {
-    if h != 0 {
-        // SAFETY: the caller's contract is the same.
-        return unsafe { rows_rotated(w, ahead, stride, n, x, h) };
-    }
     let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let mut i = 0;
     // SAFETY: the steps read values `i..i + 16` with `i + 16 ≤ n`, then
-    // the masked values `i..n`.
+    // the masked values `i..n`; rotated, from `h` floats before each row
+    // and input, the first step reads lanes `h..16` (values `0..16 − h`),
+    // the next whole vectors below `n − h`, the last lanes `0..h` (values
+    // `n − h..n`). No other lane is touched.
     unsafe {
-        while i + 16 <= n {
-            step(&mut acc, (w, ahead, stride), x, i, !0, false);
-            i += 16;
-        }
-        if i < n {
-            step(&mut acc, (w, ahead, stride), x, i, mask(n - i), false);
+        if h == 0 {
+            let mut i = 0;
+            while i + 16 <= n {
+                step(&mut acc, (w, ahead, stride), x, i, !0, false);
+                i += 16;
+            }
+            if i < n {
+                step(&mut acc, (w, ahead, stride), x, i, mask(n - i), false);
+            }
+        } else {
+            let (w, x) = (w.wrapping_sub(h), x.map(|x| x.wrapping_sub(h)));
+            step(&mut acc, (w, ahead, stride), x, 0, !mask(h), true);
+            let mut i = 16;
+            while i < n {
+                step(&mut acc, (w, ahead, stride), x, i, !0, true);
+                i += 16;
+            }
+            step(&mut acc, (w, ahead, stride), x, n, mask(h), true);
         }
     }
     sums(acc)
@@ -94,7 +111,7 @@ unsafe fn step<const R: usize, const T: usize>(
 /// 2), each step done for two vectors' lanes per instruction, about a
 /// third of the shuffles and adds of sixteen separate reductions. That
 /// tree gives the same sum for lanes rotated by any amount (each step
-/// pairs the same lanes), which [`rows_rotated`] relies on.
+/// pairs the same lanes), which [`rows_t`] relies on.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn sums<const R: usize, const T: usize>(acc: [[__m512; T]; R]) -> [[f32; T]; R] {
@@ -153,44 +170,6 @@ fn sums16(v: [__m512; 16]) -> [f32; 16] {
     // SAFETY: `lanes` has room for the sixteen floats written.
     unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), h1) };
     core::array::from_fn(|i| lanes[4 * (i % 4) + i / 4])
-}
-
-/// [`rows_t`] for rows and inputs that all start `h` floats (0 < h <
-/// 16) past a cache line, `n` a multiple of 16: the loads start at
-/// that line, so none splits two. Each accumulator then holds
-/// `rows_t`'s lanes rotated by `h`, the same sums in the same order
-/// (the partial first and last loads leave the other lanes untouched),
-/// which [`sums`] adds up as it would unrotated: bitwise `rows_t`.
-///
-/// # Safety
-///
-/// As [`rows_t`].
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn rows_rotated<const R: usize, const T: usize>(
-    w: *const f32,
-    ahead: usize,
-    stride: usize,
-    n: usize,
-    x: [*const f32; T],
-    h: usize,
-) -> [[f32; T]; R] {
-    let (w, x) = (w.wrapping_sub(h), x.map(|x| x.wrapping_sub(h)));
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
-    // SAFETY: from `h` floats before each row and input, the first step
-    // reads lanes `h..16`, which are its values `0..16 − h`; the next read
-    // whole vectors below `n − h`, and the last lanes `0..h`, the values
-    // `n − h..n`. No other lane is touched.
-    unsafe {
-        step(&mut acc, (w, ahead, stride), x, 0, !mask(h), true);
-        let mut i = 16;
-        while i < n {
-            step(&mut acc, (w, ahead, stride), x, i, !0, true);
-            i += 16;
-        }
-        step(&mut acc, (w, ahead, stride), x, n, mask(h), true);
-    }
-    sums(acc)
 }
 
 /// [`super::matvec_f32`] for `T` inputs, four rows at a time. With
