@@ -35,6 +35,25 @@ fn bytes_at(values: &[f32], offset: usize) -> Vec<u8> {
     b
 }
 
+/// Owned arena space for quantized inputs: `n` int8 values, `scales`
+/// scales and a sum per 16 values.
+struct Buffers(Vec<i8>, Vec<f32>, Vec<i16>);
+
+impl Buffers {
+    fn new(n: usize, scales: usize) -> Buffers {
+        Buffers(
+            std::vec![0; n],
+            std::vec![0.0; scales],
+            std::vec![0; n / 16],
+        )
+    }
+
+    fn view(&mut self) -> InputBuffers<'_> {
+        let Buffers(qs, d, bsums) = self;
+        InputBuffers { qs, d, bsums }
+    }
+}
+
 fn simd_levels() -> impl Iterator<Item = Isa> {
     Isa::available().filter(|&i| i != Isa::SCALAR)
 }
@@ -393,16 +412,14 @@ fn input_quantization_matches_scalar_exactly() {
     }
     for isa in simd_levels() {
         for form in [InputForm::Q8_0, InputForm::Q8K] {
-            let mut bufs = [(); 2].map(|_| {
-                (
-                    std::vec![0i8; n],
-                    std::vec![0.0f32; n / 32],
-                    std::vec![0i16; n / 16],
-                )
-            });
-            for (i, (qs, d, bsums)) in bufs.iter_mut().enumerate() {
-                let mut ib = InputBuffers { qs, d, bsums };
-                quantize(if i == 0 { Isa::SCALAR } else { isa }, form, &x, &mut ib);
+            let mut bufs = [(); 2].map(|_| Buffers::new(n, n / 32));
+            for (i, b) in bufs.iter_mut().enumerate() {
+                quantize(
+                    if i == 0 { Isa::SCALAR } else { isa },
+                    form,
+                    &x,
+                    &mut b.view(),
+                );
             }
             let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bufs[0].0, bufs[1].0, "{} {form:?} values", isa.name());
@@ -423,16 +440,8 @@ fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) 
     let w = WeightRef::new("w", dtype, rows, cols, &buf[offset..]).unwrap();
     let x = random(cols, seed + 1, 3.0);
     let n = cols.next_multiple_of(256);
-    let (mut qs, mut d, mut bsums) = (
-        std::vec![0i8; n],
-        std::vec![0.0f32; n],
-        std::vec![0i16; n / 16],
-    );
-    let mut ib = InputBuffers {
-        qs: &mut qs,
-        d: &mut d,
-        bsums: &mut bsums,
-    };
+    let mut buffers = Buffers::new(n, n);
+    let mut ib = buffers.view();
     let input = prepare(Isa::SCALAR, dtype, &x, &mut ib);
     let (mut want, mut got) = (std::vec![0.0; rows], std::vec![0.0; rows]);
     matvec(Isa::SCALAR, &mut want, &w, &input);
@@ -552,16 +561,8 @@ fn attention_f16_keeps_the_score_summation_order() {
 /// llama.cpp's flash-attention loop as it reads: one pass, the output
 /// rescaled in place whenever the maximum grows (each score summed in
 /// f64, eight lanes, as our twins keep them).
-#[allow(clippy::too_many_arguments)]
-fn one_pass_attention(
-    out: &mut [f32],
-    q: &[f32],
-    keys: &[u16],
-    values: &[u16],
-    stride: usize,
-    positions: usize,
-    scale: f32,
-) {
+fn one_pass_attention(out: &mut [f32], q: &[f32], kv: (&[u16], &[u16]), at: (usize, usize, f32)) {
+    let ((keys, values), (stride, positions, scale)) = (kv, at);
     let round16 = |x: f32| f16_to_f32(to_f16_bits(x));
     let n = q.len();
     let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
@@ -615,7 +616,7 @@ fn f16_conversion_and_attention_match_scalar_exactly() {
             let scale = 1.0 / libm::sqrtf(head as f32);
             let (mut want, mut got) = (std::vec![0.0f32; head], std::vec![1.0f32; head]);
             let mut scratch = std::vec![0.0f32; 2 * positions];
-            one_pass_attention(&mut want, &q, &keys, &values, stride, positions, scale);
+            one_pass_attention(&mut want, &q, (&keys, &values), (stride, positions, scale));
             attention_f16(
                 isa,
                 &mut got,
@@ -714,14 +715,8 @@ fn matmul_is_matvec_for_each_input_bitwise() {
                     WeightRef::new("w", dtype, rows, cols, &buf[offset..offset + bytes]).unwrap();
                 for tokens in 1..=9 {
                     let n = cols.next_multiple_of(256) + 256;
-                    let mut qs = std::vec![0i8; tokens * n];
-                    let mut d = std::vec![0.0f32; tokens * n];
-                    let mut bsums = std::vec![0i16; tokens * n / 16];
-                    let mut ib = InputBuffers {
-                        qs: &mut qs,
-                        d: &mut d,
-                        bsums: &mut bsums,
-                    };
+                    let mut buffers = Buffers::new(tokens * n, tokens * n);
+                    let mut ib = buffers.view();
                     let xs: Vec<Vec<f32>> = (0..tokens)
                         .map(|t| random(cols, seed + 11 * t as u64, 2.0))
                         .collect();

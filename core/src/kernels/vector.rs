@@ -85,6 +85,23 @@ pub(super) trait Vector {
     }
 }
 
+/// The [`Vector`] methods that are one expression of a level's intrinsics,
+/// as a table: `name(args) = expression`, the arguments vectors and the
+/// result a vector unless `-> type` says otherwise; each becomes a method
+/// with the level's `$features`.
+macro_rules! vector_ops {
+    ($features:literal; $($name:ident($($arg:ident),+) $(-> $ret:ty)? = $body:expr;)+) => {$(
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn $name($($arg: Self::V),+) -> vector_ops!(@ret $($ret)?) {
+            $body
+        }
+    )+};
+    (@ret) => { Self::V };
+    (@ret $ret:ty) => { $ret };
+}
+pub(super) use vector_ops;
+
 /// The public functions of these kernels for level `$level` of the ISA
 /// whose module invokes this, compiled with `$features`; `sum` reads
 /// `$streams` streams.

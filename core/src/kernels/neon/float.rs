@@ -5,7 +5,7 @@
 use core::arch::aarch64::*;
 
 use super::{f16_at, load, widen, Neon};
-use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
 use crate::kernels::{store_rows, Input};
 
 /// Matrix element types that `rows` widens to f32, four at a time. Their
@@ -217,6 +217,15 @@ impl Vector for Neon {
     const LANES: usize = 4;
     const PAIRS: usize = 4;
 
+    vector_ops! { "neon";
+        add(a, b) = vaddq_f32(a, b); sub(a, b) = vsubq_f32(a, b);
+        mul(a, b) = vmulq_f32(a, b); div(a, b) = vdivq_f32(a, b);
+        min(a, b) = vminq_f32(a, b); max(a, b) = vmaxq_f32(a, b);
+        fmadd(a, b, c) = vfmaq_f32(c, a, b); fnmadd(a, b, c) = vfmsq_f32(c, a, b);
+        neg(v) = vnegq_f32(v); round(v) = vrndnq_f32(v);
+        hsum(v) -> f32 = vaddvq_f32(v); hmax(v) -> f32 = vmaxvq_f32(v);
+    }
+
     #[target_feature(enable = "neon")]
     #[inline]
     unsafe fn mask(n: usize) -> usize {
@@ -263,66 +272,6 @@ impl Vector for Neon {
         vdupq_n_f32(x)
     }
 
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vaddq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vsubq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vmulq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vdivq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn fmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        vfmaq_f32(c, a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn fnmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        vfmsq_f32(c, a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn neg(v: float32x4_t) -> float32x4_t {
-        vnegq_f32(v)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vminq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vmaxq_f32(a, b)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn round(v: float32x4_t) -> float32x4_t {
-        vrndnq_f32(v)
-    }
-
     /// `2^n` built in the exponent bits.
     #[target_feature(enable = "neon")]
     #[inline]
@@ -345,18 +294,6 @@ impl Vector for Neon {
     #[inline]
     unsafe fn add_part(acc: float32x4_t, v: float32x4_t, valid: usize) -> float32x4_t {
         vaddq_f32(acc, vbslq_f32(first(valid), v, vdupq_n_f32(0.0)))
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn hsum(v: float32x4_t) -> f32 {
-        vaddvq_f32(v)
-    }
-
-    #[target_feature(enable = "neon")]
-    #[inline]
-    unsafe fn hmax(v: float32x4_t) -> f32 {
-        vmaxvq_f32(v)
     }
 
     #[target_feature(enable = "neon")]

@@ -5,7 +5,7 @@
 use core::arch::x86_64::*;
 
 use super::{hmax8, hsum8, Level, ROWS, STREAMS};
-use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
 use crate::kernels::{store_rows, Input};
 
 /// The AVX2 level.
@@ -77,6 +77,16 @@ impl Vector for Avx2 {
     const LANES: usize = 8;
     const PAIRS: usize = 4;
 
+    vector_ops! { "avx2,fma";
+        add(a, b) = _mm256_add_ps(a, b); sub(a, b) = _mm256_sub_ps(a, b);
+        mul(a, b) = _mm256_mul_ps(a, b); div(a, b) = _mm256_div_ps(a, b);
+        min(a, b) = _mm256_min_ps(a, b); max(a, b) = _mm256_max_ps(a, b);
+        fmadd(a, b, c) = _mm256_fmadd_ps(a, b, c); fnmadd(a, b, c) = _mm256_fnmadd_ps(a, b, c);
+        neg(v) = _mm256_sub_ps(_mm256_setzero_ps(), v);
+        round(v) = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        hsum(v) -> f32 = hsum8(v); hmax(v) -> f32 = hmax8(v);
+    }
+
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn mask(n: usize) -> __m256i {
@@ -117,67 +127,6 @@ impl Vector for Avx2 {
         _mm256_set1_ps(x)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        _mm256_sub_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        _mm256_mul_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn div(a: __m256, b: __m256) -> __m256 {
-        _mm256_div_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn fnmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fnmadd_ps(a, b, c)
-    }
-
-    /// `0 − v`.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn neg(v: __m256) -> __m256 {
-        _mm256_sub_ps(_mm256_setzero_ps(), v)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn min(a: __m256, b: __m256) -> __m256 {
-        _mm256_min_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn max(a: __m256, b: __m256) -> __m256 {
-        _mm256_max_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn round(v: __m256) -> __m256 {
-        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
-    }
-
     /// `2^n` built in the exponent bits.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -199,18 +148,6 @@ impl Vector for Avx2 {
     #[inline]
     unsafe fn add_part(acc: __m256, v: __m256, m: __m256i) -> __m256 {
         _mm256_add_ps(acc, _mm256_and_ps(v, _mm256_castsi256_ps(m)))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn hsum(v: __m256) -> f32 {
-        hsum8(v)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn hmax(v: __m256) -> f32 {
-        hmax8(v)
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -7,7 +7,7 @@ use core::arch::x86_64::*;
 
 use super::blocks::{blocks32_rows, Format};
 use super::{f16_at, hsum8, prefetch, Level, ROWS, STREAMS};
-use crate::kernels::vector::{self, vector_kernels, Vector};
+use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
 use crate::kernels::Input;
 
 mod tile;
@@ -237,6 +237,17 @@ impl Vector for Avx512 {
     const LANES: usize = 16;
     const PAIRS: usize = 8;
 
+    vector_ops! { "avx512f";
+        add(a, b) = _mm512_add_ps(a, b); sub(a, b) = _mm512_sub_ps(a, b);
+        mul(a, b) = _mm512_mul_ps(a, b); div(a, b) = _mm512_div_ps(a, b);
+        min(a, b) = _mm512_min_ps(a, b); max(a, b) = _mm512_max_ps(a, b);
+        fmadd(a, b, c) = _mm512_fmadd_ps(a, b, c); fnmadd(a, b, c) = _mm512_fnmadd_ps(a, b, c);
+        neg(v) = _mm512_sub_ps(_mm512_setzero_ps(), v);
+        round(v) = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        scale2(p, n) = _mm512_scalef_ps(p, n);
+        hsum(v) -> f32 = _mm512_reduce_add_ps(v); hmax(v) -> f32 = _mm512_reduce_max_ps(v);
+    }
+
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn mask(n: usize) -> __mmask16 {
@@ -279,73 +290,6 @@ impl Vector for Avx512 {
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-        _mm512_sub_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-        _mm512_mul_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn div(a: __m512, b: __m512) -> __m512 {
-        _mm512_div_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fmadd_ps(a, b, c)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn fnmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fnmadd_ps(a, b, c)
-    }
-
-    /// `0 − v`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn neg(v: __m512) -> __m512 {
-        _mm512_sub_ps(_mm512_setzero_ps(), v)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn min(a: __m512, b: __m512) -> __m512 {
-        _mm512_min_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn max(a: __m512, b: __m512) -> __m512 {
-        _mm512_max_ps(a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn round(v: __m512) -> __m512 {
-        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn scale2(p: __m512, n: __m512) -> __m512 {
-        _mm512_scalef_ps(p, n)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
     unsafe fn max_part(acc: __m512, v: __m512, m: __mmask16) -> __m512 {
         _mm512_mask_max_ps(acc, m, acc, v)
     }
@@ -354,18 +298,6 @@ impl Vector for Avx512 {
     #[inline]
     unsafe fn add_part(acc: __m512, v: __m512, m: __mmask16) -> __m512 {
         _mm512_mask_add_ps(acc, m, acc, v)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn hsum(v: __m512) -> f32 {
-        _mm512_reduce_add_ps(v)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn hmax(v: __m512) -> f32 {
-        _mm512_reduce_max_ps(v)
     }
 
     #[target_feature(enable = "avx512f")]
