@@ -46,14 +46,18 @@ pub(super) unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
         // values per scale in `d` (contract 2), so block `b` is inside both.
         unsafe {
             let p = x.as_ptr().add(32 * b);
-            let v: [__m256; 4] = core::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
-            let amax = hmax8(
-                v.iter()
-                    .fold(_mm256_setzero_ps(), |m, &x| _mm256_max_ps(m, abs8(x))),
-            );
+            let (mut v, mut m) = ([_mm256_setzero_ps(); 4], _mm256_setzero_ps());
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(p.add(8 * k));
+                m = _mm256_max_ps(m, abs8(*v));
+            }
+            let amax = hmax8(m);
             *db = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
             let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-            let q = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, id)));
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (q, &v) in q.iter_mut().zip(&v) {
+                *q = _mm256_cvtps_epi32(_mm256_mul_ps(v, id));
+            }
             _mm256_storeu_si256(qs.as_mut_ptr().add(32 * b).cast(), pack_i8(q));
         }
     }
@@ -83,10 +87,11 @@ impl Q8kBlocks for Q8k {
         unsafe {
             let (sv, cap) = (_mm256_set1_ps(iscale), _mm256_set1_epi32(127));
             for g in 0..8 {
-                let v: [__m256i; 4] = core::array::from_fn(|k| {
+                let mut v = [_mm256_setzero_si256(); 4];
+                for (k, v) in v.iter_mut().enumerate() {
                     let x = _mm256_loadu_ps(xb.as_ptr().add(32 * g + 8 * k));
-                    _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(sv, x)), cap)
-                });
+                    *v = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(sv, x)), cap);
+                }
                 _mm256_storeu_si256(q.as_mut_ptr().add(32 * g).cast(), pack_i8(v));
                 sums[2 * g] = hsum_i32(_mm256_add_epi32(v[0], v[1])) as i16;
                 sums[2 * g + 1] = hsum_i32(_mm256_add_epi32(v[2], v[3])) as i16;
@@ -216,9 +221,13 @@ pub(super) unsafe fn blocks32_rows<L: Level, F: Format, const R: usize, const T:
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         for b in 0..d[0].len() {
-            let xq = qs.map(|q| _mm256_loadu_si256(q.add(32 * b).cast()));
-            let corr = xq.map(|x| correction::<L>(F::bias::<L>(), x));
-            let xd = d.map(|d| _mm256_set1_ps(d[b]));
+            let (mut xq, mut corr) = ([_mm256_setzero_si256(); T], [_mm256_setzero_si256(); T]);
+            let mut xd = [_mm256_setzero_ps(); T];
+            for (t, (q, d)) in qs.iter().zip(d).enumerate() {
+                xq[t] = _mm256_loadu_si256(q.add(32 * b).cast());
+                corr[t] = correction::<L>(F::bias::<L>(), xq[t]);
+                xd[t] = _mm256_set1_ps(d[b]);
+            }
             for (a, row) in acc.iter_mut().zip(rows) {
                 let block = row.add(F::BYTES * b);
                 prefetch(block, ahead);
@@ -232,7 +241,13 @@ pub(super) unsafe fn blocks32_rows<L: Level, F: Format, const R: usize, const T:
                 }
             }
         }
-        acc.map(|a| a.map(|a| hsum8(a)))
+        let mut out = [[0.0; T]; R];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = hsum8(a);
+            }
+        }
+        out
     }
 }
 
@@ -321,8 +336,12 @@ impl<L: Level, const T: usize> Rows<T> for Q8g<'_, L, T> {
             for g in 0..d[0].len() {
                 let mut acc = [[_mm256_setzero_si256(); T]; R];
                 for at in (group * g..group * (g + 1)).step_by(32) {
-                    let xq = qs.map(|q| _mm256_loadu_si256(q.add(at).cast()));
-                    let corr = xq.map(|x| correction::<L>(L::Q8_0_BIAS, x));
+                    let mut xq = [_mm256_setzero_si256(); T];
+                    let mut corr = [_mm256_setzero_si256(); T];
+                    for t in 0..T {
+                        xq[t] = _mm256_loadu_si256(qs[t].add(at).cast());
+                        corr[t] = correction::<L>(L::Q8_0_BIAS, xq[t]);
+                    }
                     for (a, row) in acc.iter_mut().zip(rows) {
                         prefetch(row.add(at), ahead);
                         let w = L::q8_0_biased(_mm256_loadu_si256(row.add(at).cast()));

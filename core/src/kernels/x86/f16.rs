@@ -28,24 +28,27 @@ impl<const T: usize> Rows<T> for F16Rows<'_, T> {
         // values, and every load reads values `i..i + 8` with `i + 8 ≤ n`.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut xv = [_mm256_setzero_ps(); T];
             let mut i = 0;
             while i + 8 <= n {
-                let xv = x.map(|x| _mm256_loadu_ps(x.as_ptr().add(i)));
-                for (a, row) in acc.iter_mut().zip(rows) {
-                    prefetch(row.add(2 * i), ahead);
-                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast()));
+                for t in 0..T {
+                    xv[t] = _mm256_loadu_ps(x[t].as_ptr().add(i));
+                }
+                for k in 0..R {
+                    prefetch(rows[k].add(2 * i), ahead);
+                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(rows[k].add(2 * i).cast()));
                     for t in 0..T {
-                        a[t] = _mm256_fmadd_ps(wv, xv[t], a[t]);
+                        acc[k][t] = _mm256_fmadd_ps(wv, xv[t], acc[k][t]);
                     }
                 }
                 i += 8;
             }
             let mut out = [[0.0; T]; R];
-            for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
-                for ((o, a), x) in o.iter_mut().zip(a).zip(x) {
-                    *o = hsum8(a);
-                    for (j, &xj) in x.iter().enumerate().skip(i) {
-                        *o += f16_at(row.add(2 * j)) * xj;
+            for k in 0..R {
+                for t in 0..T {
+                    out[k][t] = hsum8(acc[k][t]);
+                    for (j, &xj) in x[t].iter().enumerate().skip(i) {
+                        out[k][t] += f16_at(rows[k].add(2 * j)) * xj;
                     }
                 }
             }
@@ -171,7 +174,10 @@ unsafe fn dot_step<L: Level, const R: usize>(
 unsafe fn join4<L: Level>(acc: [L::Acc8; 4]) -> __m128 {
     // SAFETY: the level's features (contract 1).
     unsafe {
-        let h = acc.map(|a| L::acc8_half(a));
+        let mut h = [_mm256_setzero_pd(); 4];
+        for (h, &a) in h.iter_mut().zip(&acc) {
+            *h = L::acc8_half(a);
+        }
         // Keys 0, 2, 1, 3.
         let s = _mm256_hadd_pd(pairs(h[0], h[1]), pairs(h[2], h[3]));
         _mm256_cvtpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(s))

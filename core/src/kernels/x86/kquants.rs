@@ -117,13 +117,19 @@ impl KQuant for Q4k {
                 }
             }
             let (dw, dmin) = (f16_at(block), f16_at(block.add(2)));
-            let msums = pairs.map(|p| _mm_madd_epi16(mins, p));
+            let mut msums = [_mm_setzero_si128(); T];
+            for (m, &p) in msums.iter_mut().zip(&pairs) {
+                *m = _mm_madd_epi16(mins, p);
+            }
             if T == 1 {
                 let (isum, msum) = (hsum_i32(sumi[0]), hsum4_i32(msums[0]));
                 _mm_set_ss((dw * d[0]) * isum as f32 - (dmin * d[0]) * msum as f32)
             } else {
                 let isum = _mm_cvtepi32_ps(hsum_each(sumi));
-                let wide = msums.map(|m| _mm256_zextsi128_si256(m));
+                let mut wide = [_mm256_setzero_si256(); T];
+                for (w, &m) in wide.iter_mut().zip(&msums) {
+                    *w = _mm256_zextsi128_si256(m);
+                }
                 let msum = _mm_cvtepi32_ps(hsum_each(wide));
                 _mm_sub_ps(
                     _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dw), xd), isum),
@@ -164,10 +170,11 @@ impl KQuant for Q6k {
             let scales = _mm_loadu_si128(block.add(192).cast());
             // The stored values are q + 32: start from −32·Σ scale·Σx.
             let wide = _mm256_cvtepi8_epi16(scales);
-            let mut sumi = bs.map(|bs| {
+            let mut sumi = [_mm256_setzero_si256(); T];
+            for (s, &bs) in sumi.iter_mut().zip(&bs) {
                 let offset = _mm256_madd_epi16(wide, bs);
-                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset))
-            });
+                *s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
+            }
             for n in 0..2 {
                 let ql0 = _mm256_loadu_si256(block.add(64 * n).cast());
                 let ql1 = _mm256_loadu_si256(block.add(64 * n + 32).cast());
@@ -230,12 +237,15 @@ impl<K: KQuant, const T: usize> Rows<T> for KRows<'_, K, T> {
             for b in 0..d[0].len() {
                 let x = qs.map(|q| q.add(256 * b));
                 let (xd, db) = (per_input(d, b), d.map(|d| d[b]));
-                let sums = bsums.map(|s| K::sums(s.add(16 * b)));
+                let mut sums = [K::sums(bsums[0].add(16 * b)); T];
+                for (s, &bs) in sums.iter_mut().zip(&bsums).skip(1) {
+                    *s = K::sums(bs.add(16 * b));
+                }
                 for (s, row) in sum.iter_mut().zip(rows) {
                     let block = row.add(K::BYTES * b);
                     // Every line the block touches; its last is the next block's first.
-                    for line in (0..K::BYTES).step_by(64) {
-                        prefetch(block.add(line), ahead);
+                    for line in 0..K::BYTES.div_ceil(64) {
+                        prefetch(block.add(64 * line), ahead);
                     }
                     *s = _mm_add_ps(*s, K::step(block, x, sums, db, xd));
                 }
