@@ -10,11 +10,13 @@
 //!
 //! # Files
 //!
-//! `mod.rs` holds the [`Isa`] token, the dispatch and the safe entry
-//! points; `input.rs` the activation vector's forms and their quantizer;
-//! `scalar.rs` the specification; `x86/` and `neon/` the SIMD twins, one
-//! file per ISA level and weight family (their module docs say how the
-//! levels share code); `tests.rs` every twin against the specification.
+//! `mod.rs` holds the [`Isa`] token, the dispatch, the safe entry points
+//! and the macros that make a level's public functions; `input.rs` the
+//! activation vector's forms and their quantizers; `scalar.rs` the
+//! specification; `vector.rs` the f32 kernels every SIMD level computes
+//! alike; `x86/` and `neon/` the SIMD twins, one file per ISA level and
+//! weight family (their module docs say how the levels share code);
+//! `tests.rs` every twin against the specification.
 //!
 //! # Unsafe
 //!

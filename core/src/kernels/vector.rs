@@ -1,12 +1,14 @@
 //! The f32 kernels that every SIMD level computes alike: the elementwise
 //! ones, softmax, RoPE, the attention output over an f32 cache and the
-//! bandwidth probe. They are written once, as `#[inline(always)]`
-//! functions generic over the level's [`Vector`]: its lanes, its way with a
-//! partial last vector (AVX2: masked loads and stores; AVX-512: mask
-//! registers; NEON: padded copies) and the few operations whose
-//! instructions differ. Each level lists them among its `#[target_feature]`
-//! functions with [`vector_kernels!`], and its own twins stay bitwise what
-//! they were: the same operations, lane by lane, in the same order.
+//! bandwidth probe; and the driver of the f16 attention's last pass
+//! ([`mix_f16`]). They are written once, as `#[inline(always)]` functions
+//! generic over the level's [`Vector`]: its lanes, its way with a partial
+//! last vector (AVX2: masked loads and stores; AVX-512: mask registers;
+//! NEON: zero-padded copies) and the few operations whose instructions
+//! differ, each implemented with exactly the intrinsics the level's own
+//! kernel used before, so that each level's results are bitwise what they
+//! were: the same operations, lane by lane, in the same order. Each level
+//! lists them among its `#[target_feature]` functions (`vector_kernels!`).
 
 use crate::kernels::expf::*;
 use crate::kernels::scalar;

@@ -16,15 +16,18 @@
 //! # Files
 //!
 //! There are two levels: NEON, and NEON with dotprod ([`dot`]), which only
-//! the int8 kernels use. So [`float`] (f32 and f16 weights, attention over
-//! an f32 cache, the elementwise kernels) and [`f16`] (the f16 KV cache)
-//! are plain NEON code that both levels share; [`blocks`] (the input
-//! quantizers, Q8_0, Q4_0, Q8G) and [`kquants`] (Q4_K, Q6_K) are written
-//! once as `#[inline(always)]` functions generic over a [`Dot`], the int8
-//! dot product of a level: widening multiplies, or `sdot`. Each level's
-//! public int8 functions are thin `#[target_feature]` wrappers
-//! (`int8_kernels!`) that the body compiles into whole, with that level's
-//! instructions.
+//! the int8 kernels use. So [`float`] (f32 and f16 weights, the attention
+//! scores over an f32 cache, and the [`Vector`](crate::kernels::vector::Vector)
+//! through which NEON runs the f32 kernels every SIMD level shares) and
+//! [`f16`] (the f16 KV cache) are plain NEON code that both levels share;
+//! [`blocks`] (the input quantizers, Q8_0, Q4_0, Q8G) and [`kquants`]
+//! (Q4_K, Q6_K) are written once as `#[inline(always)]` functions generic
+//! over a [`Dot`], the int8 dot product of a level: widening multiplies, or
+//! `sdot`. Each level's public int8 functions are thin `#[target_feature]`
+//! wrappers (`int8_kernels!`) into which the body compiles whole, with that
+//! level's instructions. NEON itself is part of every aarch64 target, so
+//! only `sdot` needs the body inlined: it is kept out of closures, which
+//! have no target features and are inlined only by heuristics.
 //!
 //! # Safety
 //!

@@ -20,40 +20,65 @@ fn round16(x: __m256) -> __m256 {
 struct F16Rows<'x, const T: usize>([&'x [f32]; T]);
 
 impl<const T: usize> Rows<T> for F16Rows<'_, T> {
-    /// Each weight vector converted once for all inputs.
+    /// [`f16_rows`], in two copies: without prefetching (a constant zero
+    /// distance, which leaves that loop free of the test), and with. The
+    /// tile over four inputs otherwise keeps too many values for the
+    /// registers and spills them in its loop.
     #[inline(always)]
     unsafe fn rows<const R: usize>(&self, rows: [*const u8; R], ahead: usize) -> [[f32; T]; R] {
-        let (x, n) = (self.0, self.0[0].len());
-        // SAFETY: the level's features (contract 1); a row holds `n` f16
-        // values, and every load reads values `i..i + 8` with `i + 8 ≤ n`.
+        // SAFETY: the caller's contract is the same.
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); T]; R];
-            let mut xv = [_mm256_setzero_ps(); T];
-            let mut i = 0;
-            while i + 8 <= n {
-                for t in 0..T {
-                    xv[t] = _mm256_loadu_ps(x[t].as_ptr().add(i));
-                }
-                for k in 0..R {
-                    prefetch(rows[k].add(2 * i), ahead);
-                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(rows[k].add(2 * i).cast()));
-                    for t in 0..T {
-                        acc[k][t] = _mm256_fmadd_ps(wv, xv[t], acc[k][t]);
-                    }
-                }
-                i += 8;
+            match ahead {
+                0 => f16_rows(rows, 0, self.0),
+                _ => f16_rows(rows, ahead, self.0),
             }
-            let mut out = [[0.0; T]; R];
-            for k in 0..R {
-                for t in 0..T {
-                    out[k][t] = hsum8(acc[k][t]);
-                    for (j, &xj) in x[t].iter().enumerate().skip(i) {
-                        out[k][t] += f16_at(rows[k].add(2 * j)) * xj;
-                    }
-                }
-            }
-            out
         }
+    }
+}
+
+/// `R` rows of f16 weights dotted with `T` inputs, each weight vector
+/// converted once for all of them.
+///
+/// # Safety
+///
+/// The [contract](super#safety); `rows` start whole rows that the inputs
+/// fit.
+#[inline(always)]
+unsafe fn f16_rows<const R: usize, const T: usize>(
+    rows: [*const u8; R],
+    ahead: usize,
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    let n = x[0].len();
+    // SAFETY: the level's features (contract 1); a row holds `n` f16
+    // values, and every load reads values `i..i + 8` with `i + 8 ≤ n`.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut xv = [_mm256_setzero_ps(); T];
+        let mut i = 0;
+        while i + 8 <= n {
+            for t in 0..T {
+                xv[t] = _mm256_loadu_ps(x[t].as_ptr().add(i));
+            }
+            for k in 0..R {
+                prefetch(rows[k].add(2 * i), ahead);
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(rows[k].add(2 * i).cast()));
+                for t in 0..T {
+                    acc[k][t] = _mm256_fmadd_ps(wv, xv[t], acc[k][t]);
+                }
+            }
+            i += 8;
+        }
+        let mut out = [[0.0; T]; R];
+        for k in 0..R {
+            for t in 0..T {
+                out[k][t] = hsum8(acc[k][t]);
+                for (j, &xj) in x[t].iter().enumerate().skip(i) {
+                    out[k][t] += f16_at(rows[k].add(2 * j)) * xj;
+                }
+            }
+        }
+        out
     }
 }
 

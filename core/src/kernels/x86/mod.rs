@@ -8,19 +8,27 @@
 //!
 //! # Files
 //!
-//! Each level's module holds what is written for its own vector width:
-//! the f32 kernels (weights, attention over an f32 cache, the elementwise
-//! ones), and its [`Level`]. The integer and half-precision kernels are
-//! 256-bit code on both levels that differs in a handful of operations
-//! (above all the int8 dot product: one `vpdpbusd` with VNNI,
-//! `pmaddubsw`+`pmaddwd` without), so they are written once, one file per
-//! weight family: [`blocks`] (Q8_0, Q4_0, llama2.c's Q8G, and the input
-//! quantizers), [`kquants`] (Q4_K, Q6_K) and [`f16`] (f16 weights, and
-//! attention over the f16 KV cache). Their kernels are `#[inline(always)]`
-//! functions, generic over a [`Level`] where they use its operations; each
-//! level module's `level_wrappers!` list makes them its public functions,
-//! thin `#[target_feature]` wrappers that the body compiles into whole,
-//! with that level's instructions.
+//! Each level's module holds what is written for its own vector width —
+//! its f32 matrix kernels (matvec, and for AVX-512 the matmul tile in
+//! `avx512/tile.rs`) — and its implementations of [`Level`] and of
+//! [`Vector`](crate::kernels::vector::Vector), through which it runs the
+//! f32 kernels every SIMD level shares (`kernels/vector.rs`). The integer
+//! and half-precision kernels are 256-bit code on both levels that differs
+//! in a handful of operations (above all the int8 dot product: one
+//! `vpdpbusd` with VNNI, `pmaddubsw`+`pmaddwd` without), so they are written
+//! once, one file per weight family: [`blocks`] (Q8_0, Q4_0, llama2.c's
+//! Q8G, and the input quantizers), [`kquants`] (Q4_K, Q6_K) and [`f16`] (f16
+//! weights, and attention over the f16 KV cache).
+//!
+//! Those shared kernels are `#[inline(always)]` functions, generic over the
+//! [`Level`] where they use its operations, and each level lists them as
+//! its public functions (`shared_kernels!`): thin `#[target_feature]`
+//! wrappers into which the whole body compiles, with the level's
+//! instructions. A body has no target features of its own, so everything it
+//! calls must be forced inline too: row kernels are types implementing
+//! [`Rows`] rather than closures, and hot loops use plain loops rather than
+//! closures over intrinsics (a closure is inlined only if the compiler
+//! judges it worth it, and otherwise runs its intrinsics as calls).
 //!
 //! # Safety
 //!
