@@ -5,9 +5,9 @@
 //!     cargo bench -p barellama-bench
 //!     cargo bench -p barellama-bench -- matvec/avx512
 use barellama_bench::{le_bytes, random, SHAPES};
-use barellama_core::image::synth;
 use barellama_core::kernels::{self, Isa};
 use barellama_core::tensor::{DType, WeightRef};
+use barellama_core::write::synth;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn matvec(c: &mut Criterion) {

@@ -14,23 +14,22 @@ use crate::chat::{Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};
 use crate::generate::{End, Session, StopText, TextStream, Vocab, MAX_STOP_BYTES};
-use crate::image::export::{
+use crate::image::gguf::{Gguf, Value, ValueType};
+use crate::image::vocab::llama2c_vocab_size;
+use crate::image::{Format, Model};
+use crate::io::{Buffered, Output};
+use crate::kernels::{cast_slice_mut, Isa};
+use crate::model::Transformer;
+use crate::rng::random_u32;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tensor::WeightRef;
+use crate::tokenizer::Tokenizer;
+use crate::write::export::{
     check_float, check_groups, longest_row, write_gguf, write_llama2c_v2, Layout, Quantize,
     Vocabulary,
 };
-use crate::image::gguf::{Gguf, TensorSpec, Value, ValueType};
-use crate::image::synth::{self, Synthetic};
-use crate::image::{Format, Model};
-use crate::kernels::{cast_slice_mut, Isa};
-use crate::model::Transformer;
-use crate::sampler::{random_u32, Sampler, SamplerConfig};
-use crate::tensor::WeightRef;
-use crate::tokenizer::{llama2c_vocab_size, Tokenizer};
-
-/// A byte sink: stdout, stderr or a created file.
-pub trait Output {
-    fn write(&mut self, bytes: &[u8]) -> Result<()>;
-}
+use crate::write::gguf::TensorSpec;
+use crate::write::synth::{self, Synthetic};
 
 /// What the CLI needs from an operating system.
 pub trait Host {
@@ -838,36 +837,6 @@ fn convert<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     write_model(host, args, Some(Target::Gguf(Layout::F32)))
 }
 
-/// Collects small writes (GGUF metadata comes a few bytes at a time) into
-/// `buf` before they reach `out`.
-struct Buffered<'b, O: Output> {
-    out: O,
-    buf: &'b mut [u8],
-    len: usize,
-}
-
-impl<O: Output> Buffered<'_, O> {
-    fn flush(&mut self) -> Result<()> {
-        self.out.write(&self.buf[..self.len])?;
-        self.len = 0;
-        Ok(())
-    }
-}
-
-impl<O: Output> Output for Buffered<'_, O> {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if self.len + bytes.len() > self.buf.len() {
-            self.flush()?;
-        }
-        if bytes.len() >= self.buf.len() {
-            return self.out.write(bytes);
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-        Ok(())
-    }
-}
-
 /// A [`Target`] with what writing it needs.
 enum Job<'m> {
     Gguf(Layout, Vocabulary<'m>),
@@ -913,11 +882,7 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
     let widest = c.dim.max(c.hidden_dim);
     let row = cast_slice_mut::<f32>(host.memory(4 * widest)?)
         .ok_or(Error::OutOfMemory { bytes: 4 * widest })?;
-    let mut file = Buffered {
-        out: host.create(output)?,
-        buf: host.memory(1 << 16)?,
-        len: 0,
-    };
+    let mut file = Buffered::new(host.create(output)?, host.memory(1 << 16)?);
     let started = host.now_ns();
     let report = |index: usize, count: usize, name: &[u8], dtype: &str, shape: (usize, usize)| {
         let mut line = Line::new();

@@ -6,8 +6,8 @@
 //! Sizing and carving run the *same* layout code (`Carver` either measures or
 //! cuts), so the plan can never disagree with what carving takes.
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::image::Config;
 use crate::kernels::{cast_slice_mut, InputBuffers, Pod};
 
 /// Every carve-out starts on a cache line (and a full AVX-512 vector).

@@ -3,11 +3,12 @@
 //! in arena buffers and the weights read in place from the image.
 
 use crate::arena::{KvBuffers, StateBuffers, MAX_BATCH};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec::{
     for_each_head, for_each_pair, for_row_blocks, for_rows, Compute, Exec, ROW_GRANULE,
 };
-use crate::image::{Config, Model};
+use crate::image::Model;
 use crate::kernels::{
     add, attention_f16, attention_mix, attention_scores, batch_form, f32_to_f16, matmul, matvec,
     quantize, rmsnorm, rope, row, softmax, swiglu, Input, InputBuffers, InputForm, Isa,

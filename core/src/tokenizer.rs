@@ -14,6 +14,7 @@ use core::cmp::Ordering;
 use crate::arena::TokenizerBuffers;
 use crate::error::{text, Error, Result};
 use crate::image::gguf::{Gguf, ValueType};
+use crate::image::vocab::{byte_piece, llama2c_records, llama2c_vocab_size, Record};
 use crate::reader::Reader;
 
 /// llama2.c's fixed ids.
@@ -54,65 +55,6 @@ pub struct Tokenizer<'t, 'a> {
     types: &'t [u8],
 }
 
-/// Counts the pieces of a llama2.c `tokenizer.bin`, for when no model says
-/// how many there are.
-pub fn llama2c_vocab_size(bytes: &[u8]) -> Result<usize> {
-    llama2c_pieces(bytes)?.try_fold(0, |n, p| p.map(|_| n + 1))
-}
-
-/// The `(score, piece)` records of a llama2.c `tokenizer.bin`, in id order.
-pub fn llama2c_pieces(bytes: &[u8]) -> Result<impl Iterator<Item = Result<(f32, &[u8])>>> {
-    let mut r = Reader::new(bytes);
-    let max_len = max_token_length(&mut r)?;
-    Ok(core::iter::from_fn(move || {
-        (r.remaining() > 0).then(|| {
-            let (score, start, len) = piece_record(&mut r, max_len)?;
-            Ok((score, &bytes[start..start + len]))
-        })
-    }))
-}
-
-fn max_token_length(r: &mut Reader<'_>) -> Result<usize> {
-    let v = r.i32("tokenizer max_token_length")?;
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or(Error::Invalid {
-            field: "tokenizer max_token_length",
-            value: v.into(),
-        })
-}
-
-/// One `(score: f32, len: i32, bytes)` record: returns score, start, length.
-fn piece_record(r: &mut Reader<'_>, max_len: usize) -> Result<(f32, usize, usize)> {
-    let score = r.f32("tokenizer score")?;
-    let len = r.i32("tokenizer piece length")?;
-    let n = usize::try_from(len)
-        .ok()
-        .filter(|&n| n <= max_len)
-        .ok_or(Error::Mismatch {
-            field: "tokenizer piece length",
-            value: len.into(),
-            rule: "is negative or exceeds",
-            other: "max_token_length",
-            other_value: max_len as i64,
-        })?;
-    let start = r.pos();
-    r.take(n, "tokenizer piece")?;
-    Ok((score, start, n))
-}
-
-/// Parses `"<0xNN>"` (either hex case), the spelling of byte tokens.
-pub(crate) fn byte_piece(piece: &[u8]) -> Option<u8> {
-    match piece {
-        [b'<', b'0', b'x', hi, lo, b'>'] => {
-            let hex = |c: u8| (c as char).to_digit(16);
-            Some((hex(*hi)? * 16 + hex(*lo)?) as u8)
-        }
-        _ => None,
-    }
-}
-
 /// Orders `piece` against the concatenation `a ++ b` without building it.
 fn cmp_concat(piece: &[u8], a: &[u8], b: &[u8]) -> Ordering {
     let n = piece.len().min(a.len());
@@ -143,10 +85,18 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
                 other_value: EOS.into(),
             });
         }
-        let mut r = Reader::new(bytes);
-        let max_len = max_token_length(&mut r)?;
+        let mut records = llama2c_records(bytes)?;
         for i in 0..vocab_size {
-            let (score, start, len) = piece_record(&mut r, max_len)?;
+            let Some(record) = records.next() else {
+                return Err(Error::Mismatch {
+                    field: "tokenizer pieces",
+                    value: i as i64,
+                    rule: "differ from the model's",
+                    other: "vocab_size",
+                    other_value: vocab_size as i64,
+                });
+            };
+            let Record { score, start, len } = record?;
             buf.scores[i] = score;
             // A tokenizer is far below 4 GiB; refuse rather than wrap.
             buf.starts[i] = u32::try_from(start).map_err(|_| Error::Overflow {
@@ -154,7 +104,7 @@ impl<'t, 'a> Tokenizer<'t, 'a> {
             })?;
             buf.lens[i] = len as u32;
         }
-        if r.remaining() > 0 {
+        if records.next().is_some() {
             return Err(Error::Mismatch {
                 field: "tokenizer pieces",
                 value: llama2c_vocab_size(bytes)? as i64,
@@ -573,13 +523,5 @@ mod tests {
             joined.extend_from_slice(b);
             assert_eq!(cmp_concat(p, a, b), p.cmp(&joined[..]), "{p:?} {a:?} {b:?}");
         }
-    }
-
-    #[test]
-    fn byte_pieces_parse_both_cases_only() {
-        assert_eq!(byte_piece(b"<0x0A>"), Some(10));
-        assert_eq!(byte_piece(b"<0xff>"), Some(255));
-        assert_eq!(byte_piece(b"<0xG0>"), None);
-        assert_eq!(byte_piece(b"<0x0A>x"), None);
     }
 }

@@ -6,7 +6,7 @@ use barellama_core::{
     Compute, Isa, Model, Options, Plan, Result, SamplerConfig, Session, TextStream, Vocab,
 };
 
-use crate::boot;
+use crate::clock;
 use crate::uart::Uart;
 
 /// 64-byte alignment for the arena, and for the weights as a file mapping
@@ -66,7 +66,7 @@ pub fn tell(uart: &mut Uart) -> Result<()> {
     let mut n = 0;
     let mut text = TextStream::new();
     let mut print = |s: &str| write!(uart, "{s}");
-    let start = boot::micros();
+    let start = clock::micros();
     let positions = session.generate(PROMPT, STEPS, |id, piece| {
         if let Some(slot) = ids.get_mut(n) {
             *slot = id;
@@ -75,7 +75,7 @@ pub fn tell(uart: &mut Uart) -> Result<()> {
         text.push(piece, &mut print);
         Ok(())
     })?;
-    let micros = boot::micros() - start;
+    let micros = clock::micros() - start;
     text.finish(&mut print);
 
     // The prompt's ids are the first ones reported: all it added but BOS.

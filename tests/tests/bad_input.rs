@@ -3,7 +3,8 @@
 
 use barellama_core::arena::TokenizerPlan;
 use barellama_core::error::Error;
-use barellama_core::tokenizer::{llama2c_vocab_size, Tokenizer};
+use barellama_core::image::vocab::llama2c_vocab_size;
+use barellama_core::tokenizer::Tokenizer;
 use barellama_core::Model;
 use barellama_tests::{data_dir, read, AlignedBuf};
 

@@ -2,7 +2,8 @@
 //! against llama2.c's own `encode()`, and decode(encode(x)) == x.
 
 use barellama_core::arena::TokenizerPlan;
-use barellama_core::tokenizer::{llama2c_vocab_size, Tokenizer};
+use barellama_core::image::vocab::llama2c_vocab_size;
+use barellama_core::tokenizer::Tokenizer;
 use barellama_tests::{data_dir, read, AlignedBuf};
 
 /// The cases: texts separated by `\n__ggml_vocab_test__\n`, the last empty

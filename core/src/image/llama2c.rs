@@ -12,7 +12,8 @@
 //!   fp32, then every matrix (embedding first) as its i8 values followed by
 //!   one f32 scale per group of values.
 
-use super::{Config, Format, LayerWeights, Model, Weights};
+use super::{Format, LayerWeights, Model, Weights};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 use crate::tensor::{DType, WeightRef};

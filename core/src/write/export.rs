@@ -3,11 +3,16 @@
 //! images. Both stream row by row through an [`Output`] with one row of
 //! scratch, so a file of any size is written in bounded memory.
 
-use super::gguf::{layer_name, Gguf, TensorSpec, ValueType, Writer, LAYER_TENSORS};
-use super::llama2c::MAGIC;
-use super::{Config, Model};
-use crate::app::Output;
+use super::gguf::{TensorSpec, Writer};
+use super::quant::quantize_row;
+use crate::config::Config;
 use crate::error::{text, Error, Result};
+use crate::image::gguf::{layer_name, Gguf, ValueType, LAYER_TENSORS};
+use crate::image::llama2c::MAGIC;
+use crate::image::vocab::{byte_piece, llama2c_records};
+use crate::image::{LayerWeights, Model};
+use crate::io::Output;
+use crate::kernels;
 use crate::tensor::{DType, WeightRef};
 
 /// The GGUF type mixes, named as `quantize --type` and `bench --format`
@@ -338,8 +343,8 @@ impl Source for Quantize<'_, '_> {
 
     fn row(&mut self, role: Role, spec: &TensorSpec<'_>, r: usize, out: &mut [u8]) -> Result<()> {
         let x = &mut self.row[..spec.cols];
-        crate::kernels::row(x, &role.weight(self.model), r);
-        crate::quant::quantize_row(spec.dtype, x, out);
+        kernels::row(x, &role.weight(self.model), r);
+        quantize_row(spec.dtype, x, out);
         Ok(())
     }
 
@@ -360,7 +365,7 @@ fn spm_piece(id: usize, piece: &[u8]) -> (&[u8], i32) {
     match (id, piece) {
         (0, _) => (piece, TYPE_UNKNOWN),
         (1 | 2, _) => (piece.trim_ascii(), TYPE_CONTROL),
-        _ if crate::tokenizer::byte_piece(piece).is_some() => (piece, TYPE_BYTE),
+        _ if byte_piece(piece).is_some() => (piece, TYPE_BYTE),
         _ => (piece, TYPE_NORMAL),
     }
 }
@@ -368,7 +373,7 @@ fn spm_piece(id: usize, piece: &[u8]) -> (&[u8], i32) {
 /// The vocabulary of a llama2.c `tokenizer.bin` as the seven
 /// `tokenizer.ggml.*` entries llama.cpp's converter writes.
 fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Result<()> {
-    let pieces = || crate::tokenizer::llama2c_pieces(bytes);
+    let pieces = || llama2c_records(bytes);
     let n = pieces()?.count();
     if n != vocab_size {
         return Err(Error::Mismatch {
@@ -382,7 +387,7 @@ fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Re
     w.str("tokenizer.ggml.model", b"llama")?;
     w.array_start("tokenizer.ggml.tokens", ValueType::String, n as u64)?;
     for (id, p) in pieces()?.enumerate() {
-        let (piece, _) = spm_piece(id, p?.1);
+        let (piece, _) = spm_piece(id, p?.bytes(bytes));
         let spaces = piece.iter().filter(|&&b| b == b' ').count();
         w.element(&((piece.len() + 2 * spaces) as u64).to_le_bytes())?;
         for (i, part) in piece.split(|&b| b == b' ').enumerate() {
@@ -394,11 +399,11 @@ fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Re
     }
     w.array_start("tokenizer.ggml.scores", ValueType::F32, n as u64)?;
     for p in pieces()? {
-        w.element(&p?.0.to_le_bytes())?;
+        w.element(&p?.score.to_le_bytes())?;
     }
     w.array_start("tokenizer.ggml.token_type", ValueType::I32, n as u64)?;
     for (id, p) in pieces()?.enumerate() {
-        w.element(&spm_piece(id, p?.1).1.to_le_bytes())?;
+        w.element(&spm_piece(id, p?.bytes(bytes)).1.to_le_bytes())?;
     }
     w.u32("tokenizer.ggml.unknown_token_id", 0)?;
     w.u32("tokenizer.ggml.bos_token_id", 1)?;
@@ -412,7 +417,7 @@ fn v2_matrices<'m, 'w>(
 ) -> impl Iterator<Item = (&'static str, WeightRef<'w>)> + 'm {
     let w = &model.weights;
     let tied = tied(model);
-    let layers = |name, pick: fn(&super::LayerWeights<'w>) -> WeightRef<'w>| {
+    let layers = |name, pick: fn(&LayerWeights<'w>) -> WeightRef<'w>| {
         w.layers.iter().map(move |l| (name, pick(l)))
     };
     core::iter::once(("token_embedding", w.token_embedding))
@@ -510,8 +515,8 @@ pub fn write_llama2c_v2(
         );
         for values in [true, false] {
             for r in 0..m.rows() {
-                crate::kernels::row(x, &m, r);
-                crate::quant::quantize_row(dtype, x, q);
+                kernels::row(x, &m, r);
+                quantize_row(dtype, x, q);
                 out.write(if values { &q[..cols] } else { &q[cols..] })?;
             }
         }

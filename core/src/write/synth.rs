@@ -4,12 +4,12 @@
 //! types and the bytes read per token are real.
 
 use super::export::{write_gguf, Layout, Role, Source};
-use super::gguf::{Counter, SliceOutput, TensorSpec, Writer};
-use super::llama2c::MAGIC;
-use super::Config;
-use crate::app::Output;
+use super::gguf::{TensorSpec, Writer};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sampler::random_u32;
+use crate::image::llama2c::MAGIC;
+use crate::io::{Counter, Output, SliceOutput};
+use crate::rng::random_u32;
 use crate::tensor::DType;
 
 const HEADER_BYTES: usize = 256;
