@@ -9,7 +9,8 @@
 use core::fmt::{self, Write as _};
 use core::ops::ControlFlow;
 
-use crate::arena::{KvType, Options, Plan, TokenizerPlan, MAX_BEAMS};
+use crate::arena::{KvType, Options, Plan, TokenizerPlan};
+use crate::beam::MAX_BEAMS;
 use crate::chat::{Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute, Exec};

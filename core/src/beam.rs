@@ -10,10 +10,19 @@
 //! lower token id, so the search is deterministic, and with `B = 1` it is
 //! greedy decoding.
 
-use crate::arena::{BeamBuffers, MAX_BEAMS};
 use crate::error::{Error, Result};
 use crate::kernels::softmax;
 use crate::model::Transformer;
+
+/// The widest beam search a plan takes.
+pub const MAX_BEAMS: usize = 8;
+
+/// Beam search's token histories: `seq_len + 1` per cache slot, and the
+/// best hypothesis.
+pub struct BeamBuffers<'a> {
+    pub tokens: &'a mut [u32],
+    pub best: &'a mut [u32],
+}
 
 /// A hypothesis still being extended.
 #[derive(Clone, Copy, Debug, Default)]
@@ -84,14 +93,14 @@ pub fn search(
     let row = seq_len + 1;
     let slots = buffers.tokens.len() / row;
     if width == 0 || width > slots.min(MAX_BEAMS) {
-        return Err(Error::Invalid {
-            field: "beams",
+        return Err(Error::Misuse {
+            what: "beams",
             value: width as i64,
         });
     }
     if prompt.is_empty() {
-        return Err(Error::Invalid {
-            field: "beam search prompt tokens",
+        return Err(Error::Misuse {
+            what: "beam search prompt tokens",
             value: 0,
         });
     }
@@ -185,8 +194,8 @@ pub fn search(
             }
             let free = (0..width)
                 .find(|s| !taken[*s] && !parents.contains(s))
-                .ok_or(Error::Invalid {
-                    field: "beam slots",
+                .ok_or(Error::Misuse {
+                    what: "beam slots",
                     value: width as i64,
                 })?;
             taken[free] = true;
@@ -225,8 +234,8 @@ pub fn search(
             });
         }
     }
-    best.ok_or(Error::Invalid {
-        field: "beam search steps",
+    best.ok_or(Error::Misuse {
+        what: "beam search steps",
         value: steps as i64,
     })
 }

@@ -8,8 +8,8 @@
 
 use core::ops::{ControlFlow, Range};
 
-use crate::arena::{BeamBuffers, Plan};
-use crate::beam::{self, Outcome};
+use crate::arena::Plan;
+use crate::beam::{self, BeamBuffers, Outcome};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
 use crate::image::gguf::Gguf;

@@ -11,7 +11,6 @@
 
 use core::cmp::Ordering;
 
-use crate::arena::TokenizerBuffers;
 use crate::error::{text, Error, Result};
 use crate::image::gguf::{Gguf, ValueType};
 use crate::image::vocab::{byte_piece, llama2c_records, llama2c_vocab_size, Record};
@@ -30,6 +29,17 @@ const TYPE_NORMAL: i32 = 1;
 const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
+
+/// The tokenizer's piece index and its merge scratch.
+pub struct TokenizerBuffers<'a> {
+    pub starts: &'a mut [u32],
+    pub lens: &'a mut [u32],
+    pub scores: &'a mut [f32],
+    pub sorted: &'a mut [u32],
+    pub ids: &'a mut [u32],
+    pub pair_ids: &'a mut [u32],
+    pub pair_scores: &'a mut [f32],
+}
 
 /// A BPE tokenizer borrowing its pieces from `source`.
 pub struct Tokenizer<'t, 'a> {
@@ -467,12 +477,9 @@ fn check_buffers(buf: &TokenizerBuffers<'_>, vocab_size: usize) -> Result<()> {
     if buf.starts.len() == vocab_size {
         return Ok(());
     }
-    Err(Error::Mismatch {
-        field: "tokenizer vocab_size",
+    Err(Error::Misuse {
+        what: "tokenizer buffers planned for another vocabulary size",
         value: vocab_size as i64,
-        rule: "differs from the planned",
-        other: "vocab_size",
-        other_value: buf.starts.len() as i64,
     })
 }
 
