@@ -3,12 +3,11 @@
 //! names, stop strings withheld, and a full context as exit code 4.
 
 use std::io::Write;
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use barellama_core::{
-    Chat, Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextStream, Vocab,
+    Chat, Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink, Vocab,
 };
 use barellama_tests::{data_dir, read, AlignedBuf, TempDir};
 
@@ -78,14 +77,9 @@ fn library_chat(
     let mut out = String::new();
     for user in turns {
         chat.user(&mut session, user).unwrap();
-        let mut text = TextStream::new();
-        session
-            .reply(max, |_, piece| {
-                text.push(piece, &mut |s: &str| out.push_str(s));
-                Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
-        text.finish(&mut |s: &str| out.push_str(s));
+        let mut text = TextSink::plain(&mut out);
+        session.reply(max, |_, piece| Ok(text.push(piece))).unwrap();
+        text.finish().unwrap();
         out.push('\n');
     }
     out

@@ -71,12 +71,12 @@ fn greedy_run_prints_llama2c_text() {
     let mut arena = barellama_tests::AlignedBuf::new(plan.bytes());
     let t = barellama_core::Tokenizer::from_llama2c(&tok, 512, plan.carve(arena.get()).unwrap())
         .unwrap();
-    let mut want = String::new();
-    let mut stream = barellama_core::TextStream::new();
+    let mut want = barellama_core::TextSink::plain(String::new());
     for w in ids[..151].windows(2) {
-        stream.push(t.decode(w[0], w[1]), &mut |x: &str| want.push_str(x));
+        want.echo(t.decode(w[0], w[1]));
     }
-    assert_eq!(stdout(&o), want + "\n");
+    want.finish().unwrap();
+    assert_eq!(stdout(&o), want.into_inner() + "\n");
 }
 
 #[test]
