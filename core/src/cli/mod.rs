@@ -6,7 +6,7 @@
 //! here, written once for every host. Arguments are bytes, not `str`: a
 //! prompt need not be valid UTF-8.
 //!
-//! [`args`] parses the flags several commands share; each command has a
+//! `args.rs` parses the flags several commands share; each command has a
 //! file of its own with its usage text and its own flags.
 
 use core::fmt::{self, Write as _};
