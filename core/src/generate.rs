@@ -2,10 +2,10 @@
 //! keeps the position and the token waiting to run, so input can follow a
 //! reply and only its new tokens run (multi-turn chat keeps its KV cache);
 //! [`Session::generate`] is llama2.c's `generate()` on top of that. The
-//! text side: [`TextStream`] turns pieces (which may split a UTF-8
-//! character across byte tokens) into valid UTF-8, and [`StopText`]
-//! withholds stop strings.
+//! text side is one [`TextSink`]: pieces (which may split a UTF-8 character
+//! across byte tokens) in, valid UTF-8 with stop strings withheld out.
 
+use core::fmt;
 use core::ops::{ControlFlow, Range};
 
 use crate::arena::Plan;
@@ -220,11 +220,21 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Puts the waiting token, then the tokens of `parts`, at the start of
     /// `prompt`; returns how many there are (0 when `parts` add none).
     fn stage(&mut self, parts: &[Part<'_>]) -> Result<usize> {
+        self.stage_with(|tokenizer, out| tokenize_parts(tokenizer, parts, out))
+    }
+
+    /// [`Session::stage`] of the ids `fill` writes into the room it is
+    /// given and counts, refusing with [`Error::ContextFull`] (`max`: the
+    /// room) ids that do not fit.
+    fn stage_with(
+        &mut self,
+        fill: impl FnOnce(&mut Tokenizer<'m, 'a>, &mut [u32]) -> Result<usize>,
+    ) -> Result<usize> {
         let (pos, max) = (self.pos, self.transformer.config().seq_len);
         let start = usize::from(self.next.is_some());
         let room = max.saturating_sub(pos).min(self.prompt.len());
         let out = self.prompt.get_mut(start..room).unwrap_or(&mut []);
-        let new = tokenize_parts(&mut self.tokenizer, parts, out).map_err(|e| match e {
+        let new = fill(&mut self.tokenizer, out).map_err(|e| match e {
             Error::ContextFull { needed, .. } => Error::ContextFull {
                 needed: pos + start + needed,
                 max,
@@ -258,6 +268,42 @@ impl<'m, 'a> Session<'m, 'a> {
         Ok(())
     }
 
+    /// Adds token ids (at least one) after what the session holds and
+    /// samples the token after them, which waits as after
+    /// [`Session::step`]: the waiting token and `ids` run as one
+    /// [`Transformer::prefill`], batched. For input that is ids, not text
+    /// (`bench`'s seeded prompt); ids that would not fit in the context are
+    /// refused with [`Error::ContextFull`] before anything runs.
+    pub fn extend_tokens(&mut self, ids: &[u32]) -> Result<u32> {
+        let n = self.stage_with(|_, out| {
+            let room = out.len();
+            let slot = out.get_mut(..ids.len()).ok_or(Error::ContextFull {
+                needed: ids.len(),
+                max: room,
+            })?;
+            slot.copy_from_slice(ids);
+            Ok(ids.len())
+        })?;
+        let logits = self.transformer.prefill(&self.prompt[..n], self.pos)?;
+        let next = self.sampler.sample(logits);
+        self.pos += n;
+        self.next = Some(next);
+        Ok(next)
+    }
+
+    /// One decode step: runs the waiting token (BOS before any input) at
+    /// [`Session::position`] and samples the token after it, which then
+    /// waits. The caller decides what a token means: [`Session::reply`]
+    /// stops at EOS, `bench` times each step.
+    pub fn step(&mut self) -> Result<u32> {
+        let token = self.next.unwrap_or(self.tokenizer.bos());
+        let logits = self.transformer.forward(token, self.pos)?;
+        let next = self.sampler.sample(logits);
+        self.pos += 1;
+        self.next = Some(next);
+        Ok(next)
+    }
+
     /// Samples up to `max_tokens` tokens after what the session holds
     /// (BOS first if it holds nothing), each run before the next is
     /// sampled. Each goes to `on_token` with its text, which may break off;
@@ -275,10 +321,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 return Ok(End::ContextFull);
             }
             let token = self.next.unwrap_or(bos);
-            let logits = self.transformer.forward(token, self.pos)?;
-            let next = self.sampler.sample(logits);
-            self.pos += 1;
-            self.next = Some(next);
+            let next = self.step()?;
             if next == bos || next == eos {
                 return Ok(End::Eos);
             }
@@ -318,24 +361,119 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 }
 
-/// Reassembles UTF-8 from token pieces: byte tokens may split a character,
-/// and a model may emit bytes that never form one. Complete characters are
-/// passed on; invalid sequences become U+FFFD; lone ASCII control bytes from
-/// byte tokens are dropped (llama2.c's `safe_printf` rule). The output is
-/// therefore always valid UTF-8.
+/// The one way generated text leaves a session: decoded pieces in, and
+/// out to any [`fmt::Write`] (stdout, a UART, a buffer) as valid UTF-8 with
+/// the stop strings withheld. Pieces go through two stages:
+///
+/// - UTF-8: byte tokens may split a character, and a model may emit bytes
+///   that never form one. Complete characters pass on; invalid sequences
+///   become U+FFFD; lone ASCII control bytes from byte tokens are dropped
+///   (llama2.c's `safe_printf` rule).
+/// - Stop strings, as llama.cpp's reverse prompts: text passes on at once
+///   unless it may begin a stop string; once the text contains one, what
+///   comes before it passes on and the rest is dropped. Only the tail that
+///   may still grow into a stop string is held, so a fixed buffer suffices.
+///
+/// A failed write ends the text too: nothing more is written, and
+/// [`TextSink::finish`] reports it (the writer may keep why).
+pub struct TextSink<'s, W: fmt::Write> {
+    out: Out<W>,
+    utf8: Utf8,
+    stop: StopText<'s>,
+}
+
+impl<'s, W: fmt::Write> TextSink<'s, W> {
+    /// Text into `out` that ends where it contains one of `stops`, each of
+    /// 1 to [`MAX_STOP_BYTES`] bytes.
+    pub fn new(out: W, stops: &'s [&'s str]) -> Result<Self> {
+        Ok(TextSink {
+            stop: StopText::new(stops)?,
+            ..TextSink::plain(out)
+        })
+    }
+
+    /// Text into `out` with no stop strings.
+    pub fn plain(out: W) -> Self {
+        TextSink {
+            out: Out {
+                w: out,
+                failed: false,
+            },
+            utf8: Utf8::default(),
+            stop: StopText::default(),
+        }
+    }
+
+    /// A piece printed whole, never matched against the stop strings: a
+    /// prompt's (its own text stops nothing), or any piece of text that
+    /// cannot stop (a finished answer, a sink without stop strings).
+    pub fn echo(&mut self, piece: Piece<'_>) {
+        let out = &mut self.out;
+        self.utf8.push(piece, &mut |s| out.write(s));
+    }
+
+    /// A generated piece. `Break` once the text has ended: a stop string
+    /// has appeared (now or before), or a write failed.
+    pub fn push(&mut self, piece: Piece<'_>) -> ControlFlow<()> {
+        let Self { out, utf8, stop } = self;
+        let mut hit = false;
+        utf8.push(piece, &mut |s| hit = stop.push(s, &mut |t| out.write(t)));
+        match hit || out.failed {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Ends the text: an unfinished character becomes U+FFFD and a held
+    /// tail that never became a stop string is passed on. An error when
+    /// any write failed.
+    pub fn finish(&mut self) -> fmt::Result {
+        let Self { out, utf8, stop } = self;
+        utf8.finish(&mut |s| {
+            stop.push(s, &mut |t| out.write(t));
+        });
+        stop.finish(&mut |t| out.write(t));
+        match out.failed {
+            true => Err(fmt::Error),
+            false => Ok(()),
+        }
+    }
+
+    /// The writer, to read what it kept.
+    pub fn writer(&self) -> &W {
+        &self.out.w
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out.w
+    }
+}
+
+/// [`TextSink`]'s writer, and whether a write to it failed: after one
+/// failure nothing more is written.
+struct Out<W> {
+    w: W,
+    failed: bool,
+}
+
+impl<W: fmt::Write> Out<W> {
+    fn write(&mut self, s: &str) {
+        if !self.failed {
+            self.failed = self.w.write_str(s).is_err();
+        }
+    }
+}
+
+/// [`TextSink`]'s UTF-8 stage: up to one incomplete character waits.
 #[derive(Default)]
-pub struct TextStream {
+struct Utf8 {
     pending: [u8; 4],
     len: usize,
 }
 
-impl TextStream {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl Utf8 {
     /// Adds one piece and emits whatever text it completes.
-    pub fn push(&mut self, piece: Piece<'_>, out: &mut impl FnMut(&str)) {
+    fn push(&mut self, piece: Piece<'_>, out: &mut impl FnMut(&str)) {
         if let Piece::Byte(b) = piece {
             if b.is_ascii() && !(b.is_ascii_graphic() || b.is_ascii_whitespace() || b == b' ') {
                 return;
@@ -374,7 +512,7 @@ impl TextStream {
     }
 
     /// Ends the stream: an unfinished character becomes U+FFFD.
-    pub fn finish(&mut self, out: &mut impl FnMut(&str)) {
+    fn finish(&mut self, out: &mut impl FnMut(&str)) {
         if self.len > 0 {
             out("\u{FFFD}");
             self.len = 0;
@@ -382,15 +520,12 @@ impl TextStream {
     }
 }
 
-/// Longest stop string [`StopText`] takes, in bytes.
+/// Longest stop string [`TextSink`] takes, in bytes.
 pub const MAX_STOP_BYTES: usize = 64;
 
-/// Withholds stop strings from generated text, as llama.cpp's reverse
-/// prompts do: text passes on at once unless it may begin a stop string;
-/// once the text contains one, what comes before it is passed on and the
-/// rest is dropped. Only the tail that may still grow into a stop string
-/// is kept, so a fixed buffer suffices.
-pub struct StopText<'s> {
+/// [`TextSink`]'s stop-string stage.
+#[derive(Default)]
+struct StopText<'s> {
     stops: &'s [&'s str],
     /// A proper prefix of some stop string, or empty; one more character
     /// always fits.
@@ -400,7 +535,7 @@ pub struct StopText<'s> {
 
 impl<'s> StopText<'s> {
     /// Each of `stops` must have 1 to [`MAX_STOP_BYTES`] bytes.
-    pub fn new(stops: &'s [&'s str]) -> Result<Self> {
+    fn new(stops: &'s [&'s str]) -> Result<Self> {
         if let Some(s) = stops
             .iter()
             .find(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
@@ -415,14 +550,13 @@ impl<'s> StopText<'s> {
         }
         Ok(StopText {
             stops,
-            held: heapless::String::new(),
-            stopped: false,
+            ..StopText::default()
         })
     }
 
     /// Adds `text` and passes on what cannot be part of a stop string.
     /// Returns whether a stop string has appeared (now or before).
-    pub fn push(&mut self, text: &str, out: &mut impl FnMut(&str)) -> bool {
+    fn push(&mut self, text: &str, out: &mut impl FnMut(&str)) -> bool {
         if self.stopped {
             return true;
         }
@@ -476,7 +610,7 @@ impl<'s> StopText<'s> {
 
     /// Ends the text: a held tail that never became a stop string is
     /// passed on.
-    pub fn finish(&mut self, out: &mut impl FnMut(&str)) {
+    fn finish(&mut self, out: &mut impl FnMut(&str)) {
         if !self.stopped && !self.held.is_empty() {
             out(&self.held);
         }
@@ -490,14 +624,12 @@ mod tests {
     use std::string::String;
 
     fn stream(pieces: &[Piece<'_>]) -> String {
-        let mut s = TextStream::new();
-        let mut text = String::new();
-        let mut out = |t: &str| text.push_str(t);
+        let mut sink = TextSink::plain(String::new());
         for &p in pieces {
-            s.push(p, &mut out);
+            let _ = sink.push(p);
         }
-        s.finish(&mut out);
-        text
+        sink.finish().unwrap();
+        sink.into_inner()
     }
 
     #[test]
@@ -516,18 +648,16 @@ mod tests {
         );
     }
 
-    /// Pushes `chunks` through a [`StopText`]; returns the text passed on
-    /// and whether it stopped.
+    /// Pushes `chunks` through a [`TextSink`] ending at `stops`; returns the
+    /// text passed on and whether it stopped.
     fn stopped(stops: &[&str], chunks: &[&str]) -> (String, bool) {
-        let mut s = StopText::new(stops).unwrap();
-        let mut text = String::new();
-        let mut out = |t: &str| text.push_str(t);
+        let mut sink = TextSink::new(String::new(), stops).unwrap();
         let mut hit = false;
         for c in chunks {
-            hit = s.push(c, &mut out);
+            hit = sink.push(Piece::Text(c.as_bytes())).is_break();
         }
-        s.finish(&mut out);
-        (text, hit)
+        sink.finish().unwrap();
+        (sink.into_inner(), hit)
     }
 
     #[test]
@@ -547,8 +677,40 @@ mod tests {
         );
         // After a stop nothing more passes.
         assert_eq!(stopped(&["b"], &["ab", "cd"]), done("a"));
-        assert!(StopText::new(&[""]).is_err());
+        assert!(TextSink::new(String::new(), &[""]).is_err());
         let long = "x".repeat(MAX_STOP_BYTES + 1);
-        assert!(StopText::new(&[long.as_str()]).is_err());
+        assert!(TextSink::new(String::new(), &[long.as_str()]).is_err());
+    }
+
+    /// A prompt's text stops nothing, but a character it leaves unfinished
+    /// is completed by the generated text.
+    #[test]
+    fn echoed_text_is_never_a_stop() {
+        let mut sink = TextSink::new(String::new(), &["up"]).unwrap();
+        sink.echo(Piece::Text(b"once up"));
+        sink.echo(Piece::Byte(0xC3));
+        assert!(sink.push(Piece::Byte(0xA9)).is_continue());
+        assert!(sink.push(Piece::Text(b" and up")).is_break());
+        sink.finish().unwrap();
+        assert_eq!(sink.into_inner(), "once up\u{e9} and ");
+    }
+
+    /// A writer with room for `.0` more bytes.
+    struct Full(usize);
+
+    impl fmt::Write for Full {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 = self.0.checked_sub(s.len()).ok_or(fmt::Error)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_ends_the_text() {
+        let mut sink = TextSink::plain(Full(3));
+        assert!(sink.push(Piece::Text(b"abc")).is_continue());
+        assert!(sink.push(Piece::Text(b"d")).is_break());
+        assert!(sink.push(Piece::Text(b"")).is_break());
+        assert_eq!(sink.finish(), Err(fmt::Error));
     }
 }

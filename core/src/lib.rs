@@ -28,10 +28,10 @@
 extern crate std;
 
 // Bottom to top: a module imports only modules listed before it.
-pub mod app;
 pub mod arena;
 pub mod beam;
 pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -54,7 +54,7 @@ pub use chat::{Chat, Template, Turn};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use exec::{Compute, Exec, SingleThread};
-pub use generate::{tokenize_parts, End, Part, Session, StopText, TextStream, Vocab};
+pub use generate::{tokenize_parts, End, Part, Session, TextSink, Vocab};
 pub use image::Model;
 pub use kernels::Isa;
 pub use model::Transformer;

@@ -168,6 +168,18 @@ pub fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     (max, (sum / a.len() as f64) as f32)
 }
 
+/// A [`TextSink`](barellama_core::TextSink) writer that only counts the
+/// bytes of text: it never allocates, for the allocation-counting tests.
+#[derive(Default)]
+pub struct TextBytes(pub usize);
+
+impl std::fmt::Write for TextBytes {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
 /// A scratch directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 

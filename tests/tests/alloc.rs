@@ -5,10 +5,8 @@
 use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
-use barellama_core::{
-    Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab,
-};
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Vocab};
+use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -41,8 +39,7 @@ fn decode_without_allocating(
     let plan = Plan::new(&model.config, &options).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut session = Session::new(&model, vocab, sampler, &plan, arena.get(), compute).unwrap();
-    let mut stream = TextStream::new();
-    let mut text_bytes = 0usize;
+    let mut text = TextSink::plain(TextBytes::default());
     let mut tokens = 0usize;
 
     let before = ALLOC.allocations();
@@ -50,11 +47,13 @@ fn decode_without_allocating(
     let steps = session
         .generate(prompt.as_bytes(), 64 + 12, |_, piece| {
             tokens += 1;
-            stream.push(piece, &mut |s: &str| text_bytes += s.len());
+            text.echo(piece);
             Ok(())
         })
         .unwrap();
+    text.finish().unwrap();
     let allocations = ALLOC.allocations() - before;
+    let text_bytes = text.writer().0;
 
     assert!(
         steps >= 64 && tokens >= 63,

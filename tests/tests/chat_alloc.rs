@@ -3,16 +3,14 @@
 //! withholding stop strings allocate nothing. Runs without the test
 //! harness so no other thread allocates while we count.
 
-use std::ops::ControlFlow;
-
 use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
 use barellama_core::{
-    Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, StopText, Template,
-    TextStream, Vocab,
+    Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink,
+    Vocab,
 };
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -68,24 +66,15 @@ fn chat_without_allocating(
     let before = ALLOC.allocations();
     for (user, end) in TURNS.iter().zip(&mut ends) {
         chat.user(&mut session, user).unwrap();
-        let mut stream = TextStream::new();
-        let mut stop = StopText::new(stops).unwrap();
-        let mut out = |s: &str| text_bytes += s.len();
+        let mut answer = TextSink::new(TextBytes::default(), stops).unwrap();
         *end = session
             .reply(40, |_, piece| {
                 tokens += 1;
-                let mut hit = false;
-                stream.push(piece, &mut |s: &str| hit = stop.push(s, &mut out));
-                Ok(match hit {
-                    true => ControlFlow::Break(()),
-                    false => ControlFlow::Continue(()),
-                })
+                Ok(answer.push(piece))
             })
             .unwrap();
-        stream.finish(&mut |s: &str| {
-            stop.push(s, &mut out);
-        });
-        stop.finish(&mut out);
+        answer.finish().unwrap();
+        text_bytes += answer.writer().0;
     }
     let allocations = ALLOC.allocations() - before;
 

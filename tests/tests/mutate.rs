@@ -52,9 +52,9 @@ use barellama_core::image::llama2c;
 use barellama_core::image::vocab::llama2c_vocab_size;
 use barellama_core::tensor::DType;
 use barellama_core::{
-    Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Tokenizer, Vocab,
+    Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Tokenizer, Vocab,
 };
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
 
 const DEFAULT_SEED: u64 = 0x6d75_7461_7465_0007;
 /// Mutations in all when `BARELLAMA_MUTATIONS` is unset; CI runs the
@@ -845,15 +845,13 @@ fn run_model(bytes: &[u8], cx: &mut Cx<'_>, rng: &mut Rng) -> Result<(), Error> 
     let compute = Compute::single(isa);
     let mut session = Session::new(&model, vocab, sampler(rng), &plan, cx.arena.get(), compute)?;
     tokenize(&mut session.tokenizer, rng)?;
-    let mut stream = TextStream::new();
-    let mut text = 0;
-    let mut out = |s: &str| text += s.len();
+    let mut text = TextSink::plain(TextBytes::default());
     let steps = STEPS.min(plan.config().seq_len);
     session.generate(GEN_PROMPT, steps, |_, piece| {
-        stream.push(piece, &mut out);
+        text.echo(piece);
         Ok(())
     })?;
-    stream.finish(&mut out);
+    let _ = text.finish();
     Ok(())
 }
 
@@ -911,9 +909,7 @@ fn tokenize(tok: &mut Tokenizer<'_, '_>, rng: &mut Rng) -> Result<(), Error> {
         ids[..got.len()].copy_from_slice(got);
         got.len()
     };
-    let mut stream = TextStream::new();
-    let mut text = 0;
-    let mut out = |s: &str| text += s.len();
+    let mut text = TextSink::plain(TextBytes::default());
     let mut prev = tok.bos();
     let others = [0, vocab.saturating_sub(1), rng.below(vocab)];
     for &id in ids[..n].iter().chain(others.map(|i| i as u32).iter()) {
@@ -924,10 +920,10 @@ fn tokenize(tok: &mut Tokenizer<'_, '_>, rng: &mut Rng) -> Result<(), Error> {
             (id as usize) < vocab,
             "encode gave token {id}, outside the vocabulary of {vocab}"
         );
-        stream.push(tok.decode(prev, id), &mut out);
+        text.echo(tok.decode(prev, id));
         prev = id;
     }
-    stream.finish(&mut out);
+    let _ = text.finish();
     Ok(())
 }
 
