@@ -12,20 +12,11 @@ use crate::arena::Plan;
 use crate::beam::{self, BeamBuffers, Outcome};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
-use crate::image::gguf::Gguf;
+use crate::image::vocab::Vocab;
 use crate::image::Model;
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{Piece, Tokenizer};
-
-/// Where the vocabulary comes from.
-#[derive(Clone, Copy, Debug)]
-pub enum Vocab<'t> {
-    /// The bytes of a llama2.c `tokenizer.bin`.
-    Llama2c(&'t [u8]),
-    /// The `tokenizer.ggml.*` metadata of a GGUF file.
-    Gguf(Gguf<'t>),
-}
 
 /// Input for a session. BOS and EOS are parts of their own because no text
 /// encodes to them: chat formats put them between pieces of text (as
@@ -121,10 +112,7 @@ impl<'m, 'a> Session<'m, 'a> {
     ) -> Result<Self> {
         let b = plan.carve(arena)?;
         let vocab_size = plan.config().vocab_size;
-        let tokenizer = match vocab {
-            Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, b.tokenizer)?,
-            Vocab::Gguf(g) => Tokenizer::from_gguf(&g, vocab_size, b.tokenizer)?,
-        };
+        let tokenizer = Tokenizer::new(vocab, vocab_size, b.tokenizer)?;
         Ok(Session {
             transformer: Transformer::new(model, plan.config(), b.state, compute)?,
             tokenizer,

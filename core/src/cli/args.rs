@@ -8,7 +8,8 @@
 use crate::arena::{KvType, Options, Plan};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
-use crate::generate::{Session, Vocab};
+use crate::generate::Session;
+use crate::image::vocab::Vocab;
 use crate::image::{Format, Model};
 use crate::kernels::Isa;
 use crate::sampler::SamplerConfig;

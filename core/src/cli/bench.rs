@@ -7,7 +7,8 @@ use core::fmt::{self, Write as _};
 
 use crate::error::{Error, Result};
 use crate::exec::{for_each, Compute};
-use crate::generate::{TextSink, Vocab};
+use crate::generate::TextSink;
+use crate::image::vocab::Vocab;
 use crate::image::Model;
 use crate::kernels::{cast_slice_mut, Isa};
 use crate::rng::random_u32;

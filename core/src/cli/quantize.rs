@@ -5,12 +5,12 @@
 use core::fmt::Write as _;
 
 use crate::error::{Error, Result};
+use crate::image::vocab::Vocab;
 use crate::image::Model;
 use crate::io::Buffered;
 use crate::kernels::cast_slice_mut;
 use crate::write::export::{
     check_float, check_groups, longest_row, write_gguf, write_llama2c_v2, Layout, Quantize,
-    Vocabulary,
 };
 use crate::write::gguf::TensorSpec;
 
@@ -69,7 +69,7 @@ fn target(v: &[u8]) -> Result<Target> {
 
 /// A [`Target`] with what writing it needs.
 enum Job<'m> {
-    Gguf(Layout, Vocabulary<'m>),
+    Gguf(Layout, Vocab<'m>),
     V2(u32),
 }
 
@@ -98,8 +98,8 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
             check_groups(&model, group)?;
             Job::V2(group)
         }
-        (Target::Gguf(l), Some(z), _) => Job::Gguf(l, Vocabulary::Llama2c(host.map(z)?)),
-        (Target::Gguf(l), None, Some(g)) => Job::Gguf(l, Vocabulary::Gguf(g)),
+        (Target::Gguf(l), Some(z), _) => Job::Gguf(l, Vocab::Llama2c(host.map(z)?)),
+        (Target::Gguf(l), None, Some(g)) => Job::Gguf(l, Vocab::Gguf(g)),
         (Target::Gguf(_), None, None) => {
             return Err(Error::usage(
                 "a llama2.c model needs -z TOKENIZER for the GGUF vocabulary",

@@ -3,7 +3,7 @@
 
 use core::fmt::Write as _;
 
-use crate::arena::MAX_BEAMS;
+use crate::beam::MAX_BEAMS;
 use crate::chat::{Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::generate::{End, Session, TextSink, MAX_STOP_BYTES};

@@ -4,9 +4,9 @@ use core::fmt::Write as _;
 
 use crate::arena::TokenizerPlan;
 use crate::error::{Error, Result};
-use crate::generate::Vocab;
 use crate::image::gguf::{Gguf, ValueType};
 use crate::image::vocab::llama2c_vocab_size;
+use crate::image::vocab::Vocab;
 use crate::image::Model;
 use crate::tokenizer::Tokenizer;
 
@@ -57,10 +57,7 @@ pub(super) fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     };
     let plan = TokenizerPlan::new(vocab_size, text.len())?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
-    let mut tok = match vocab {
-        Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, buffers)?,
-        Vocab::Gguf(g) => Tokenizer::from_gguf(&g, vocab_size, buffers)?,
-    };
+    let mut tok = Tokenizer::new(vocab, vocab_size, buffers)?;
     let ids = tok.encode(text, bos, false)?;
     let mut w = Stdout::new(host);
     for (i, id) in ids.iter().enumerate() {

@@ -1,10 +1,22 @@
-//! Vocabulary files read in place: llama2.c's `tokenizer.bin` (records of
-//! a score, a length and the piece's bytes, after the longest piece's
-//! length), and the byte-token spelling both families share. The tokenizer
-//! indexes these; the exporter copies them into GGUF.
+//! Vocabularies read in place: where one comes from ([`Vocab`]: a llama2.c
+//! `tokenizer.bin` or a GGUF file's `tokenizer.ggml.*` entries), the
+//! records of a `tokenizer.bin` (a score, a length and the piece's bytes,
+//! after the longest piece's length), and the byte-token spelling both
+//! families share. The tokenizer indexes these; the exporter copies them
+//! into GGUF.
 
 use crate::error::{Error, Result};
+use crate::image::gguf::Gguf;
 use crate::reader::Reader;
+
+/// Where a vocabulary comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Vocab<'t> {
+    /// The bytes of a llama2.c `tokenizer.bin`.
+    Llama2c(&'t [u8]),
+    /// The `tokenizer.ggml.*` metadata of a GGUF file.
+    Gguf(Gguf<'t>),
+}
 
 /// Counts the pieces of a llama2.c `tokenizer.bin`, for when no model says
 /// how many there are.

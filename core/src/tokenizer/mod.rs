@@ -10,7 +10,7 @@ mod spm;
 
 use crate::error::{text, Error, Result};
 use crate::image::gguf::{Gguf, ValueType};
-use crate::image::vocab::{byte_piece, llama2c_records, llama2c_vocab_size, Record};
+use crate::image::vocab::{byte_piece, llama2c_records, llama2c_vocab_size, Record, Vocab};
 use crate::reader::Reader;
 
 /// llama2.c's fixed ids.
@@ -61,6 +61,15 @@ pub struct Tokenizer<'t, 'a> {
 }
 
 impl<'t, 'a> Tokenizer<'t, 'a> {
+    /// Reads `vocab`, which must have `vocab_size` pieces, into the planned
+    /// buffers.
+    pub fn new(vocab: Vocab<'t>, vocab_size: usize, buf: TokenizerBuffers<'a>) -> Result<Self> {
+        match vocab {
+            Vocab::Llama2c(bytes) => Self::from_llama2c(bytes, vocab_size, buf),
+            Vocab::Gguf(g) => Self::from_gguf(&g, vocab_size, buf),
+        }
+    }
+
     /// Reads a llama2.c `tokenizer.bin` with exactly `vocab_size` pieces
     /// (the model's vocabulary) into the planned buffers.
     pub fn from_llama2c(

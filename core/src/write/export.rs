@@ -7,9 +7,9 @@ use super::gguf::{TensorSpec, Writer};
 use super::quant::quantize_row;
 use crate::config::Config;
 use crate::error::{text, Error, Result};
-use crate::image::gguf::{layer_name, Gguf, ValueType, LAYER_TENSORS};
+use crate::image::gguf::{layer_name, ValueType, LAYER_TENSORS};
 use crate::image::llama2c::MAGIC;
-use crate::image::vocab::{byte_piece, llama2c_records};
+use crate::image::vocab::{byte_piece, llama2c_records, Vocab};
 use crate::image::{LayerWeights, Model};
 use crate::io::Output;
 use crate::kernels;
@@ -275,18 +275,12 @@ pub fn longest_row(config: &Config, layout: Layout) -> Result<usize> {
 /// or the source's own GGUF metadata.
 pub struct Quantize<'m, 'p> {
     pub model: &'m Model<'m>,
-    pub vocab: Vocabulary<'m>,
+    /// A llama2.c vocabulary is converted as llama.cpp's converter does;
+    /// a GGUF file's `tokenizer.*` entries are copied.
+    pub vocab: Vocab<'m>,
     /// One f32 row of scratch (the widest matrix's columns).
     pub row: &'p mut [f32],
     pub progress: &'p mut dyn FnMut(usize, usize, &TensorSpec<'_>),
-}
-
-/// Where a converted GGUF file's vocabulary comes from.
-pub enum Vocabulary<'t> {
-    /// llama2.c's `tokenizer.bin`, converted as llama.cpp's converter does.
-    Llama2c(&'t [u8]),
-    /// Every `tokenizer.*` entry of a GGUF file, copied.
-    Gguf(Gguf<'t>),
 }
 
 /// Fails unless every matrix of `model` is F32 or F16: requantizing would
@@ -313,8 +307,8 @@ fn tied(model: &Model<'_>) -> bool {
 impl Source for Quantize<'_, '_> {
     fn metadata_count(&self) -> u64 {
         match &self.vocab {
-            Vocabulary::Llama2c(_) => 7,
-            Vocabulary::Gguf(g) => g
+            Vocab::Llama2c(_) => 7,
+            Vocab::Gguf(g) => g
                 .metadata()
                 .filter(|kv| {
                     kv.as_ref()
@@ -326,10 +320,8 @@ impl Source for Quantize<'_, '_> {
 
     fn metadata(&mut self, w: &mut Writer<'_>) -> Result<()> {
         match &self.vocab {
-            Vocabulary::Llama2c(bytes) => {
-                llama2c_vocabulary(w, bytes, self.model.config.vocab_size)
-            }
-            Vocabulary::Gguf(g) => {
+            Vocab::Llama2c(bytes) => llama2c_vocabulary(w, bytes, self.model.config.vocab_size),
+            Vocab::Gguf(g) => {
                 for kv in g.raw_metadata() {
                     let (key, ty, value) = kv?;
                     if key.starts_with(b"tokenizer.") {
