@@ -158,16 +158,7 @@ fn quantized(c: &mut Criterion) {
 fn matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("matmul");
     let batch = 64;
-    let dtypes = [
-        DType::F32,
-        DType::F16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4K,
-        DType::Q6K,
-        DType::Q8G { group: 64 },
-    ];
-    for dtype in dtypes {
+    for dtype in DType::GGML.into_iter().chain([DType::Q8G { group: 64 }]) {
         for cols in [768, 2048] {
             let rows = (64 * 1024 / dtype.bytes(1, cols).unwrap()).next_multiple_of(16);
             // 32 bytes past a cache line, as GGUF files often place them.

@@ -2,11 +2,10 @@
 //! pieces into text allocate nothing. Runs without the test harness so no
 //! other thread allocates while we count.
 
-use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
 use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Vocab};
-use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
+use barellama_tests::{data_dir, read, AlignedBuf, ModelFiles, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -20,18 +19,14 @@ fn decode_without_allocating(
     threads: usize,
 ) {
     let Some(dir) = data_dir() else { return };
-    let image = read(&dir, &format!("models/{name}"));
-    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
-    let model = Model::load(&image).unwrap();
+    let files = ModelFiles::read(&dir, name, tokenizer);
+    let model = Model::load(&files.image).unwrap();
     let pool = ThreadPool::new(threads).unwrap();
     let compute = Compute {
         isa: Isa::detect(),
         exec: &pool,
     };
-    let (vocab, kv) = match &tok {
-        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
-        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
-    };
+    let (vocab, kv) = files.vocab(&model);
     let options = Options {
         kv,
         ..Options::default()

@@ -6,7 +6,7 @@ use barellama_core::error::Error;
 use barellama_core::image::vocab::llama2c_vocab_size;
 use barellama_core::tokenizer::Tokenizer;
 use barellama_core::Model;
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_tests::{data_dir, read, AlignedBuf, LLAMA2C_HEADER};
 
 #[test]
 fn every_truncation_of_a_model_is_an_error() {
@@ -36,16 +36,7 @@ fn patched(image: &[u8], i: usize, value: i32) -> Vec<u8> {
 fn bad_dimensions_name_the_field() {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, "models/stories260K.bin");
-    let names = [
-        "dim",
-        "hidden_dim",
-        "n_layers",
-        "n_heads",
-        "n_kv_heads",
-        "vocab_size",
-        "seq_len",
-    ];
-    for (i, field) in names.iter().enumerate().skip(1) {
+    for (i, field) in LLAMA2C_HEADER.iter().enumerate().skip(1) {
         for value in [0, -1, i32::MIN] {
             // A negative vocab_size is v0's separate-classifier flag.
             if *field == "vocab_size" && value != 0 {

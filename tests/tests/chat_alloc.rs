@@ -3,14 +3,12 @@
 //! withholding stop strings allocate nothing. Runs without the test
 //! harness so no other thread allocates while we count.
 
-use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
 use barellama_core::{
     Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink,
-    Vocab,
 };
-use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
+use barellama_tests::{data_dir, AlignedBuf, ModelFiles, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -32,18 +30,14 @@ fn chat_without_allocating(
     threads: usize,
 ) {
     let Some(dir) = data_dir() else { return };
-    let image = read(&dir, &format!("models/{name}"));
-    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
-    let model = Model::load(&image).unwrap();
+    let files = ModelFiles::read(&dir, name, tokenizer);
+    let model = Model::load(&files.image).unwrap();
     let pool = ThreadPool::new(threads).unwrap();
     let compute = Compute {
         isa: Isa::detect(),
         exec: &pool,
     };
-    let (vocab, kv) = match &tok {
-        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
-        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
-    };
+    let (vocab, kv) = files.vocab(&model);
     // Past the GGUF files' 128 positions, as llama.cpp's -c allows.
     let options = Options {
         seq_len: 512,

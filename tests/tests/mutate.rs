@@ -54,7 +54,7 @@ use barellama_core::tensor::DType;
 use barellama_core::{
     Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Tokenizer, Vocab,
 };
-use barellama_tests::{data_dir, read, AlignedBuf, TextBytes};
+use barellama_tests::{data_dir, read, AlignedBuf, TextBytes, LLAMA2C_HEADER};
 
 const DEFAULT_SEED: u64 = 0x6d75_7461_7465_0007;
 /// Mutations in all when `BARELLAMA_MUTATIONS` is unset; CI runs the
@@ -381,15 +381,6 @@ fn gguf_fields(bytes: &[u8]) -> Option<(Fields, usize)> {
 /// zero padding after them is never read).
 fn llama2c_fields(bytes: &[u8]) -> (Fields, usize) {
     use FieldKind::*;
-    const INTS: [&str; 7] = [
-        "dim",
-        "hidden_dim",
-        "n_layers",
-        "n_heads",
-        "n_kv_heads",
-        "vocab_size",
-        "seq_len",
-    ];
     let mut f = Fields::default();
     let ak42 = uint(bytes, 0, 4) == Some(llama2c::MAGIC.into());
     let first = if ak42 {
@@ -399,7 +390,7 @@ fn llama2c_fields(bytes: &[u8]) -> (Fields, usize) {
     } else {
         0
     };
-    for (i, what) in INTS.iter().enumerate() {
+    for (i, what) in LLAMA2C_HEADER.iter().enumerate() {
         f.add(what, first + 4 * i, 4, Int);
     }
     if !ak42 {
@@ -1504,16 +1495,8 @@ fn quantizers_and_kernels_take_any_float() {
     };
     let base = env_u64("BARELLAMA_MUTATION_SEED").unwrap_or(DEFAULT_SEED);
     let (rows, cols) = (4, 512);
-    let dtypes = [
-        DType::F32,
-        DType::F16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4K,
-        DType::Q6K,
-        DType::Q8G { group: 4 },
-        DType::Q8G { group: 64 },
-    ];
+    let groups = [4, 64].map(|group| DType::Q8G { group });
+    let dtypes: Vec<DType> = DType::GGML.into_iter().chain(groups).collect();
     let isas: Vec<Isa> = Isa::available().collect();
     let (mut qs, mut d, mut bsums) = (vec![0i8; cols], vec![0f32; cols], vec![0i16; cols]);
     let mut failures = Vec::new();
@@ -1525,7 +1508,7 @@ fn quantizers_and_kernels_take_any_float() {
             let x = hostile_row(&mut rng, cols);
             let mut out = vec![0f32; cols];
             let mut y = vec![0f32; rows];
-            for dtype in dtypes {
+            for &dtype in &dtypes {
                 // A matrix is its rows' values, then (for Q8G) their scales.
                 let row_bytes = dtype.bytes(1, cols).unwrap();
                 let mut quantized = vec![0u8; row_bytes];
