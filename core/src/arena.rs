@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::{cast_slice_mut, InputBuffers, Pod};
 use crate::model::{KvBuffers, StateBuffers, MAX_BATCH};
-use crate::tokenizer::TokenizerBuffers;
+use crate::tokenizer::{BpeBuffers, Family, SpmBuffers, TokenizerBuffers};
 
 /// Every carve-out starts on a cache line (and a full AVX-512 vector).
 pub const ALIGN: usize = 64;
@@ -51,6 +51,9 @@ pub struct Options {
     /// Hypotheses of a beam search, each with its own KV cache; `0` plans
     /// none. At most [`MAX_BEAMS`].
     pub beams: usize,
+    /// The tokenizer family and its table sizes ([`Family::of`] the
+    /// vocabulary).
+    pub tokenizer: Family,
 }
 
 /// Prompt tokens per prefill chunk unless [`Options::batch`] says otherwise.
@@ -64,6 +67,7 @@ pub struct Plan {
     batch: usize,
     beams: usize,
     kv: KvType,
+    tokenizer: Family,
     bytes: usize,
 }
 
@@ -112,6 +116,7 @@ impl Plan {
             batch: batch.min(MAX_BATCH).min(seq_len).max(beams.min(seq_len)),
             beams,
             kv: options.kv,
+            tokenizer: options.tokenizer,
             bytes: 0,
         };
         let mut measure = Carver::measure(limit);
@@ -195,7 +200,7 @@ impl Plan {
                     bsums: c.take(per_row(c, input / 16)?)?,
                 },
             },
-            tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
+            tokenizer: tokenizer_layout(c, p.vocab_size, self.tokenizer, self.prompt_bytes)?,
             candidates: c.take(c.count(&[2, p.vocab_size])?)?,
             prompt: c.take(p.seq_len)?,
             beams: match self.beams {
@@ -216,16 +221,18 @@ impl Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenizerPlan {
     vocab_size: usize,
+    kind: Family,
     prompt_bytes: usize,
     bytes: usize,
 }
 
 impl TokenizerPlan {
-    pub fn new(vocab_size: usize, prompt_bytes: usize) -> Result<Self> {
+    pub fn new(vocab_size: usize, kind: Family, prompt_bytes: usize) -> Result<Self> {
         let mut measure = Carver::measure(ADDRESS_SPACE);
-        tokenizer_layout(&mut measure, vocab_size, prompt_bytes)?;
+        tokenizer_layout(&mut measure, vocab_size, kind, prompt_bytes)?;
         Ok(TokenizerPlan {
             vocab_size,
+            kind,
             prompt_bytes,
             bytes: measure.used,
         })
@@ -240,6 +247,7 @@ impl TokenizerPlan {
         tokenizer_layout(
             &mut Carver::cut(arena, self.bytes),
             self.vocab_size,
+            self.kind,
             self.prompt_bytes,
         )
     }
@@ -259,24 +267,35 @@ fn check_arena(arena: &[u8], needed: usize) -> Result<()> {
     Ok(())
 }
 
-/// The piece index is per vocabulary entry; the merge scratch holds one
-/// token per prompt byte plus the dummy prefix, BOS and EOS.
+/// The tokenizer's buffers for `kind` (see [`Family::sizes`]).
 fn tokenizer_layout<'a>(
     c: &mut Carver<'a>,
     vocab_size: usize,
+    kind: Family,
     prompt_bytes: usize,
 ) -> Result<TokenizerBuffers<'a>> {
-    let work = prompt_bytes.checked_add(4).ok_or(Error::Overflow {
-        field: "prompt_bytes",
-    })?;
+    let s = kind
+        .sizes(vocab_size, prompt_bytes)
+        .ok_or(Error::Overflow { field: "tokenizer" })?;
     Ok(TokenizerBuffers {
-        starts: c.take(vocab_size)?,
-        lens: c.take(vocab_size)?,
-        scores: c.take(vocab_size)?,
-        sorted: c.take(vocab_size)?,
-        ids: c.take(work)?,
-        pair_ids: c.take(work)?,
-        pair_scores: c.take(work)?,
+        starts: c.take(s.vocab)?,
+        lens: c.take(s.vocab)?,
+        specials: c.take(s.vocab)?,
+        ids: c.take(s.work)?,
+        claims: c.take(s.prompt)?,
+        spm: SpmBuffers {
+            scores: c.take(s.spm_vocab)?,
+            sorted: c.take(s.spm_vocab)?,
+            pair_ids: c.take(s.spm_work)?,
+            pair_scores: c.take(s.spm_work)?,
+        },
+        bpe: BpeBuffers {
+            by_text: c.take(s.token_slots)?,
+            merges: c.take(s.merge_words)?,
+            cps: c.take(s.cps)?,
+            links: c.take(s.links)?,
+            heap: c.take(s.heap)?,
+        },
     })
 }
 
@@ -368,6 +387,7 @@ mod tests {
             vocab_size: 512,
             seq_len: 512,
             rope_theta: 10000.0,
+            rope_scale: 1.0,
             norm_eps: 1e-5,
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Each step extends every live hypothesis by its `B` most likely tokens
 //! and keeps the `B` best extensions by total log-probability. A
-//! hypothesis that picks EOS (or BOS) is finished; the answer is the
+//! hypothesis that picks an end-of-generation token is finished; the answer is the
 //! finished or live hypothesis with the best *length-normalized* score:
 //! log-probability per generated token. Ties go to the lower beam and the
 //! lower token id, so the search is deterministic, and with `B = 1` it is
@@ -78,7 +78,7 @@ fn keep_best(top: &mut heapless::Vec<Candidate, MAX_BEAMS>, c: Candidate, k: usi
 
 /// Searches with `width` beams after `prompt` (BOS first, if wanted) until
 /// `steps` positions have run or every hypothesis has finished; `stops`
-/// are the ids that finish one (EOS, BOS). The winner's tokens are left in
+/// are the ids that finish one (the end-of-generation ids). The winner's tokens are left in
 /// `buffers.best`.
 pub fn search(
     t: &mut Transformer<'_, '_>,
@@ -86,7 +86,7 @@ pub fn search(
     prompt: &[u32],
     steps: usize,
     width: usize,
-    stops: [u32; 2],
+    stops: &[u32],
 ) -> Result<Outcome> {
     let (seq_len, isa) = (t.config().seq_len, t.isa());
     // A history row holds every position and the token sampled at the last.

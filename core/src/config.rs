@@ -18,6 +18,10 @@ pub struct Config {
     pub vocab_size: usize,
     pub seq_len: usize,
     pub rope_theta: f32,
+    /// Every RoPE angle is multiplied by this: 1, or `1 / factor` for
+    /// linear scaling (`llama.rope.scaling.factor`), which stretches the
+    /// positions a model was trained on over a longer context.
+    pub rope_scale: f32,
     pub norm_eps: f32,
 }
 
@@ -96,6 +100,12 @@ impl Config {
             return Err(Error::Invalid {
                 field: "rope_theta",
                 value: self.rope_theta as i64,
+            });
+        }
+        if !(self.rope_scale.is_finite() && self.rope_scale > 0.0) {
+            return Err(Error::Invalid {
+                field: "rope scale (1 / llama.rope.scaling.factor)",
+                value: self.rope_scale as i64,
             });
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {

@@ -18,14 +18,21 @@ use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{Piece, Tokenizer};
 
-/// Input for a session. BOS and EOS are parts of their own because no text
-/// encodes to them: chat formats put them between pieces of text (as
-/// llama.cpp's special-token parsing turns `<s>` and `</s>` into their ids).
+/// Input for a session: text, or a marker that no text encodes to (chat
+/// formats put BOS, EOS and their special tokens between pieces of text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part<'t> {
-    /// Text, encoded on its own with SentencePiece's dummy leading space
-    /// (llama.cpp adds it to every text fragment after a special token).
+    /// Text, encoded as text: a control token's spelling in it is not that
+    /// token (a chat user's words). A SentencePiece vocabulary encodes it
+    /// on its own with the dummy leading space, as llama.cpp does with
+    /// every fragment after a special token.
     Text(&'t [u8]),
+    /// A prompt, whose special tokens' spellings are those tokens (as
+    /// llama.cpp parses `-p`), so a hand-written chat format works.
+    Prompt(&'t [u8]),
+    /// The special token spelled so (`<|im_start|>`, `<|eot_id|>`); text
+    /// where the vocabulary has no such token.
+    Special(&'t [u8]),
     Bos,
     Eos,
 }
@@ -42,7 +49,17 @@ pub fn tokenize_parts(
     for part in parts {
         let marker;
         let ids: &[u32] = match *part {
-            Part::Text(text) => tokenizer.encode(text, false, false)?,
+            Part::Text(text) => tokenizer.encode_text(text)?,
+            Part::Prompt(text) => tokenizer.encode(text, false, false)?,
+            // A vocabulary without the token reads its name as text, as
+            // llama.cpp's special-token parsing leaves it.
+            Part::Special(name) => match tokenizer.special(name) {
+                Some(id) => {
+                    marker = [id];
+                    &marker
+                }
+                None => tokenizer.encode_text(name)?,
+            },
             Part::Bos => {
                 marker = [tokenizer.bos()];
                 &marker
@@ -69,7 +86,8 @@ pub fn tokenize_parts(
 /// Why a reply ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    /// The model sampled EOS (or BOS): its answer is complete.
+    /// The model sampled an end-of-generation token: its answer is
+    /// complete.
     Eos,
     /// `on_token` broke off, at a stop string say.
     Stopped,
@@ -132,15 +150,13 @@ impl<'m, 'a> Session<'m, 'a> {
     /// after; [`Session::input`] is the prompt's tokens.
     pub fn beam_search(&mut self, prompt: &[u8], steps: usize, width: usize) -> Result<Outcome> {
         let n = self.start(prompt)?;
-        let stops = [self.tokenizer.bos(), self.tokenizer.eos()];
-        let prompt = &self.prompt[..n];
         let outcome = beam::search(
             &mut self.transformer,
             &mut self.beams,
-            prompt,
+            &self.prompt[..n],
             steps,
             width,
-            stops,
+            self.tokenizer.eog(),
         );
         self.reset();
         self.input = 0..n;
@@ -177,12 +193,14 @@ impl<'m, 'a> Session<'m, 'a> {
         self.input = 0..0;
     }
 
-    /// Adds `text` after what the session holds; at position 0 it starts
-    /// with BOS when the vocabulary asks for one (llama2.c always does).
+    /// Adds the prompt `text` after what the session holds; at position 0
+    /// it starts with BOS when the vocabulary asks for one (llama2.c
+    /// always does), and it ends with EOS when the vocabulary asks for that.
     pub fn extend(&mut self, text: &[u8]) -> Result<()> {
         let bos = self.next.is_none() && self.tokenizer.add_bos();
-        let parts = [Part::Bos, Part::Text(text)];
-        self.extend_parts(&parts[usize::from(!bos)..])
+        let eos = self.tokenizer.add_eos();
+        let parts = [Part::Bos, Part::Prompt(text), Part::Eos];
+        self.extend_parts(&parts[usize::from(!bos)..3 - usize::from(!eos)])
     }
 
     /// Adds `parts` after what the session holds: the waiting token and
@@ -201,7 +219,7 @@ impl<'m, 'a> Session<'m, 'a> {
     fn start(&mut self, prompt: &[u8]) -> Result<usize> {
         self.reset();
         let bos = self.tokenizer.add_bos() || prompt.is_empty();
-        let parts = [Part::Bos, Part::Text(prompt)];
+        let parts = [Part::Bos, Part::Prompt(prompt)];
         self.stage(&parts[usize::from(!bos)..])
     }
 
@@ -295,22 +313,22 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Samples up to `max_tokens` tokens after what the session holds
     /// (BOS first if it holds nothing), each run before the next is
     /// sampled. Each goes to `on_token` with its text, which may break off;
-    /// EOS and BOS end the reply without reaching it. The token that ends
-    /// a reply waits (see [`Session::next_token`]).
+    /// an end-of-generation token ([`Tokenizer::eog`]) ends the reply
+    /// without reaching it. The token that ends a reply waits (see
+    /// [`Session::next_token`]).
     pub fn reply(
         &mut self,
         max_tokens: usize,
         mut on_token: impl FnMut(u32, Piece<'m>) -> Result<ControlFlow<()>>,
     ) -> Result<End> {
         let max = self.transformer.config().seq_len;
-        let (bos, eos) = (self.tokenizer.bos(), self.tokenizer.eos());
         for _ in 0..max_tokens {
             if self.pos >= max {
                 return Ok(End::ContextFull);
             }
-            let token = self.next.unwrap_or(bos);
+            let token = self.next.unwrap_or(self.tokenizer.bos());
             let next = self.step()?;
-            if next == bos || next == eos {
+            if self.tokenizer.is_eog(next) {
                 return Ok(End::Eos);
             }
             if on_token(next, self.tokenizer.decode(token, next))?.is_break() {
@@ -322,7 +340,7 @@ impl<'m, 'a> Session<'m, 'a> {
 
     /// llama2.c's `generate()`: starts over, feeds `prompt` (after BOS) and
     /// then sampled tokens until `steps` positions have run or the model
-    /// emits BOS or EOS. Every token after the first, prompt tokens
+    /// emits an end-of-generation token. Every token after the first, prompt tokens
     /// included, goes to `on_token` with its text. Returns the number of
     /// positions run.
     pub fn generate(

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use barellama_core::arena::TokenizerPlan;
 use barellama_core::error::Error;
 use barellama_core::image::gguf::Gguf;
+use barellama_core::tokenizer::Family;
 use barellama_core::{
     tokenize_parts, Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session,
     Template, Tokenizer, Transformer, Turn, Vocab,
@@ -59,7 +60,7 @@ fn concat(parts: &[&[u32]]) -> Vec<u32> {
 fn llama2_turns_are_llama2c_chat_tokens() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/tokenizer.bin");
-    let plan = TokenizerPlan::new(32000, 256).unwrap();
+    let plan = TokenizerPlan::new(32000, Family::SentencePiece, 256).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_llama2c(&bytes, 32000, plan.carve(arena.get()).unwrap()).unwrap();
     for (id, piece) in [
@@ -122,7 +123,7 @@ fn zephyr_turns_are_llamacpp_special_parsed_tokens() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/ggml-vocab-llama-spm.gguf");
     let g = Gguf::parse(&bytes).unwrap();
-    let plan = TokenizerPlan::new(32000, 256).unwrap();
+    let plan = TokenizerPlan::new(32000, Family::SentencePiece, 256).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_gguf(&g, 32000, plan.carve(arena.get()).unwrap()).unwrap();
     assert_eq!(tok.piece(EOS), b"</s>");

@@ -10,6 +10,7 @@
 
 use barellama_core::arena::{KvType, TokenizerPlan};
 use barellama_core::image::gguf::{Gguf, ValueType};
+use barellama_core::tokenizer::Family;
 use barellama_core::{Compute, Isa, Tokenizer};
 use barellama_tests::{
     argmax_agreement, data_dir, diff, read, teacher_forced, teacher_forced_kv, AlignedBuf, Golden,
@@ -171,7 +172,7 @@ fn llama_spm_vocab_matches_llama_cpp_tokenizer() {
         .collect();
     assert_eq!((cases.len(), want.len()), (46, 46), "{}", text.len());
     let longest = cases.iter().map(|c| c.len()).max().unwrap();
-    let plan = TokenizerPlan::new(vocab as usize, longest).unwrap();
+    let plan = TokenizerPlan::new(vocab as usize, Family::SentencePiece, longest).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok =
         Tokenizer::from_gguf(&g, vocab as usize, plan.carve(arena.get()).unwrap()).unwrap();

@@ -51,6 +51,7 @@ use barellama_core::image::gguf::{Gguf, ValueType};
 use barellama_core::image::llama2c;
 use barellama_core::image::vocab::llama2c_vocab_size;
 use barellama_core::tensor::DType;
+use barellama_core::tokenizer::Family;
 use barellama_core::{
     Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Tokenizer, Vocab,
 };
@@ -421,8 +422,7 @@ fn tokenizer_fields(bytes: &[u8]) -> Fields {
 }
 
 /// Reads `models/NAME` and works out what it is from what loads; `None`
-/// for a GGUF file holding a tensor type or a vocabulary the engine does
-/// not read yet.
+/// for a GGUF file holding a tensor type the engine does not read yet.
 fn target(dir: &std::path::Path, name: &str) -> Option<Target> {
     let bytes = read(dir, &format!("models/{name}"));
     let model_cost = |m: Model<'_>| {
@@ -450,11 +450,6 @@ fn target(dir: &std::path::Path, name: &str) -> Option<Target> {
                     }
                     parsed => parsed.unwrap_or_else(|e| panic!("{name}: {e}")),
                 };
-                let model = g.string("tokenizer.ggml.model").ok().flatten();
-                if model != Some(&b"llama"[..]) {
-                    eprintln!("{name}: skipped, its tokenizer is not SentencePiece");
-                    return None;
-                }
                 let (n, _) = g
                     .array("tokenizer.ggml.tokens", ValueType::String)
                     .ok()
@@ -825,6 +820,7 @@ fn run_model(bytes: &[u8], cx: &mut Cx<'_>, rng: &mut Rng) -> Result<(), Error> 
         allow_longer,
         prompt_bytes: PROMPT.len(),
         kv,
+        tokenizer: Family::of(&vocab)?,
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options)?;
@@ -855,7 +851,7 @@ fn run_vocab(g: &Gguf<'_>, cx: &mut Cx<'_>, rng: &mut Rng) -> Result<(), Error> 
         Some((n, _)) => usize::try_from(n).unwrap_or(usize::MAX),
         None => 0,
     };
-    let plan = TokenizerPlan::new(n, PROMPT.len())?;
+    let plan = TokenizerPlan::new(n, Family::of(&Vocab::Gguf(*g))?, PROMPT.len())?;
     let mut tok = Tokenizer::from_gguf(g, n, plan.carve(cx.arena.get())?)?;
     tokenize(&mut tok, rng)
 }
@@ -886,7 +882,7 @@ fn tokenizer_alone(
     cx: &mut Cx<'_>,
     rng: &mut Rng,
 ) -> Result<(), Error> {
-    let plan = TokenizerPlan::new(vocab, PROMPT.len())?;
+    let plan = TokenizerPlan::new(vocab, Family::SentencePiece, PROMPT.len())?;
     let mut tok = Tokenizer::from_llama2c(bytes, vocab, plan.carve(cx.arena.get())?)?;
     tokenize(&mut tok, rng)
 }
@@ -894,7 +890,7 @@ fn tokenizer_alone(
 /// Encodes [`PROMPT`] and decodes what came out, then a few other ids.
 fn tokenize(tok: &mut Tokenizer<'_, '_>, rng: &mut Rng) -> Result<(), Error> {
     let vocab = tok.vocab_size();
-    let mut ids = [0u32; PROMPT.len() + 4];
+    let mut ids = [0u32; 3 * PROMPT.len() + 4];
     let n = {
         let got = tok.encode(PROMPT, true, true)?;
         ids[..got.len()].copy_from_slice(got);

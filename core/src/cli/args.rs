@@ -13,6 +13,7 @@ use crate::image::vocab::Vocab;
 use crate::image::{Format, Model};
 use crate::kernels::Isa;
 use crate::sampler::SamplerConfig;
+use crate::tokenizer::Family;
 
 use super::Host;
 
@@ -70,6 +71,11 @@ pub(super) fn required<'a>(v: Option<&'a [u8]>, flag: &'static str) -> Result<&'
 /// Most threads `--threads` accepts.
 const MAX_THREADS: usize = 1024;
 
+/// The context planned without `--ctx`: the model's, at most this many
+/// positions (Llama 3.2 declares 131072, whose KV cache would take
+/// gigabytes), as llama.cpp's tools cap their default too.
+const DEFAULT_CONTEXT: usize = 4096;
+
 /// Why an `--isa` value is refused: the levels of this architecture.
 #[cfg(target_arch = "x86_64")]
 const ISA_LEVELS: &str = "--isa takes scalar, avx2 or avx512, up to this CPU's best";
@@ -100,7 +106,7 @@ pub(super) struct Common<'a> {
     pub model: Option<&'a [u8]>,
     pub tokenizer: Option<&'a [u8]>,
     pub threads: Option<usize>,
-    /// The context to plan, which may exceed the model's.
+    /// The context to plan, which may exceed the model's; 0 is the model's.
     pub ctx: Option<usize>,
     pub kv: Option<KvType>,
     /// A kernel level at most the host's, checked when given.
@@ -140,7 +146,7 @@ impl<'a> Common<'a> {
                 b"--threads" if engine => {
                     c.threads = Some(args.number_in(flag, |n| (1..=MAX_THREADS).contains(&n))?)
                 }
-                b"--ctx" if engine => c.ctx = Some(args.number_in(flag, |n: usize| n > 0)?),
+                b"--ctx" if engine => c.ctx = Some(args.number(flag)?),
                 b"--kv" if engine => {
                     c.kv = Some(match args.value(flag)? {
                         b"f32" => KvType::F32,
@@ -158,6 +164,16 @@ impl<'a> Common<'a> {
             }
         }
         Ok(c)
+    }
+
+    /// The context to run `model` in: `--ctx`, 0 meaning the model's, or
+    /// by default the model's up to [`DEFAULT_CONTEXT`].
+    pub fn context(&self, model: &Model<'_>) -> usize {
+        match self.ctx {
+            None => model.config.seq_len.min(DEFAULT_CONTEXT),
+            Some(0) => model.config.seq_len,
+            Some(n) => n,
+        }
     }
 
     /// The bytes of `-m MODEL`, which the command needs.
@@ -188,10 +204,11 @@ impl<'a> Common<'a> {
         })
     }
 
-    /// Plans exactly `size`. Without `--kv` the cache is what the format's
-    /// own engine uses: f32 for llama2.c checkpoints, f16 for GGUF files
-    /// (llama.cpp's default), so outputs compare with theirs.
-    pub fn plan(&self, model: &Model<'_>, size: Size) -> Result<Plan> {
+    /// Plans exactly `size`, with a tokenizer of `family`. Without `--kv`
+    /// the cache is what the format's own engine uses: f32 for llama2.c
+    /// checkpoints, f16 for GGUF files (llama.cpp's default), so outputs
+    /// compare with theirs.
+    pub fn plan(&self, model: &Model<'_>, family: Family, size: Size) -> Result<Plan> {
         let kv = self.kv.unwrap_or(match model.format {
             Format::Llama2c { .. } => KvType::F32,
             Format::Gguf { .. } => KvType::F16,
@@ -202,6 +219,7 @@ impl<'a> Common<'a> {
             prompt_bytes: size.prompt_bytes,
             kv,
             beams: size.beams,
+            tokenizer: family,
             ..Options::default()
         };
         Plan::new(&model.config, &options)
@@ -218,7 +236,7 @@ impl<'a> Common<'a> {
         compute: Compute<'m>,
         size: Size,
     ) -> Result<Session<'m, 'm>> {
-        let plan = self.plan(model, size)?;
+        let plan = self.plan(model, Family::of(&vocab)?, size)?;
         let arena = host.memory(plan.bytes())?;
         Session::new(model, vocab, sampler, &plan, arena, compute)
     }

@@ -79,7 +79,7 @@ pub(super) fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     // The prompt (or BOS alone), then the decoded tokens.
     let prompt_len = prompt_tokens.max(1);
     let positions = tokens.saturating_add(prompt_len);
-    if positions > common.ctx.unwrap_or(c.seq_len) {
+    if positions > common.context(&model) {
         return Err(too_many(
             "-n plus --prompt-tokens exceeds the context (see --ctx)",
             positions,

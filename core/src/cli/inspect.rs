@@ -107,6 +107,7 @@ fn config<H: Host>(host: &H, m: &Model<'_>) -> Result<()> {
         vocab_size,
         seq_len,
         rope_theta,
+        rope_scale,
         norm_eps,
     } = m.config;
     let (head_size, bytes) = (m.config.head_size(), m.bytes_per_token());
@@ -114,9 +115,19 @@ fn config<H: Host>(host: &H, m: &Model<'_>) -> Result<()> {
         host,
         "dim {dim} hidden_dim {hidden_dim} n_layers {n_layers} n_heads {n_heads} \
          n_kv_heads {n_kv_heads} vocab_size {vocab_size} seq_len {seq_len}\n\
-         head_size {head_size} rope_theta {rope_theta} norm_eps {norm_eps}\n\
-         weights read per token: {bytes} bytes\n"
-    )
+         head_size {head_size} rope_theta {rope_theta} norm_eps {norm_eps}\n"
+    )?;
+    if rope_scale != 1.0 {
+        out!(host, "rope scale {rope_scale} (linear scaling)\n")?;
+    }
+    if let Some(f) = m.weights.rope_freqs {
+        out!(
+            host,
+            "rope frequency factors: {} (rope_freqs.weight)\n",
+            f.cols()
+        )?;
+    }
+    out!(host, "weights read per token: {bytes} bytes\n")
 }
 
 /// Metadata (arrays shown by type, length and first elements) and tensors.

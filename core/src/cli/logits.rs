@@ -6,6 +6,7 @@ use crate::image::Model;
 use crate::io::Output;
 use crate::kernels::cast_slice_mut;
 use crate::model::Transformer;
+use crate::tokenizer::Family;
 
 use super::args::{required, Args, Common, Size, Takes};
 use super::Host;
@@ -40,7 +41,7 @@ pub(super) fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         return Err(Error::usage("the token file needs at least two ids", b""));
     }
     let steps = ids.len() - 1;
-    let context = common.ctx.unwrap_or(model.config.seq_len);
+    let context = common.context(&model);
     if steps > context {
         return Err(Error::ContextFull {
             needed: steps,
@@ -52,7 +53,8 @@ pub(super) fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         prompt_bytes: 1,
         beams: 0,
     };
-    let plan = common.plan(&model, size)?;
+    // No tokenizer runs: the plan's, whatever its family, goes unused.
+    let plan = common.plan(&model, Family::default(), size)?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
     let compute = common.compute(host)?;
     let mut transformer = Transformer::new(&model, plan.config(), buffers.state, compute)?;

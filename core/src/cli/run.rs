@@ -4,7 +4,7 @@
 use core::fmt::Write as _;
 
 use crate::beam::MAX_BEAMS;
-use crate::chat::{Chat, Template, TEMPLATE_BYTES};
+use crate::chat::{default_system, Chat, Template, TEMPLATE_BYTES};
 use crate::error::{Error, Result};
 use crate::generate::{End, Session, TextSink, MAX_STOP_BYTES};
 use crate::image::Model;
@@ -21,13 +21,14 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
   -i PROMPT     prompt text (default: empty)
   -f FILE       read the prompt from FILE instead (any bytes; invalid UTF-8
                 goes through byte tokens)
-  -n STEPS      positions to run, prompt included; 0 = the model's context (default 256)
+  -n STEPS      positions to run, prompt included (default and 0: the whole context)
   -t TEMP       temperature, 0 = greedy (default 1.0)
   -p TOPP       nucleus sampling threshold in [0, 1] (default 0.9)
   -k TOPK       sample only from the TOPK most likely tokens (default: off)
   -s SEED       random seed (default: the time)
   --threads N   threads (default: every core); results do not depend on it
-  --ctx N       context length (default: the model's; may exceed it, as llama.cpp's -c)
+  --ctx N       context length (default: the model's, at most 4096; 0: the model's;
+                may exceed it, as llama.cpp's -c)
   --kv f32|f16  KV cache type (default: f32 for llama2.c files, f16 for GGUF,
                 each computed as that format's reference engine does)
   --isa NAME    kernels up to this CPU's best: scalar, avx2, avx512 | neon, neon+dotprod
@@ -41,10 +42,14 @@ usage: barellama run -m MODEL [-z TOKENIZER] [options]
                 turn's new tokens run. With --chat, -n limits each answer
                 (default: the context). A full context ends the chat (exit 4)
   -y SYSTEM     the chat's system message
-  --template T  the chat format: llama2 ([INST] <<SYS>>, as llama2.c's chat) or
-                zephyr (<|user|> ... <|assistant|>, as TinyLlama-Chat); default:
-                recognized from a GGUF file's tokenizer.chat_template (a GGUF
-                file without a known one needs --template), llama2 for a .bin
+  --template T  the chat format: llama2 ([INST] <<SYS>>, as llama2.c's chat),
+                mistral ([INST] ... [/INST]), zephyr (<|user|> ... <|assistant|>,
+                TinyLlama-Chat), chatml (<|im_start|>role ... <|im_end|>, SmolLM2)
+                or llama3 (<|start_header_id|>role<|end_header_id|>); default:
+                recognized from a GGUF file's tokenizer.chat_template (chatml,
+                with a notice, when it is missing or unknown), llama2 for a .bin
+  the prompt's special tokens (<|im_start|>, </s> ...) are those tokens; in
+  --chat what the user types is text, and cannot close a turn
 ";
 
 /// Most `--stop` strings `run` takes.
@@ -67,20 +72,31 @@ fn stop_flag<'a>(args: &mut Args<'a>, flag: &[u8]) -> Result<&'a str> {
         .ok_or_else(|| Error::usage("--stop takes 1 to 64 bytes of UTF-8", v))
 }
 
-/// The chat format: `--template`, else the one a GGUF file's
-/// `tokenizer.chat_template` shows, else (llama2.c files) llama2.c's own.
-fn chat_template(model: &Model<'_>, chosen: Option<Template>) -> Result<Template> {
-    let Some(g) = model.gguf.filter(|_| chosen.is_none()) else {
-        return Ok(chosen.unwrap_or(Template::Llama2));
+/// The chat format and its default system message: `--template`, else
+/// the one a GGUF file's `tokenizer.chat_template` shows (ChatML, with a
+/// notice, when there is none or it is unknown, as llama.cpp falls back),
+/// else (llama2.c files) llama2.c's own.
+fn chat_template<'m, H: Host>(
+    host: &H,
+    model: &Model<'m>,
+    chosen: Option<Template>,
+) -> Result<(Template, Option<&'m [u8]>)> {
+    let Some(g) = model.gguf else {
+        return Ok((chosen.unwrap_or(Template::Llama2), None));
     };
     let jinja = g.string("tokenizer.chat_template")?;
-    jinja.and_then(Template::recognize).ok_or_else(|| {
-        Error::usage(
-            "the model's tokenizer.chat_template is missing or not one of llama2, zephyr; \
-             choose with --template",
-            b"",
-        )
-    })
+    let template = match chosen.or_else(|| jinja.and_then(Template::recognize)) {
+        Some(t) => t,
+        None => {
+            host.eprint(
+                b"barellama: the model's chat template is missing or not one this engine \
+                  knows; using chatml (choose with --template)\n",
+            );
+            Template::ChatMl
+        }
+    };
+    let system = jinja.filter(|_| template == Template::ChatMl);
+    Ok((template, system.and_then(default_system)))
 }
 
 pub(super) fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
@@ -105,10 +121,12 @@ pub(super) fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             b"-y" => system = Some(args.value(flag)?),
             b"--template" => {
                 let v = args.value(flag)?;
-                template = Some(
-                    Template::parse(v)
-                        .ok_or_else(|| Error::usage("--template takes llama2 or zephyr", v))?,
-                );
+                template = Some(Template::parse(v).ok_or_else(|| {
+                    Error::usage(
+                        "--template takes llama2, mistral, zephyr, chatml or llama3",
+                        v,
+                    )
+                })?);
             }
             b"--stop" => {
                 let s = stop_flag(args, flag)?;
@@ -129,7 +147,7 @@ pub(super) fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let model = Model::load(common.image(host)?)?;
     let vocab = common.vocab(host, &model)?;
     let prompt = prompt_text(host, prompt, prompt_file)?;
-    let context = common.ctx.unwrap_or(model.config.seq_len);
+    let context = common.context(&model);
     let positions = |n: usize| match n {
         0 => Ok(context),
         n if n <= context => Ok(n),
@@ -142,8 +160,8 @@ pub(super) fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     };
     let compute = common.compute(host)?;
     if chat {
-        let template = chat_template(&model, template)?;
-        let system = system.unwrap_or_default();
+        let (template, default) = chat_template(host, &model, template)?;
+        let system = system.or(default).unwrap_or_default();
         let line = host.memory(context.saturating_mul(LINE_BYTES_PER_POSITION))?;
         let text = host.memory(
             line.len()
@@ -163,7 +181,7 @@ pub(super) fn run<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     }
 
     let prompt = prompt.unwrap_or_default();
-    let steps = positions(steps.unwrap_or(256))?;
+    let steps = positions(steps.unwrap_or(0))?;
     if beams > 0 && !stops.is_empty() {
         return Err(Error::usage(
             "--beams goes without --chat and --stop",

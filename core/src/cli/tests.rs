@@ -36,6 +36,7 @@ const TINY: Config = Config {
     vocab_size: 3 + 256 + 26 + 26 + 1,
     seq_len: 128,
     rope_theta: 10000.0,
+    rope_scale: 1.0,
     norm_eps: 1e-5,
 };
 

@@ -8,6 +8,7 @@ use crate::image::gguf::{Gguf, ValueType};
 use crate::image::vocab::llama2c_vocab_size;
 use crate::image::vocab::Vocab;
 use crate::image::Model;
+use crate::tokenizer::Family;
 use crate::tokenizer::Tokenizer;
 
 use super::args::{prompt_text, required, Args, Common, Takes};
@@ -55,7 +56,7 @@ pub(super) fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             ))
         }
     };
-    let plan = TokenizerPlan::new(vocab_size, text.len())?;
+    let plan = TokenizerPlan::new(vocab_size, Family::of(&vocab)?, text.len())?;
     let buffers = plan.carve(host.memory(plan.bytes())?)?;
     let mut tok = Tokenizer::new(vocab, vocab_size, buffers)?;
     let ids = tok.encode(text, bos, false)?;

@@ -655,20 +655,38 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
         vocab_size: usize::try_from(embd.rows()).unwrap_or(0),
         seq_len: dimension(&g, "llama.context_length", None)?,
         rope_theta: g.float("llama.rope.freq_base")?.unwrap_or(10000.0),
+        rope_scale: rope_scale(&g)?,
         norm_eps: g
             .float("llama.attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5),
     };
     config.validate()?;
-    if let Some(rot) = g.uint("llama.rope.dimension_count")? {
-        if rot != config.head_size() as u64 {
-            return Err(Error::Mismatch {
-                field: "llama.rope.dimension_count",
-                value: rot.min(i64::MAX as u64) as i64,
-                rule: "differs from (partial rotary is not supported)",
-                other: "head_size",
-                other_value: config.head_size() as i64,
-            });
+    // A head of another width than dim / heads, or rotated only in part,
+    // would change the arithmetic: refused by name.
+    for (key, rule) in [
+        (
+            "llama.rope.dimension_count",
+            "differs from (partial rotary is not supported)",
+        ),
+        (
+            "llama.attention.key_length",
+            "differs from (other head widths are not supported)",
+        ),
+        (
+            "llama.attention.value_length",
+            "differs from (other head widths are not supported)",
+        ),
+    ] {
+        if let Some(n) = g.uint(key)? {
+            if n != config.head_size() as u64 {
+                return Err(Error::Mismatch {
+                    field: key,
+                    value: n.min(i64::MAX as u64) as i64,
+                    rule,
+                    other: "head_size",
+                    other_value: config.head_size() as i64,
+                });
+            }
         }
     }
     check_names(&g, config.n_layers)?;
@@ -718,6 +736,21 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
         let _ = layers.push(layer);
     }
     let token_embedding = get(b"token_embd.weight", d, v)?;
+    // Llama 3.1/3.2's frequency factors: one per pair of a head's values,
+    // shared by every layer.
+    let rope_freqs = match g.tensor(ROPE_FREQS)? {
+        Some(_) => Some(get(ROPE_FREQS, config.head_size() / 2, 1)?),
+        None => None,
+    };
+    let factor = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let bad = |f: f32| !(f.is_finite() && f > 0.0);
+    if rope_freqs.is_some_and(|t| t.data().chunks_exact(4).any(|b| bad(factor(b)))) {
+        return Err(Error::Text {
+            field: "tensor",
+            value: text(ROPE_FREQS),
+            problem: "holds a factor that is not a positive number",
+        });
+    }
     let wcls = match g.tensor(b"output.weight")? {
         Some(_) => get(b"output.weight", d, v)?,
         None => token_embedding,
@@ -729,9 +762,39 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
             layers,
             rms_final: get(b"output_norm.weight", d, 1)?,
             wcls,
+            rope_freqs,
         },
         format: Format::Gguf { version: g.version },
         gguf: Some(g),
+    })
+}
+
+/// The tensor of Llama 3's RoPE frequency factors.
+pub const ROPE_FREQS: &[u8] = b"rope_freqs.weight";
+
+/// The factor every RoPE angle is multiplied by: llama.cpp's
+/// `freq_scale`, 1 / `llama.rope.scaling.factor` for linear scaling (the
+/// type it assumes when the key is missing). YaRN and LongRoPE change the
+/// arithmetic further and are refused.
+fn rope_scale(g: &Gguf<'_>) -> Result<f32> {
+    match g.string("llama.rope.scaling.type")? {
+        None | Some(b"linear") => {}
+        Some(b"none") => return Ok(1.0),
+        Some(other) => {
+            return Err(Error::Text {
+                field: "llama.rope.scaling.type",
+                value: text(other),
+                problem: "is not supported (none, linear)",
+            })
+        }
+    }
+    let factor = match g.float("llama.rope.scaling.factor")? {
+        Some(f) => Some(f),
+        None => g.float("llama.rope.scale_linear")?,
+    };
+    Ok(match factor {
+        Some(f) if f != 0.0 => 1.0 / f,
+        _ => 1.0,
     })
 }
 
@@ -749,7 +812,7 @@ fn check_names(g: &Gguf<'_>, n_layers: usize) -> Result<()> {
     for t in g.tensors() {
         let name = t?.name;
         let known = match name {
-            b"token_embd.weight" | b"output_norm.weight" | b"output.weight" => true,
+            b"token_embd.weight" | b"output_norm.weight" | b"output.weight" | ROPE_FREQS => true,
             _ => name
                 .strip_prefix(b"blk.")
                 .and_then(|rest| {

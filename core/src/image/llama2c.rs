@@ -90,6 +90,7 @@ impl Header {
             vocab_size: field("vocab_size", vocab_size)?,
             seq_len: field("seq_len", self.seq_len.into())?,
             rope_theta: 10000.0,
+            rope_scale: 1.0,
             norm_eps: 1e-5,
         };
         config.validate()?;
@@ -201,6 +202,7 @@ impl<'w> Parts<'w> {
                 layers,
                 rms_final: self.rms_final,
                 wcls: wcls.unwrap_or(self.token_embedding),
+                rope_freqs: None,
             },
             format: Format::Llama2c {
                 version,

@@ -31,6 +31,9 @@ pub struct Weights<'w> {
     pub rms_final: WeightRef<'w>,
     /// The classifier; the same bytes as `token_embedding` when tied.
     pub wcls: WeightRef<'w>,
+    /// Llama 3.1/3.2's RoPE frequency factors, which divide the frequency
+    /// of each pair of a head's values (GGUF `rope_freqs.weight`).
+    pub rope_freqs: Option<WeightRef<'w>>,
 }
 
 /// Which file format the image was read from.

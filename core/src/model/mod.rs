@@ -199,14 +199,22 @@ impl<'m, 'a> Transformer<'m, 'a> {
             });
         }
         let head_size = config.head_size();
-        // RoPE frequencies, as llama2.c computes them per pair.
+        // RoPE frequencies, as llama2.c computes them per pair, each divided
+        // by its Llama 3 frequency factor and scaled as the file asks (as
+        // llama.cpp applies both).
+        let factors = model.weights.rope_freqs.map_or(&[][..], |f| f.data());
         for (i, f) in s.inv_freq.iter_mut().enumerate() {
             let head_dim = (2 * i) as f32;
+            let factor = factors
+                .get(4 * i..4 * i + 4)
+                .map_or(1.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             *f = 1.0
                 / libm::pow(
                     f64::from(config.rope_theta),
                     f64::from(head_dim / head_size as f32),
-                ) as f32;
+                ) as f32
+                / factor
+                * config.rope_scale;
         }
         Ok(Transformer {
             model,

@@ -7,7 +7,7 @@
 
 use core::cmp::Ordering;
 
-use super::Tokenizer;
+use super::{Pieces, UNK};
 use crate::error::{Error, Result};
 
 /// Marks "no merge" in the pair table.
@@ -23,71 +23,124 @@ fn cmp_concat(piece: &[u8], a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
-impl Tokenizer<'_, '_> {
-    /// The lowest id whose piece is `a ++ b`, among those text may produce.
-    fn lookup(&self, a: &[u8], b: &[u8]) -> Option<u32> {
-        let i = self
-            .sorted
-            .partition_point(|&id| cmp_concat(self.piece(id), a, b) == Ordering::Less);
-        let id = *self.sorted.get(i)?;
-        (cmp_concat(self.piece(id), a, b) == Ordering::Equal).then_some(id)
+/// A SentencePiece vocabulary's index and the scratch of one encoding.
+pub struct Spm<'a> {
+    /// How pieces spell a space: `' '` in `tokenizer.bin`, `▁` in GGUF.
+    pub space: &'static [u8],
+    scores: &'a [f32],
+    /// Ids that text may produce, sorted by piece bytes then id.
+    sorted: &'a [u32],
+    /// The token for each byte value, for characters with no piece.
+    byte_ids: [u32; 256],
+    /// The best merge of each symbol with the next, and its score.
+    pair_ids: &'a mut [u32],
+    pair_scores: &'a mut [f32],
+}
+
+/// The arena buffers [`Spm`] is built in: scores and the sorted ids per
+/// vocabulary entry, the pair tables per symbol.
+pub struct SpmBuffers<'a> {
+    pub scores: &'a mut [f32],
+    pub sorted: &'a mut [u32],
+    pub pair_ids: &'a mut [u32],
+    pub pair_scores: &'a mut [f32],
+}
+
+impl<'a> Spm<'a> {
+    /// Sorts the ids for which `from_text` holds (those text may produce)
+    /// and finds the byte-fallback tokens: `byte(id)` gives the byte of a
+    /// byte token. `buf.scores` already holds the scores.
+    pub fn new(
+        pieces: &Pieces<'_, '_>,
+        space: &'static [u8],
+        buf: SpmBuffers<'a>,
+        byte: impl Fn(u32) -> Option<u8>,
+        from_text: impl Fn(u32) -> bool,
+    ) -> Self {
+        let SpmBuffers {
+            scores,
+            sorted,
+            pair_ids,
+            pair_scores,
+        } = buf;
+        let mut byte_ids = [UNK; 256];
+        let mut n = 0;
+        for id in 0..pieces.count() as u32 {
+            if let Some(b) = byte(id) {
+                if byte_ids[b as usize] == UNK {
+                    byte_ids[b as usize] = id;
+                }
+            }
+            if from_text(id) {
+                sorted[n] = id;
+                n += 1;
+            }
+        }
+        let sorted = &mut sorted[..n];
+        sorted.sort_unstable_by(|&x, &y| pieces.get(x).cmp(pieces.get(y)).then(x.cmp(&y)));
+        Spm {
+            space,
+            scores,
+            sorted,
+            byte_ids,
+            pair_ids,
+            pair_scores,
+        }
     }
 
-    /// Encodes `text` (BOS first if `bos`, EOS last if `eos`). The tokens
-    /// live in the tokenizer's scratch until the next call. Invalid UTF-8 is
-    /// fine: bytes without a piece become byte tokens.
-    pub fn encode(&mut self, text: &[u8], bos: bool, eos: bool) -> Result<&[u32]> {
-        let n = self.symbols(text)?;
-        let mut n = self.merge(n);
-        if bos {
-            self.ids.copy_within(0..n, 1);
-            self.ids[0] = self.bos;
-            n += 1;
-        }
-        if eos {
-            self.ids[n] = self.eos;
-            n += 1;
-        }
-        Ok(&self.ids[..n])
+    /// The lowest id whose piece is `a ++ b`, among those text may produce.
+    fn lookup(&self, pieces: &Pieces<'_, '_>, a: &[u8], b: &[u8]) -> Option<u32> {
+        let piece = |id: u32| pieces.get(id);
+        let i = self
+            .sorted
+            .partition_point(|&id| cmp_concat(piece(id), a, b) == Ordering::Less);
+        let id = *self.sorted.get(i)?;
+        (cmp_concat(piece(id), a, b) == Ordering::Equal).then_some(id)
+    }
+
+    /// Encodes `text` (no special tokens in it), after the dummy leading
+    /// space, into `out`; returns how many tokens it made. Invalid UTF-8
+    /// is fine: bytes without a piece become byte tokens.
+    pub fn encode(
+        &mut self,
+        pieces: &Pieces<'_, '_>,
+        text: &[u8],
+        out: &mut [u32],
+    ) -> Result<usize> {
+        let n = self.symbols(pieces, text, out)?;
+        Ok(self.merge(pieces, out, n))
     }
 
     /// The initial symbols: the dummy prefix space, then one token per UTF-8
     /// character, or one per byte where the character has no piece.
-    fn symbols(&mut self, text: &[u8]) -> Result<usize> {
-        // The plan gives one slot per prompt byte, plus the dummy prefix,
-        // BOS, EOS and one spare.
-        let planned = self.ids.len().saturating_sub(4);
-        let room = self.ids.len().saturating_sub(2);
-        let too_long = Error::PromptTooLong {
-            bytes: text.len(),
-            max: planned,
-        };
-        if text.len() > planned {
-            return Err(too_long);
-        }
+    fn symbols(&self, pieces: &Pieces<'_, '_>, text: &[u8], out: &mut [u32]) -> Result<usize> {
         if text.is_empty() {
             return Ok(0);
         }
+        let room = out.len().min(self.pair_ids.len());
         let mut n = 0;
-        let mut push = |t: &mut Self, c: &[u8]| -> Result<()> {
-            let c = if c == b" " { t.space } else { c };
-            let id = t.lookup(c, b"");
+        let mut push = |c: &[u8]| -> Result<()> {
+            let c = if c == b" " { self.space } else { c };
+            let id = self.lookup(pieces, c, b"");
             let count = if id.is_some() { 1 } else { c.len() };
             if n + count > room {
-                return Err(too_long.clone());
+                return Err(Error::Misuse {
+                    what: "tokenizer scratch for symbols",
+                    value: (n + count) as i64,
+                });
             }
             match id {
-                Some(id) => t.ids[n] = id,
+                Some(id) => out[n] = id,
                 None => {
-                    for (slot, &b) in t.ids[n..n + count].iter_mut().zip(c) {
-                        *slot = t.byte_ids[b as usize];
+                    for (slot, &b) in out[n..n + count].iter_mut().zip(c) {
+                        *slot = self.byte_ids[b as usize];
                     }
                 }
             }
             n += count;
             Ok(())
         };
-        push(self, b" ")?;
+        push(b" ")?;
         let mut i = 0;
         while i < text.len() {
             // A character: any byte plus up to three continuation bytes.
@@ -95,31 +148,26 @@ impl Tokenizer<'_, '_> {
             while j < text.len() && j - i < 4 && text[j] & 0xC0 == 0x80 {
                 j += 1;
             }
-            push(self, &text[i..j])?;
+            push(&text[i..j])?;
             i = j;
         }
         Ok(n)
     }
 
     /// The best merge of `ids[i]` with `ids[i + 1]`, if any.
-    fn pair(&self, i: usize) -> (u32, f32) {
-        match self.lookup(self.piece(self.ids[i]), self.piece(self.ids[i + 1])) {
+    fn set_pair(&mut self, pieces: &Pieces<'_, '_>, ids: &[u32], i: usize) {
+        let (a, b) = (pieces.get(ids[i]), pieces.get(ids[i + 1]));
+        (self.pair_ids[i], self.pair_scores[i]) = match self.lookup(pieces, a, b) {
             Some(id) => (id, self.scores[id as usize]),
             None => (NONE, f32::NEG_INFINITY),
-        }
-    }
-
-    fn set_pair(&mut self, i: usize) {
-        let (id, score) = self.pair(i);
-        self.pair_ids[i] = id;
-        self.pair_scores[i] = score;
+        };
     }
 
     /// Merges the highest-scoring adjacent pair (leftmost on ties) until
     /// none merges; returns the new length.
-    fn merge(&mut self, mut n: usize) -> usize {
+    fn merge(&mut self, pieces: &Pieces<'_, '_>, ids: &mut [u32], mut n: usize) -> usize {
         for i in 0..n.saturating_sub(1) {
-            self.set_pair(i);
+            self.set_pair(pieces, ids, i);
         }
         while n > 1 {
             let mut best: Option<usize> = None;
@@ -131,19 +179,19 @@ impl Tokenizer<'_, '_> {
                 }
             }
             let Some(b) = best else { break };
-            self.ids[b] = self.pair_ids[b];
+            ids[b] = self.pair_ids[b];
             // Drop ids[b + 1] and the pair that started at it.
-            self.ids.copy_within(b + 2..n, b + 1);
+            ids.copy_within(b + 2..n, b + 1);
             if b + 2 < n {
                 self.pair_ids.copy_within(b + 2..n - 1, b + 1);
                 self.pair_scores.copy_within(b + 2..n - 1, b + 1);
             }
             n -= 1;
             if b > 0 {
-                self.set_pair(b - 1);
+                self.set_pair(pieces, ids, b - 1);
             }
             if b + 1 < n {
-                self.set_pair(b);
+                self.set_pair(pieces, ids, b);
             }
         }
         n

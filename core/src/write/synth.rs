@@ -24,6 +24,7 @@ pub const STORIES110M: Config = Config {
     vocab_size: 32000,
     seq_len: 1024,
     rope_theta: 10000.0,
+    rope_scale: 1.0,
     norm_eps: 1e-5,
 };
 

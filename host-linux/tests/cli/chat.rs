@@ -120,23 +120,40 @@ fn the_template_comes_from_the_gguf_file_or_template() {
     let input = b"Tell me a story.\nAnd then?\n";
     let run = |model: &Path, extra: &[&str]| {
         let mut args = vec!["run", "-m", s(model), "--chat", "-t", "0", "-n", "20"];
+        args.extend_from_slice(&["--ctx", "512"]);
         args.extend_from_slice(extra);
         ok(&args, input)
     };
     let as_zephyr = run(&plain, &["--template", "zephyr"]);
     let as_llama2 = run(&plain, &["--template", "llama2"]);
+    let as_chatml = run(&plain, &["--template", "chatml"]);
     assert_ne!(as_zephyr, as_llama2);
+    assert_ne!(as_chatml, as_llama2);
     assert_eq!(run(&zephyr, &[]), as_zephyr);
     assert_eq!(run(&llama2, &[]), as_llama2);
+    assert_eq!(run(&unknown, &[]), as_chatml);
     assert_eq!(run(&unknown, &["--template", "zephyr"]), as_zephyr);
 
-    for model in [&plain, &unknown] {
-        let (_, e) = fails(&["run", "-m", s(model), "--chat"], input, 2);
-        assert!(
-            e.contains("chat_template") && e.contains("--template"),
-            "{e}"
-        );
-    }
+    // No template: ChatML, as llama.cpp falls back, and a notice. (This
+    // vocabulary has no `<|im_start|>` token: its text is text.)
+    let args = [
+        "run",
+        "-m",
+        s(&plain),
+        "--chat",
+        "-t",
+        "0",
+        "-n",
+        "20",
+        "--ctx",
+        "512",
+    ];
+    let (out, err) = super::ok(&args, input);
+    assert_eq!(out, as_chatml);
+    assert!(
+        err.contains("using chatml (choose with --template)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,7 +234,7 @@ fn chat_and_stop_flags_are_checked() {
     let run = |extra: &[&str]| fails(&d.run(extra), b"", 2).1;
     assert!(run(&["-y", "Be nice."]).contains("only with --chat: '-y'"));
     assert!(run(&["--template", "zephyr"]).contains("only with --chat: '--template'"));
-    assert!(run(&["--chat", "--template", "chatml"]).contains("llama2 or zephyr: 'chatml'"));
+    assert!(run(&["--chat", "--template", "vicuna"]).contains("chatml or llama3: 'vicuna'"));
     assert!(run(&["--stop", ""]).contains("--stop takes"));
     let long = "x".repeat(65);
     assert!(run(&["--stop", &long]).contains("--stop takes"));

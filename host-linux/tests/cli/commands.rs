@@ -26,7 +26,12 @@ fn greedy_run_prints_llama2c_text() {
     // The same ids decoded with llama2.c's rules, by the library.
     let ids = read_ids(&d.0, "golden/stories260K.once.tokens.txt");
     let tok = read(&d.0, "models/tok512.bin");
-    let plan = barellama_core::arena::TokenizerPlan::new(512, 1).unwrap();
+    let plan = barellama_core::arena::TokenizerPlan::new(
+        512,
+        barellama_core::tokenizer::Family::SentencePiece,
+        1,
+    )
+    .unwrap();
     let mut arena = barellama_tests::AlignedBuf::new(plan.bytes());
     let t = barellama_core::Tokenizer::from_llama2c(&tok, 512, plan.carve(arena.get()).unwrap())
         .unwrap();
@@ -169,7 +174,7 @@ fn bad_command_lines_exit_2() {
     assert!(run(&["-n", "513"]).contains("-n exceeds"));
     assert!(run(&["--threads", "0"]).contains("out of range: '0'"));
     assert!(run(&["--threads", "-2"]).contains("not a valid number: '-2'"));
-    assert!(run(&["--ctx", "0"]).contains("out of range: '0'"));
+    assert!(run(&["--ctx", "-1"]).contains("not a valid number: '-1'"));
     assert!(run(&["-s", "1e3"]).contains("not a valid number"));
     assert!(run(&["-t", "nan"]).contains("out of range: 'nan'"));
     assert!(run(&["-i", "a", "-f", s(&z)]).contains("-i or -f"));
