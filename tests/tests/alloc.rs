@@ -4,6 +4,7 @@
 
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
+use barellama_core::tokenizer::Family;
 use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Vocab};
 use barellama_tests::{data_dir, read, AlignedBuf, ModelFiles, TextBytes};
 
@@ -29,6 +30,7 @@ fn decode_without_allocating(
     let (vocab, kv) = files.vocab(&model);
     let options = Options {
         kv,
+        tokenizer: Family::of(&vocab).unwrap(),
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options).unwrap();
@@ -84,6 +86,8 @@ fn main() {
     };
     decode_without_allocating("synsmall-v1.bin", Some("tok512.bin"), greedy, 3);
     decode_without_allocating("synsmall-Q8_0.gguf", None, greedy, 3);
+    // Byte-level BPE: Llama 3's vocabulary and pre-tokenizer.
+    decode_without_allocating("synl3-Q8_0.gguf", None, sampled, 2);
     search_without_allocating("stories260K.bin", 2);
 }
 

@@ -5,6 +5,7 @@
 
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
+use barellama_core::tokenizer::Family;
 use barellama_core::{
     Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink,
 };
@@ -43,6 +44,7 @@ fn chat_without_allocating(
         seq_len: 512,
         allow_longer: true,
         kv,
+        tokenizer: Family::of(&vocab).unwrap(),
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options).unwrap();
@@ -110,4 +112,6 @@ fn main() {
         2,
     );
     chat_without_allocating("synsmall-Q8_0.gguf", None, Template::Llama2, &[], 1);
+    // Byte-level BPE and special-token markers.
+    chat_without_allocating("synl3-Q8_0.gguf", None, Template::Llama3, &[], 2);
 }

@@ -189,3 +189,35 @@ fn llama_spm_vocab_matches_llama_cpp_tokenizer() {
         assert_eq!(decoded, *case, "case {i} does not round-trip");
     }
 }
+
+/// A real model or one of a newer family against llama.cpp's logits,
+/// teacher-forced on every instruction set: mean |Δ| ≤ 0.05, max |Δ| ≤ 1.0,
+/// the same argmax on at least 95% of the steps (a real model has
+/// near-ties).
+fn llama_cpp_file(model: &str, golden: &str) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{model}"));
+    let cpp = Golden::read(&dir, &format!("golden/{golden}"));
+    for isa in Isa::available() {
+        let compute = Compute::single(isa);
+        let ours = teacher_forced_kv(&image, &cpp.tokens, cpp.steps(), compute, KvType::F16);
+        let (max, mean) = diff(&ours, &cpp.logits);
+        let agree = argmax_agreement(&ours, &cpp.logits, cpp.vocab);
+        println!(
+            "{golden} [{}] vs llama.cpp: max {max:.4}, mean {mean:.5}, argmax agreement {:.1}%",
+            isa.name(),
+            100.0 * agree
+        );
+        assert!(
+            max <= 1.0 && mean <= 0.05 && agree >= 0.95,
+            "{golden} [{}]: max {max}, mean {mean}, argmax {agree}",
+            isa.name()
+        );
+    }
+}
+
+/// Llama 3's layout: RoPE frequency factors, a 128k vocabulary.
+#[test]
+fn llama3_layout_matches_llama_cpp() {
+    llama_cpp_file("synl3-Q8_0.gguf", "synl3.hello.llamacpp.bin");
+}

@@ -3,11 +3,15 @@
 
 use core::fmt::{self, Write as _};
 
+use crate::arena::TokenizerPlan;
+use crate::chat::Template;
 use crate::config::Config;
-use crate::error::Result;
-use crate::image::gguf::{Gguf, Value};
+use crate::error::{Error, Result};
+use crate::image::gguf::{Gguf, Value, ValueType};
+use crate::image::vocab::Vocab;
 use crate::image::{Format, Model};
 use crate::tensor::WeightRef;
+use crate::tokenizer::{Family, Tokenizer};
 
 use super::args::{Args, Common, Takes};
 use super::{Host, Line};
@@ -22,8 +26,12 @@ pub(super) fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     if image.starts_with(b"GGUF") {
         let g = Gguf::parse(image)?;
         gguf(host, &g)?;
-        // A GGUF file may hold metadata only, or a model this engine
-        // cannot run: say so, but the listing above is the answer.
+        // A GGUF file may hold metadata only, or a model or vocabulary
+        // this engine cannot run: say so, but the listing above is the
+        // answer.
+        if let Err(e) = vocabulary(host, &g) {
+            out!(host, "vocabulary not usable here: {e}\n")?;
+        }
         return match Model::load(image) {
             Ok(m) => config(host, &m),
             Err(e) => out!(host, "not runnable here: {e}\n"),
@@ -82,6 +90,47 @@ pub(super) fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     }
     row(format_args!("rms_final"), &w.rms_final)?;
     row(format_args!("wcls"), &w.wcls)
+}
+
+/// The vocabulary of a GGUF file as the engine reads it: its family and
+/// pre-tokenizer, special ids, and the chat format its template shows.
+fn vocabulary<H: Host>(host: &H, g: &Gguf<'_>) -> Result<()> {
+    let Some((n, _)) = g.array("tokenizer.ggml.tokens", ValueType::String)? else {
+        return Ok(());
+    };
+    let n = usize::try_from(n).map_err(|_| Error::Overflow {
+        field: "tokenizer.ggml.tokens",
+    })?;
+    let vocab = Vocab::Gguf(*g);
+    let plan = TokenizerPlan::new(n, Family::of(&vocab)?, 1)?;
+    let t = Tokenizer::new(vocab, n, plan.carve(host.memory(plan.bytes())?)?)?;
+    let (family, pre) = t.family();
+    out!(host, "vocabulary: {family}, {n} pieces")?;
+    if let Some(pre) = pre {
+        out!(host, ", pre-tokenizer {}", pre.name())?;
+    }
+    let starts = if t.add_bos() { "with" } else { "without" };
+    out!(
+        host,
+        "\nspecial ids: BOS {}, EOS {}; prompts start {starts} BOS; generation ends at",
+        t.bos(),
+        t.eos()
+    )?;
+    for id in t.eog() {
+        out!(host, " {id} {}", Bytes(t.piece(*id)).to_escaped())?;
+    }
+    let template = g.string("tokenizer.chat_template")?;
+    match template.and_then(Template::recognize) {
+        Some(t) => out!(
+            host,
+            "\nchat format: {} (from tokenizer.chat_template)\n",
+            t.name()
+        ),
+        None => out!(
+            host,
+            "\nchat format: none recognized (--chat uses chatml)\n"
+        ),
+    }
 }
 
 /// The column titles of the tensor table, for both formats.
