@@ -303,3 +303,71 @@ fn llama3(cps: &[u32], piece: Range<usize>, word: &mut Words<'_>) -> Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// The words `pre` cuts `text` into.
+    fn words(pre: Pre, text: &str) -> Vec<String> {
+        let cps: Vec<u32> = text.chars().map(|c| c as u32).collect();
+        let mut out = Vec::new();
+        pre.split(&cps, &mut |w| {
+            out.push(cps[w].iter().filter_map(|&c| char::from_u32(c)).collect());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn whitespace_leaves_its_last_character_to_the_next_word() {
+        let text = "    Hello\n    Hello";
+        assert_eq!(
+            words(Pre::Llama3, text),
+            ["   ", " Hello", "\n", "   ", " Hello"]
+        );
+        // GPT-2's pattern keeps a new line with the spaces after it.
+        assert_eq!(
+            words(Pre::Smollm, text),
+            ["   ", " Hello", "\n   ", " Hello"]
+        );
+        assert_eq!(words(Pre::Gpt2, "a  \tb"), ["a", "  ", "\t", "b"]);
+    }
+
+    #[test]
+    fn numbers_go_in_threes_for_llama3_and_alone_for_smollm() {
+        assert_eq!(words(Pre::Llama3, "1314151"), ["131", "415", "1"]);
+        assert_eq!(words(Pre::Smollm, "ied 4 ½"), ["ied", " ", "4", " ", "½"]);
+        assert_eq!(words(Pre::Gpt2, "a 12x"), ["a", " 12", "x"]);
+        assert_eq!(
+            words(Pre::Default, "x 12345!"),
+            ["x", " ", "123", "45", "!"]
+        );
+    }
+
+    #[test]
+    fn contractions_letters_and_symbols() {
+        assert_eq!(
+            words(Pre::Llama3, "I'LL (normal) ok"),
+            ["I", "'LL", " (", "normal", ")", " ok"]
+        );
+        assert_eq!(words(Pre::Gpt2, "I'LL x's"), ["I", "'", "LL", " x", "'s"]);
+        // A mark may lead letters in Llama 3's pattern, not in GPT-2's.
+        assert_eq!(words(Pre::Llama3, "\u{17B6}\u{1793}"), ["\u{17B6}\u{1793}"]);
+        assert_eq!(words(Pre::Gpt2, "\u{17B6}\u{1793}"), ["\u{17B6}", "\u{1793}"]);
+        assert_eq!(words(Pre::Llama3, "hi!!\n\nyo"), ["hi", "!!\n\n", "yo"]);
+        assert_eq!(words(Pre::Default, "a+=b"), ["a", "+=", "b"]);
+    }
+
+    #[test]
+    fn names_are_llama_cpp_s() {
+        for pre in [Pre::Llama3, Pre::Smollm, Pre::Gpt2, Pre::Default] {
+            assert_eq!(Pre::from_name(pre.name().as_bytes()), Some(pre));
+        }
+        assert_eq!(Pre::from_name(b"llama3"), Some(Pre::Llama3));
+        assert_eq!(Pre::from_name(b"gpt2"), None);
+    }
+}
