@@ -357,7 +357,10 @@ mod tests {
         assert_eq!(words(Pre::Gpt2, "I'LL x's"), ["I", "'", "LL", " x", "'s"]);
         // A mark may lead letters in Llama 3's pattern, not in GPT-2's.
         assert_eq!(words(Pre::Llama3, "\u{17B6}\u{1793}"), ["\u{17B6}\u{1793}"]);
-        assert_eq!(words(Pre::Gpt2, "\u{17B6}\u{1793}"), ["\u{17B6}", "\u{1793}"]);
+        assert_eq!(
+            words(Pre::Gpt2, "\u{17B6}\u{1793}"),
+            ["\u{17B6}", "\u{1793}"]
+        );
         assert_eq!(words(Pre::Llama3, "hi!!\n\nyo"), ["hi", "!!\n\n", "yo"]);
         assert_eq!(words(Pre::Default, "a+=b"), ["a", "+=", "b"]);
     }
