@@ -5,9 +5,9 @@
 //!     cargo bench -p barellama-bench
 //!     cargo bench -p barellama-bench -- matvec/avx512
 use barellama_bench::{le_bytes, random, SHAPES};
-use barellama_core::image::synth;
 use barellama_core::kernels::{self, Isa};
 use barellama_core::tensor::{DType, WeightRef};
+use barellama_core::write::synth;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn matvec(c: &mut Criterion) {
@@ -158,16 +158,7 @@ fn quantized(c: &mut Criterion) {
 fn matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("matmul");
     let batch = 64;
-    let dtypes = [
-        DType::F32,
-        DType::F16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4K,
-        DType::Q6K,
-        DType::Q8G { group: 64 },
-    ];
-    for dtype in dtypes {
+    for dtype in DType::GGML.into_iter().chain([DType::Q8G { group: 64 }]) {
         for cols in [768, 2048] {
             let rows = (64 * 1024 / dtype.bytes(1, cols).unwrap()).next_multiple_of(16);
             // 32 bytes past a cache line, as GGUF files often place them.

@@ -1,7 +1,7 @@
 //! Inputs shared by the kernel benchmarks in `benches/`: the stories110M
 //! shapes and seeded random data, so every run measures the same work.
 
-use barellama_core::sampler::random_u32;
+use barellama_core::rng::random_u32;
 
 /// (rows, cols) of the stories110M matrices: wq/wk/wv/wo, w1/w3, w2, the classifier.
 pub const SHAPES: [(usize, usize); 4] = [(768, 768), (2048, 768), (768, 2048), (32000, 768)];

@@ -6,9 +6,12 @@
 //! Sizing and carving run the *same* layout code (`Carver` either measures or
 //! cuts), so the plan can never disagree with what carving takes.
 
+use crate::beam::{BeamBuffers, MAX_BEAMS};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::image::Config;
 use crate::kernels::{cast_slice_mut, InputBuffers, Pod};
+use crate::model::{KvBuffers, StateBuffers, MAX_BATCH};
+use crate::tokenizer::{BpeBuffers, Family, SpmBuffers, TokenizerBuffers};
 
 /// Every carve-out starts on a cache line (and a full AVX-512 vector).
 pub const ALIGN: usize = 64;
@@ -48,16 +51,13 @@ pub struct Options {
     /// Hypotheses of a beam search, each with its own KV cache; `0` plans
     /// none. At most [`MAX_BEAMS`].
     pub beams: usize,
+    /// The tokenizer family and its table sizes ([`Family::of`] the
+    /// vocabulary).
+    pub tokenizer: Family,
 }
-
-/// The widest beam search a plan takes.
-pub const MAX_BEAMS: usize = 8;
 
 /// Prompt tokens per prefill chunk unless [`Options::batch`] says otherwise.
 pub const DEFAULT_BATCH: usize = 128;
-
-/// The largest batch a plan takes (larger requests are lowered to it).
-pub const MAX_BATCH: usize = 128;
 
 /// The resolved sizes of one engine's buffers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,6 +67,7 @@ pub struct Plan {
     batch: usize,
     beams: usize,
     kv: KvType,
+    tokenizer: Family,
     bytes: usize,
 }
 
@@ -103,8 +104,8 @@ impl Plan {
             n => n,
         };
         if options.beams > MAX_BEAMS {
-            return Err(Error::Unsupported {
-                field: "beams",
+            return Err(Error::Misuse {
+                what: "beams, at most 8",
                 value: options.beams as i64,
             });
         }
@@ -115,6 +116,7 @@ impl Plan {
             batch: batch.min(MAX_BATCH).min(seq_len).max(beams.min(seq_len)),
             beams,
             kv: options.kv,
+            tokenizer: options.tokenizer,
             bytes: 0,
         };
         let mut measure = Carver::measure(limit);
@@ -160,16 +162,23 @@ impl Plan {
             KvType::F32 => c.count(&[p.n_heads, p.seq_len])?,
             KvType::F16 => c.count(&[2, p.n_heads, p.seq_len])?,
         };
-        // The widest matvec input; block-rounded (K-quants use 256).
-        let input = c.count(&[p.dim.max(p.hidden_dim).div_ceil(256), 256])?;
+        // A row's matmul input: the widest, block-rounded (K-quants use
+        // 256), and a block more, room for an f32 copy at any offset from a
+        // cache line (`batch_form`).
+        let input = c.count(&[p.dim.max(p.hidden_dim).div_ceil(256) + 1, 256])?;
+        let rows = self.batch;
+        let per_row = |c: &Carver<'a>, width: usize| c.count(&[rows, width]);
         Ok(Buffers {
             state: StateBuffers {
-                x: c.take(p.dim)?,
-                xb: c.take(p.dim)?,
-                xb2: c.take(p.dim)?,
-                hb: c.take(p.hidden_dim)?,
-                hb2: c.take(p.hidden_dim)?,
-                q: c.take(p.dim)?,
+                rows,
+                x: c.take(per_row(c, p.dim)?)?,
+                xb: c.take(per_row(c, p.dim)?)?,
+                xb2: c.take(per_row(c, p.dim)?)?,
+                q: c.take(per_row(c, p.dim)?)?,
+                k: c.take(per_row(c, p.kv_dim())?)?,
+                v: c.take(per_row(c, p.kv_dim())?)?,
+                hb: c.take(per_row(c, p.hidden_dim)?)?,
+                hb2: c.take(per_row(c, p.hidden_dim)?)?,
                 att: c.take(att)?,
                 logits: c.take(c.count(&[caches, p.vocab_size])?)?,
                 kv: match self.kv {
@@ -180,29 +189,18 @@ impl Plan {
                     KvType::F16 => KvBuffers::F16 {
                         keys: c.take(kv_cache)?,
                         values: c.take(kv_cache)?,
-                        k_row: c.take(p.kv_dim())?,
-                        v_row: c.take(p.kv_dim())?,
                     },
                 },
-                // A batch of one is decode: no batch buffers. A batch's
-                // inputs have a block more, room for an f32 copy at any
-                // offset from a cache line (`batch_form`).
-                batch: BatchBuffers::carve(
-                    c,
-                    if self.batch > 1 { self.batch } else { 0 },
-                    p,
-                    c.count(&[input.div_ceil(256) + 1, 256])?,
-                )?,
                 inv_freq: c.take(p.head_size() / 2)?,
-                cos: c.take(p.head_size() / 2)?,
-                sin: c.take(p.head_size() / 2)?,
+                cos: c.take(per_row(c, p.head_size() / 2)?)?,
+                sin: c.take(per_row(c, p.head_size() / 2)?)?,
                 input: InputBuffers {
-                    qs: c.take(input)?,
-                    d: c.take(input)?,
-                    bsums: c.take(input / 16)?,
+                    qs: c.take(per_row(c, input)?)?,
+                    d: c.take(per_row(c, input)?)?,
+                    bsums: c.take(per_row(c, input / 16)?)?,
                 },
             },
-            tokenizer: tokenizer_layout(c, p.vocab_size, self.prompt_bytes)?,
+            tokenizer: tokenizer_layout(c, p.vocab_size, self.tokenizer, self.prompt_bytes)?,
             candidates: c.take(c.count(&[2, p.vocab_size])?)?,
             prompt: c.take(p.seq_len)?,
             beams: match self.beams {
@@ -223,16 +221,18 @@ impl Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenizerPlan {
     vocab_size: usize,
+    kind: Family,
     prompt_bytes: usize,
     bytes: usize,
 }
 
 impl TokenizerPlan {
-    pub fn new(vocab_size: usize, prompt_bytes: usize) -> Result<Self> {
+    pub fn new(vocab_size: usize, kind: Family, prompt_bytes: usize) -> Result<Self> {
         let mut measure = Carver::measure(ADDRESS_SPACE);
-        tokenizer_layout(&mut measure, vocab_size, prompt_bytes)?;
+        tokenizer_layout(&mut measure, vocab_size, kind, prompt_bytes)?;
         Ok(TokenizerPlan {
             vocab_size,
+            kind,
             prompt_bytes,
             bytes: measure.used,
         })
@@ -247,6 +247,7 @@ impl TokenizerPlan {
         tokenizer_layout(
             &mut Carver::cut(arena, self.bytes),
             self.vocab_size,
+            self.kind,
             self.prompt_bytes,
         )
     }
@@ -266,24 +267,35 @@ fn check_arena(arena: &[u8], needed: usize) -> Result<()> {
     Ok(())
 }
 
-/// The piece index is per vocabulary entry; the merge scratch holds one
-/// token per prompt byte plus the dummy prefix, BOS and EOS.
+/// The tokenizer's buffers for `kind` (see [`Family::sizes`]).
 fn tokenizer_layout<'a>(
     c: &mut Carver<'a>,
     vocab_size: usize,
+    kind: Family,
     prompt_bytes: usize,
 ) -> Result<TokenizerBuffers<'a>> {
-    let work = prompt_bytes.checked_add(4).ok_or(Error::Overflow {
-        field: "prompt_bytes",
-    })?;
+    let s = kind
+        .sizes(vocab_size, prompt_bytes)
+        .ok_or(Error::Overflow { field: "tokenizer" })?;
     Ok(TokenizerBuffers {
-        starts: c.take(vocab_size)?,
-        lens: c.take(vocab_size)?,
-        scores: c.take(vocab_size)?,
-        sorted: c.take(vocab_size)?,
-        ids: c.take(work)?,
-        pair_ids: c.take(work)?,
-        pair_scores: c.take(work)?,
+        starts: c.take(s.vocab)?,
+        lens: c.take(s.vocab)?,
+        specials: c.take(s.vocab)?,
+        ids: c.take(s.work)?,
+        claims: c.take(s.prompt)?,
+        spm: SpmBuffers {
+            scores: c.take(s.spm_vocab)?,
+            sorted: c.take(s.spm_vocab)?,
+            pair_ids: c.take(s.spm_work)?,
+            pair_scores: c.take(s.spm_work)?,
+        },
+        bpe: BpeBuffers {
+            by_text: c.take(s.token_slots)?,
+            merges: c.take(s.merge_words)?,
+            cps: c.take(s.cps)?,
+            links: c.take(s.links)?,
+            heap: c.take(s.heap)?,
+        },
     })
 }
 
@@ -296,99 +308,6 @@ pub struct Buffers<'a> {
     /// Encoded prompt tokens.
     pub prompt: &'a mut [u32],
     pub beams: BeamBuffers<'a>,
-}
-
-/// Beam search's token histories: `seq_len + 1` per cache slot, and the
-/// best hypothesis.
-pub struct BeamBuffers<'a> {
-    pub tokens: &'a mut [u32],
-    pub best: &'a mut [u32],
-}
-
-/// The transformer's activations, KV cache and RoPE tables.
-pub struct StateBuffers<'a> {
-    pub x: &'a mut [f32],
-    pub xb: &'a mut [f32],
-    pub xb2: &'a mut [f32],
-    pub hb: &'a mut [f32],
-    pub hb2: &'a mut [f32],
-    pub q: &'a mut [f32],
-    pub att: &'a mut [f32],
-    pub logits: &'a mut [f32],
-    pub kv: KvBuffers<'a>,
-    pub inv_freq: &'a mut [f32],
-    pub cos: &'a mut [f32],
-    pub sin: &'a mut [f32],
-    /// A matvec's input, quantized for integer weights.
-    pub input: InputBuffers<'a>,
-    /// Batched prefill's activations.
-    pub batch: BatchBuffers<'a>,
-}
-
-/// Activations of up to `n` tokens that go through the layers together,
-/// token after token in each buffer (`x` is `n × dim`, and so on).
-pub struct BatchBuffers<'a> {
-    pub n: usize,
-    pub x: &'a mut [f32],
-    pub xb: &'a mut [f32],
-    pub xb2: &'a mut [f32],
-    pub q: &'a mut [f32],
-    pub k: &'a mut [f32],
-    pub v: &'a mut [f32],
-    pub hb: &'a mut [f32],
-    pub hb2: &'a mut [f32],
-    /// Each token's matmul input, `input` values apart.
-    pub input: InputBuffers<'a>,
-}
-
-impl<'a> BatchBuffers<'a> {
-    fn carve(c: &mut Carver<'a>, n: usize, p: &Config, input: usize) -> Result<Self> {
-        let per = |c: &Carver<'a>, width: usize| c.count(&[n, width]);
-        Ok(BatchBuffers {
-            n,
-            x: c.take(per(c, p.dim)?)?,
-            xb: c.take(per(c, p.dim)?)?,
-            xb2: c.take(per(c, p.dim)?)?,
-            q: c.take(per(c, p.dim)?)?,
-            k: c.take(per(c, p.kv_dim())?)?,
-            v: c.take(per(c, p.kv_dim())?)?,
-            hb: c.take(per(c, p.hidden_dim)?)?,
-            hb2: c.take(per(c, p.hidden_dim)?)?,
-            input: InputBuffers {
-                qs: c.take(per(c, input)?)?,
-                d: c.take(per(c, input)?)?,
-                bsums: c.take(per(c, input / 16)?)?,
-            },
-        })
-    }
-}
-
-/// The KV cache: for each layer, `seq_len` positions of `kv_dim` keys and
-/// as many values.
-pub enum KvBuffers<'a> {
-    F32 {
-        keys: &'a mut [f32],
-        values: &'a mut [f32],
-    },
-    /// f16 bits; a position's key and value are computed in the f32 rows
-    /// and rounded into the cache.
-    F16 {
-        keys: &'a mut [u16],
-        values: &'a mut [u16],
-        k_row: &'a mut [f32],
-        v_row: &'a mut [f32],
-    },
-}
-
-/// The tokenizer's piece index and its merge scratch.
-pub struct TokenizerBuffers<'a> {
-    pub starts: &'a mut [u32],
-    pub lens: &'a mut [u32],
-    pub scores: &'a mut [f32],
-    pub sorted: &'a mut [u32],
-    pub ids: &'a mut [u32],
-    pub pair_ids: &'a mut [u32],
-    pub pair_scores: &'a mut [f32],
 }
 
 /// Bump allocator over the arena. In measuring mode it only adds up the
@@ -468,6 +387,7 @@ mod tests {
             vocab_size: 512,
             seq_len: 512,
             rope_theta: 10000.0,
+            rope_scale: 1.0,
             norm_eps: 1e-5,
         }
     }
@@ -493,9 +413,12 @@ mod tests {
             KvBuffers::F16 { .. } => panic!("f32 is the default"),
         }
         assert_eq!(b.prompt.len(), 512);
+        // A row per token of the default batch, each activation buffer
+        // whole cache lines.
+        assert_eq!(b.state.rows, DEFAULT_BATCH);
         let addr = b.state.x.as_ptr() as usize;
         assert_eq!(addr % ALIGN, 0);
-        assert_eq!(b.state.xb.as_ptr() as usize - addr, 256);
+        assert_eq!(b.state.xb.as_ptr() as usize - addr, DEFAULT_BATCH * 64 * 4);
 
         let mut v = aligned(plan.bytes());
         let short = aligned_slice(&mut v, plan.bytes() - 1);
@@ -598,8 +521,8 @@ mod tests {
         )
         .unwrap();
         // Two caches of 5 × 512 × 32, at 4 and at 2 bytes, less a second
-        // float per head and position and the two f32 rows being stored.
-        let saved = 2 * 5 * 512 * 32 * 2 - 8 * 512 * 4 - 2 * 32 * 4;
+        // float per head and position.
+        let saved = 2 * 5 * 512 * 32 * 2 - 8 * 512 * 4;
         assert_eq!(f32.bytes() - f16.bytes(), saved);
     }
 

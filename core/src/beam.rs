@@ -4,16 +4,25 @@
 //!
 //! Each step extends every live hypothesis by its `B` most likely tokens
 //! and keeps the `B` best extensions by total log-probability. A
-//! hypothesis that picks EOS (or BOS) is finished; the answer is the
+//! hypothesis that picks an end-of-generation token is finished; the answer is the
 //! finished or live hypothesis with the best *length-normalized* score:
 //! log-probability per generated token. Ties go to the lower beam and the
 //! lower token id, so the search is deterministic, and with `B = 1` it is
 //! greedy decoding.
 
-use crate::arena::{BeamBuffers, MAX_BEAMS};
 use crate::error::{Error, Result};
 use crate::kernels::softmax;
 use crate::model::Transformer;
+
+/// The widest beam search a plan takes.
+pub const MAX_BEAMS: usize = 8;
+
+/// Beam search's token histories: `seq_len + 1` per cache slot, and the
+/// best hypothesis.
+pub struct BeamBuffers<'a> {
+    pub tokens: &'a mut [u32],
+    pub best: &'a mut [u32],
+}
 
 /// A hypothesis still being extended.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,7 +78,7 @@ fn keep_best(top: &mut heapless::Vec<Candidate, MAX_BEAMS>, c: Candidate, k: usi
 
 /// Searches with `width` beams after `prompt` (BOS first, if wanted) until
 /// `steps` positions have run or every hypothesis has finished; `stops`
-/// are the ids that finish one (EOS, BOS). The winner's tokens are left in
+/// are the ids that finish one (the end-of-generation ids). The winner's tokens are left in
 /// `buffers.best`.
 pub fn search(
     t: &mut Transformer<'_, '_>,
@@ -77,21 +86,21 @@ pub fn search(
     prompt: &[u32],
     steps: usize,
     width: usize,
-    stops: [u32; 2],
+    stops: &[u32],
 ) -> Result<Outcome> {
     let (seq_len, isa) = (t.config().seq_len, t.isa());
     // A history row holds every position and the token sampled at the last.
     let row = seq_len + 1;
     let slots = buffers.tokens.len() / row;
     if width == 0 || width > slots.min(MAX_BEAMS) {
-        return Err(Error::Invalid {
-            field: "beams",
+        return Err(Error::Misuse {
+            what: "beams",
             value: width as i64,
         });
     }
     if prompt.is_empty() {
-        return Err(Error::Invalid {
-            field: "beam search prompt tokens",
+        return Err(Error::Misuse {
+            what: "beam search prompt tokens",
             value: 0,
         });
     }
@@ -185,8 +194,8 @@ pub fn search(
             }
             let free = (0..width)
                 .find(|s| !taken[*s] && !parents.contains(s))
-                .ok_or(Error::Invalid {
-                    field: "beam slots",
+                .ok_or(Error::Misuse {
+                    what: "beam slots",
                     value: width as i64,
                 })?;
             taken[free] = true;
@@ -225,8 +234,8 @@ pub fn search(
             });
         }
     }
-    best.ok_or(Error::Invalid {
-        field: "beam search steps",
+    best.ok_or(Error::Misuse {
+        what: "beam search steps",
         value: steps as i64,
     })
 }

@@ -2,21 +2,29 @@
 //! read it and fed into a [`Session`] after the conversation so far, so
 //! only the new turn's tokens run.
 //!
-//! Two formats, told apart by their markers rather than by running the
-//! Jinja template a GGUF file carries:
+//! Five formats, told apart by the markers of the Jinja template a GGUF
+//! file carries (as llama.cpp tells them apart) rather than by running it:
 //!
 //! - **Llama-2** (llama2.c's chat mode): every user turn is BOS +
 //!   `[INST] {user} [/INST]`, the first with `<<SYS>>\n{system}\n<</SYS>>\n\n`
 //!   before the user's text; an answer is closed by EOS.
-//! - **Zephyr** (TinyLlama-Chat): `<|system|>\n{system}</s>\n<|user|>\n{user}</s>\n<|assistant|>\n`,
-//!   BOS first when the vocabulary adds one.
+//! - **Mistral**: as Llama-2, the system message joined to the first
+//!   user's text by a blank line.
+//! - **Zephyr** (TinyLlama-Chat): `<|system|>\n{system}</s>\n<|user|>\n{user}</s>\n<|assistant|>\n`.
+//! - **ChatML** (SmolLM2): `<|im_start|>{role}\n{content}<|im_end|>\n` per
+//!   message, then `<|im_start|>assistant\n`; a template that writes a
+//!   default system message gives it ([`default_system`]).
+//! - **Llama 3**: `<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>`
+//!   per message (content trimmed), then the assistant's header.
 //!
-//! In Zephyr's text `</s>` is the EOS *id*, not the characters: llama.cpp
-//! tokenizes chat prompts with special-token parsing on, and `</s>` is a
-//! control token of the Llama vocabulary. Every text fragment after it is
-//! encoded on its own with SentencePiece's dummy leading space, as
-//! llama.cpp does after a special token. Markers such as `[INST]` and
-//! `<|user|>` are not tokens of the Llama vocabulary: they are ordinary text.
+//! BOS comes first when the vocabulary adds one (Llama-2 and Mistral put
+//! it before every turn). Markers that are special tokens of their
+//! vocabulary (`</s>`, `<|im_start|>`, `<|eot_id|>` …) are those tokens,
+//! as llama.cpp's special-token parsing makes them; the text between two
+//! of them is one fragment, encoded as text: what the user types cannot
+//! become a marker. `[INST]` and `<|user|>` are ordinary text of the Llama
+//! vocabulary. A SentencePiece vocabulary encodes each fragment with its
+//! dummy leading space, as llama.cpp does after a special token.
 //!
 //! ```no_run
 //! use barellama_core::{Chat, Session, Template};
@@ -44,7 +52,10 @@ pub const TEMPLATE_BYTES: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
     Llama2,
+    Mistral,
     Zephyr,
+    ChatMl,
+    Llama3,
 }
 
 /// One user turn and where it falls in the conversation.
@@ -57,13 +68,13 @@ pub struct Turn<'u> {
     pub first: bool,
     /// The vocabulary starts text with BOS (GGUF `add_bos_token`).
     pub add_bos: bool,
-    /// The previous answer did not end with EOS (a stop string or a token
-    /// limit cut it), so the turn first closes it with one.
+    /// The previous answer did not end with the format's end of turn (a
+    /// stop string or a token limit cut it), so the turn first closes it.
     pub close: bool,
 }
 
 /// A rendered turn: pieces of text and markers, in order.
-pub type Parts<'b> = heapless::Vec<Part<'b>, 8>;
+pub type Parts<'b> = heapless::Vec<Part<'b>, 24>;
 
 /// A piece of a turn before it is laid out: a marker, or text made of
 /// several slices.
@@ -72,34 +83,67 @@ enum Item<'x> {
     Text(&'x [&'x [u8]]),
 }
 
+const IM_START: Part<'static> = Part::Special(b"<|im_start|>");
+const IM_END: Part<'static> = Part::Special(b"<|im_end|>");
+const HEADER: Part<'static> = Part::Special(b"<|start_header_id|>");
+const HEADER_END: Part<'static> = Part::Special(b"<|end_header_id|>");
+const EOT: Part<'static> = Part::Special(b"<|eot_id|>");
+
 impl Template {
+    pub const ALL: [Template; 5] = [
+        Template::Llama2,
+        Template::Mistral,
+        Template::Zephyr,
+        Template::ChatMl,
+        Template::Llama3,
+    ];
+
     /// The names `--template` takes.
     pub fn parse(name: &[u8]) -> Option<Template> {
-        match name {
-            b"llama2" => Some(Template::Llama2),
-            b"zephyr" => Some(Template::Zephyr),
-            _ => None,
-        }
+        Template::ALL
+            .into_iter()
+            .find(|t| t.name().as_bytes() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Template::Llama2 => "llama2",
+            Template::Mistral => "mistral",
             Template::Zephyr => "zephyr",
+            Template::ChatMl => "chatml",
+            Template::Llama3 => "llama3",
         }
     }
 
-    /// Recognizes a GGUF `tokenizer.chat_template` by its markers:
-    /// `[INST]` with `<<SYS>>` is Llama-2, `<|user|>` with `<|assistant|>`
-    /// is Zephyr. Anything else is not known here.
+    /// Recognizes a GGUF `tokenizer.chat_template` by its markers, in
+    /// llama.cpp's order: `<|im_start|>` is ChatML; `[INST]` is Llama-2
+    /// with `<<SYS>>` and Mistral without; `<|user|>` with
+    /// `<|assistant|>` is Zephyr; `<|start_header_id|>` with
+    /// `<|end_header_id|>` is Llama 3. Anything else is not known here.
     pub fn recognize(jinja: &[u8]) -> Option<Template> {
         let has = |marker: &[u8]| jinja.windows(marker.len()).any(|w| w == marker);
-        if has(b"[INST]") && has(b"<<SYS>>") {
-            Some(Template::Llama2)
+        if has(b"<|im_start|>") {
+            Some(Template::ChatMl)
+        } else if has(b"[INST]") {
+            Some(match has(b"<<SYS>>") {
+                true => Template::Llama2,
+                false => Template::Mistral,
+            })
         } else if has(b"<|user|>") && has(b"<|assistant|>") {
             Some(Template::Zephyr)
+        } else if has(b"<|start_header_id|>") && has(b"<|end_header_id|>") {
+            Some(Template::Llama3)
         } else {
             None
+        }
+    }
+
+    /// The marker that ends an answer in this format.
+    pub fn end_of_turn(self) -> Part<'static> {
+        match self {
+            Template::Llama2 | Template::Mistral | Template::Zephyr => Part::Eos,
+            Template::ChatMl => IM_END,
+            Template::Llama3 => EOT,
         }
     }
 
@@ -107,8 +151,13 @@ impl Template {
     /// where the assistant's answer begins. `text` needs the system
     /// message's and the user's bytes plus [`TEMPLATE_BYTES`].
     pub fn render<'b>(self, turn: &Turn<'_>, text: &'b mut [u8]) -> Result<Parts<'b>> {
-        let (system, user) = (turn.system, turn.user);
-        let with_system = turn.first && !system.is_empty();
+        let with_system = turn.first && !turn.system.is_empty();
+        let (system, user) = match self {
+            Template::Llama3 => (turn.system.trim_ascii(), turn.user.trim_ascii()),
+            _ => (turn.system, turn.user),
+        };
+        let bos = turn.first && turn.add_bos;
+        // Llama-2 and Mistral: BOS and one fragment each turn.
         let llama_first: [&[u8]; 5] = [
             b"[INST] <<SYS>>\n",
             system,
@@ -117,28 +166,46 @@ impl Template {
             b" [/INST]",
         ];
         let llama: [&[u8]; 3] = [b"[INST] ", user, b" [/INST]"];
+        let mistral_first: [&[u8]; 5] = [b"[INST] ", system, b"\n\n", user, b" [/INST]"];
+        // Zephyr: after `</s>` a new line; at the very start none.
         let zephyr_system: [&[u8]; 2] = [b"<|system|>\n", system];
-        // After `</s>` a new line; at the very start none.
-        let user_marker: &[u8] = match turn.first && !with_system {
-            true => b"<|user|>\n",
-            false => b"\n<|user|>\n",
-        };
-        let zephyr_user: [&[u8]; 2] = [user_marker, user];
+        let zephyr_user: [&[u8]; 2] = [
+            match turn.first && !with_system {
+                true => b"<|user|>\n",
+                false => b"\n<|user|>\n",
+            },
+            user,
+        ];
         let zephyr_assistant: [&[u8]; 1] = [b"\n<|assistant|>\n"];
-        let mut items = heapless::Vec::<Item<'_>, 8>::new();
+        // ChatML and Llama 3: a role after the opening marker.
+        let newline: [&[u8]; 1] = [b"\n"];
+        let chatml_system: [&[u8]; 2] = [b"system\n", system];
+        let chatml_user: [&[u8]; 2] = [b"user\n", user];
+        let chatml_assistant: [&[u8]; 1] = [b"assistant\n"];
+        let role = |r: &'static [u8]| -> [&'static [u8]; 1] { [r] };
+        let (l3_system, l3_user, l3_assistant) =
+            (role(b"system"), role(b"user"), role(b"assistant"));
+        let l3_system_text: [&[u8]; 2] = [b"\n\n", system];
+        let l3_user_text: [&[u8]; 2] = [b"\n\n", user];
+        let blank: [&[u8]; 1] = [b"\n\n"];
+        let mut items = heapless::Vec::<Item<'_>, 24>::new();
         let mut add = |item| {
             let _ = items.push(item);
         };
         if turn.close {
-            add(Item::Mark(Part::Eos));
+            add(Item::Mark(self.end_of_turn()));
         }
         match self {
-            Template::Llama2 => {
+            Template::Llama2 | Template::Mistral => {
                 add(Item::Mark(Part::Bos));
-                add(Item::Text(if with_system { &llama_first } else { &llama }));
+                add(Item::Text(match (self, with_system) {
+                    (Template::Llama2, true) => &llama_first,
+                    (_, true) => &mistral_first,
+                    (_, false) => &llama,
+                }));
             }
             Template::Zephyr => {
-                if turn.first && turn.add_bos {
+                if bos {
                     add(Item::Mark(Part::Bos));
                 }
                 if with_system {
@@ -149,9 +216,88 @@ impl Template {
                 add(Item::Mark(Part::Eos));
                 add(Item::Text(&zephyr_assistant));
             }
+            Template::ChatMl => {
+                if !turn.first {
+                    add(Item::Text(&newline));
+                }
+                if bos {
+                    add(Item::Mark(Part::Bos));
+                }
+                if with_system {
+                    for item in [
+                        Item::Mark(IM_START),
+                        Item::Text(&chatml_system),
+                        Item::Mark(IM_END),
+                        Item::Text(&newline),
+                    ] {
+                        add(item);
+                    }
+                }
+                for item in [
+                    Item::Mark(IM_START),
+                    Item::Text(&chatml_user),
+                    Item::Mark(IM_END),
+                    Item::Text(&newline),
+                    Item::Mark(IM_START),
+                    Item::Text(&chatml_assistant),
+                ] {
+                    add(item);
+                }
+            }
+            Template::Llama3 => {
+                if bos {
+                    add(Item::Mark(Part::Bos));
+                }
+                let message = |role, content| {
+                    [
+                        Item::Mark(HEADER),
+                        Item::Text(role),
+                        Item::Mark(HEADER_END),
+                        Item::Text(content),
+                        Item::Mark(EOT),
+                    ]
+                };
+                if with_system {
+                    for item in message(&l3_system, &l3_system_text) {
+                        add(item);
+                    }
+                }
+                for item in message(&l3_user, &l3_user_text) {
+                    add(item);
+                }
+                for item in [
+                    Item::Mark(HEADER),
+                    Item::Text(&l3_assistant),
+                    Item::Mark(HEADER_END),
+                    Item::Text(&blank),
+                ] {
+                    add(item);
+                }
+            }
         }
         lay_out(&items, text)
     }
+}
+
+/// The system message a ChatML template writes when the conversation has
+/// none (SmolLM2's `<|im_start|>system\n…<|im_end|>` literal): llama.cpp's
+/// own chat formats leave it out, the model's template does not.
+pub fn default_system(jinja: &[u8]) -> Option<&[u8]> {
+    // The new line as a character (SmolLM2's file) or as Jinja's escape.
+    let rest = [&b"<|im_start|>system\n"[..], b"<|im_start|>system\\n"]
+        .iter()
+        .find_map(|open| {
+            let at = jinja.windows(open.len()).position(|w| w == *open)?;
+            Some(&jinja[at + open.len()..])
+        })?;
+    let end = rest.windows(10).position(|w| w == b"<|im_end|>")?;
+    // A literal inside the template's quotes, not an expression.
+    let text = &rest[..end];
+    (!text.is_empty()
+        && !text
+            .iter()
+            .any(|&b| matches!(b, b'\'' | b'"' | b'{' | b'}')))
+    .then_some(text)
 }
 
 /// Copies the items' text into `text`, one fragment after another.
@@ -212,18 +358,24 @@ impl<'c> Chat<'c> {
 
     /// Adds the user's turn after what `session` holds: at position 0 it
     /// opens the conversation with the system message; later it first
-    /// closes the previous answer with EOS unless the model ended it so.
-    /// Then [`Session::reply`] gives the answer. A turn that does not fit
-    /// in the context is refused and leaves the session as it was.
+    /// closes the previous answer with the format's end of turn unless the
+    /// model ended it so. Then [`Session::reply`] gives the answer. A turn
+    /// that does not fit in the context is refused and leaves the session
+    /// as it was.
     pub fn user(&mut self, session: &mut Session<'_, '_>, user: &[u8]) -> Result<()> {
         let waiting = session.next_token();
         let first = waiting.is_none();
+        let tokenizer = &session.tokenizer;
+        let end = match self.template.end_of_turn() {
+            Part::Special(name) => tokenizer.special(name),
+            _ => Some(tokenizer.eos()),
+        };
         let turn = Turn {
             system: self.system,
             user,
             first,
-            add_bos: session.tokenizer.add_bos(),
-            close: !first && waiting != Some(session.tokenizer.eos()),
+            add_bos: tokenizer.add_bos(),
+            close: !first && waiting != end,
         };
         let parts = self.template.render(&turn, self.text)?;
         session.extend_parts(&parts)
@@ -242,7 +394,10 @@ mod tests {
             .map(|p| match p {
                 Part::Bos => "<BOS>".into(),
                 Part::Eos => "<EOS>".into(),
-                Part::Text(t) => std::string::String::from_utf8(t.to_vec()).unwrap(),
+                Part::Special(t) => std::format!("[{}]", core::str::from_utf8(t).unwrap()),
+                Part::Text(t) | Part::Prompt(t) => {
+                    std::string::String::from_utf8(t.to_vec()).unwrap()
+                }
             })
             .collect()
     }
@@ -309,6 +464,98 @@ mod tests {
     }
 
     #[test]
+    fn chatml_llama3_and_mistral_render_as_llama_cpp_writes_them() {
+        let first = Turn {
+            system: b" Be brief. ",
+            user: b"Hi ",
+            first: true,
+            add_bos: false,
+            close: false,
+        };
+        let later = Turn {
+            first: false,
+            ..first
+        };
+        assert_eq!(
+            render(Template::ChatMl, &first),
+            [
+                "[<|im_start|>]",
+                "system\n Be brief. ",
+                "[<|im_end|>]",
+                "\n",
+                "[<|im_start|>]",
+                "user\nHi ",
+                "[<|im_end|>]",
+                "\n",
+                "[<|im_start|>]",
+                "assistant\n"
+            ]
+        );
+        // After the model's own `<|im_end|>`; a cut answer is closed first.
+        assert_eq!(
+            render(Template::ChatMl, &later)[..3],
+            ["\n", "[<|im_start|>]", "user\nHi "]
+        );
+        let cut = Turn {
+            close: true,
+            ..later
+        };
+        assert_eq!(render(Template::ChatMl, &cut)[..2], ["[<|im_end|>]", "\n"]);
+        // Llama 3 trims each message.
+        let bos = Turn {
+            add_bos: true,
+            ..first
+        };
+        assert_eq!(
+            render(Template::Llama3, &bos),
+            [
+                "<BOS>",
+                "[<|start_header_id|>]",
+                "system",
+                "[<|end_header_id|>]",
+                "\n\nBe brief.",
+                "[<|eot_id|>]",
+                "[<|start_header_id|>]",
+                "user",
+                "[<|end_header_id|>]",
+                "\n\nHi",
+                "[<|eot_id|>]",
+                "[<|start_header_id|>]",
+                "assistant",
+                "[<|end_header_id|>]",
+                "\n\n"
+            ]
+        );
+        assert_eq!(
+            render(Template::Llama3, &cut)[..2],
+            ["[<|eot_id|>]", "[<|start_header_id|>]"]
+        );
+        assert_eq!(
+            render(Template::Mistral, &first),
+            ["<BOS>", "[INST]  Be brief. \n\nHi  [/INST]"]
+        );
+        assert_eq!(
+            render(Template::Mistral, &cut),
+            ["<EOS>", "<BOS>", "[INST] Hi  [/INST]"]
+        );
+    }
+
+    #[test]
+    fn a_chatml_template_s_default_system_message_is_found() {
+        // SmolLM2's, whose new lines are characters in the file.
+        let smollm2 = b"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+            {{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}\
+            {% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+        assert_eq!(
+            default_system(smollm2),
+            Some(&b"You are a helpful AI assistant named SmolLM, trained by Hugging Face"[..])
+        );
+        let plain =
+            b"{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}";
+        assert_eq!(default_system(plain), None);
+    }
+
+    #[test]
     fn a_turn_longer_than_the_buffer_is_refused() {
         let turn = Turn {
             system: b"",
@@ -345,16 +592,17 @@ mod tests {
         let mistral =
             b"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}\
             {{ '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}{% endfor %}";
+        let llama3 = b"{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + \
+            '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}";
         assert_eq!(Template::recognize(llama2), Some(Template::Llama2));
         assert_eq!(Template::recognize(zephyr), Some(Template::Zephyr));
-        assert_eq!(Template::recognize(chatml), None);
-        assert_eq!(Template::recognize(mistral), None);
+        assert_eq!(Template::recognize(chatml), Some(Template::ChatMl));
+        assert_eq!(Template::recognize(mistral), Some(Template::Mistral));
+        assert_eq!(Template::recognize(llama3), Some(Template::Llama3));
         assert_eq!(Template::recognize(b""), None);
-        assert_eq!(Template::parse(b"zephyr"), Some(Template::Zephyr));
-        assert_eq!(
-            Template::parse(Template::Llama2.name().as_bytes()),
-            Some(Template::Llama2)
-        );
-        assert_eq!(Template::parse(b"chatml"), None);
+        for t in Template::ALL {
+            assert_eq!(Template::parse(t.name().as_bytes()), Some(t));
+        }
+        assert_eq!(Template::parse(b"vicuna"), None);
     }
 }

@@ -104,6 +104,10 @@ pub enum Error {
     OutOfMemory { bytes: usize },
     /// The host could not start worker threads.
     Threads { threads: usize, errno: i32 },
+    /// A caller broke an API contract (buffers planned for another model,
+    /// an empty batch, a cache that does not exist): a bug in the caller,
+    /// not a bad file.
+    Misuse { what: &'static str, value: i64 },
 }
 
 /// Shorthand used throughout the core.
@@ -133,7 +137,7 @@ impl Error {
             | Error::PromptTooLong { .. }
             | Error::OutOfMemory { .. }
             | Error::Threads { .. } => 4,
-            Error::Token { .. } | Error::Io { .. } => 1,
+            Error::Token { .. } | Error::Io { .. } | Error::Misuse { .. } => 1,
         }
     }
 
@@ -245,9 +249,12 @@ impl fmt::Display for Error {
             Error::Threads { threads, errno } => {
                 write!(f, "cannot start {threads} threads ({})", Errno(*errno))
             }
+            Error::Misuse { what, value } => write!(f, "API misuse: {what} = {value}"),
         }
     }
 }
+
+impl core::error::Error for Error {}
 
 /// An OS error number, named when it is one of the common ones whose
 /// numbers Linux and macOS share.

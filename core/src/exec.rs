@@ -15,7 +15,6 @@
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arena::MAX_BATCH;
 use crate::kernels::Isa;
 
 /// Runs a task on several threads at once.
@@ -157,23 +156,16 @@ pub struct RowBlock<'p> {
 
 impl RowBlock<'_> {
     /// Every token's rows `start..end`, token after token.
-    pub fn outs(&mut self) -> heapless::Vec<&mut [f32], MAX_BATCH> {
-        (0..self.tokens.min(MAX_BATCH))
-            .map(|t| {
-                // SAFETY: the block was made by `for_row_blocks` from a
-                // buffer of `tokens × rows` floats borrowed mutably for 'p;
-                // `start..end` lies within `rows`, so token `t`'s range is in
-                // bounds, distinct tokens' ranges are disjoint, no other
-                // block covers these rows, and the slices live no longer
-                // than this `&mut self`.
-                unsafe {
-                    core::slice::from_raw_parts_mut(
-                        self.ptr.add(t * self.rows + self.start),
-                        self.end - self.start,
-                    )
-                }
-            })
-            .collect()
+    pub fn outs(&mut self) -> impl Iterator<Item = &mut [f32]> + '_ {
+        let (ptr, rows, start, len) = (self.ptr, self.rows, self.start, self.end - self.start);
+        (0..self.tokens).map(move |t| {
+            // SAFETY: the block was made by `for_row_blocks` from a buffer
+            // of `tokens × rows` floats borrowed mutably for 'p; `start..end`
+            // lies within `rows`, so token `t`'s range is in bounds, distinct
+            // tokens' ranges are disjoint, no other block covers these rows,
+            // and the slices live no longer than this `&mut self`.
+            unsafe { core::slice::from_raw_parts_mut(ptr.add(t * rows + start), len) }
+        })
     }
 }
 
@@ -546,7 +538,7 @@ mod tests {
             let (mut att, mut out) = (std::vec![0u8; 5 * 2], std::vec![0.0f32; 3 * 18]);
             for_each_head(&pool, &mut att, 2, &mut out, 18, 4, &|h, att, mut block| {
                 att.fill(h as u8 + 1);
-                for (t, o) in block.outs().iter_mut().enumerate() {
+                for (t, o) in block.outs().enumerate() {
                     o.fill((10 * t + h) as f32);
                 }
             });

@@ -2,39 +2,37 @@
 //! keeps the position and the token waiting to run, so input can follow a
 //! reply and only its new tokens run (multi-turn chat keeps its KV cache);
 //! [`Session::generate`] is llama2.c's `generate()` on top of that. The
-//! text side: [`TextStream`] turns pieces (which may split a UTF-8
-//! character across byte tokens) into valid UTF-8, and [`StopText`]
-//! withholds stop strings.
+//! text side is one [`TextSink`]: pieces (which may split a UTF-8 character
+//! across byte tokens) in, valid UTF-8 with stop strings withheld out.
 
+use core::fmt;
 use core::ops::{ControlFlow, Range};
 
-use crate::arena::{BeamBuffers, Plan};
-use crate::beam::{self, Outcome};
+use crate::arena::Plan;
+use crate::beam::{self, BeamBuffers, Outcome};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
-use crate::image::gguf::Gguf;
+use crate::image::vocab::Vocab;
 use crate::image::Model;
 use crate::model::Transformer;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{Piece, Tokenizer};
 
-/// Where the vocabulary comes from.
-#[derive(Clone, Copy, Debug)]
-pub enum Vocab<'t> {
-    /// The bytes of a llama2.c `tokenizer.bin`.
-    Llama2c(&'t [u8]),
-    /// The `tokenizer.ggml.*` metadata of a GGUF file.
-    Gguf(Gguf<'t>),
-}
-
-/// Input for a session. BOS and EOS are parts of their own because no text
-/// encodes to them: chat formats put them between pieces of text (as
-/// llama.cpp's special-token parsing turns `<s>` and `</s>` into their ids).
+/// Input for a session: text, or a marker that no text encodes to (chat
+/// formats put BOS, EOS and their special tokens between pieces of text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part<'t> {
-    /// Text, encoded on its own with SentencePiece's dummy leading space
-    /// (llama.cpp adds it to every text fragment after a special token).
+    /// Text, encoded as text: a control token's spelling in it is not that
+    /// token (a chat user's words). A SentencePiece vocabulary encodes it
+    /// on its own with the dummy leading space, as llama.cpp does with
+    /// every fragment after a special token.
     Text(&'t [u8]),
+    /// A prompt, whose special tokens' spellings are those tokens (as
+    /// llama.cpp parses `-p`), so a hand-written chat format works.
+    Prompt(&'t [u8]),
+    /// The special token spelled so (`<|im_start|>`, `<|eot_id|>`); text
+    /// where the vocabulary has no such token.
+    Special(&'t [u8]),
     Bos,
     Eos,
 }
@@ -51,7 +49,17 @@ pub fn tokenize_parts(
     for part in parts {
         let marker;
         let ids: &[u32] = match *part {
-            Part::Text(text) => tokenizer.encode(text, false, false)?,
+            Part::Text(text) => tokenizer.encode_text(text)?,
+            Part::Prompt(text) => tokenizer.encode(text, false, false)?,
+            // A vocabulary without the token reads its name as text, as
+            // llama.cpp's special-token parsing leaves it.
+            Part::Special(name) => match tokenizer.special(name) {
+                Some(id) => {
+                    marker = [id];
+                    &marker
+                }
+                None => tokenizer.encode_text(name)?,
+            },
             Part::Bos => {
                 marker = [tokenizer.bos()];
                 &marker
@@ -78,7 +86,8 @@ pub fn tokenize_parts(
 /// Why a reply ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    /// The model sampled EOS (or BOS): its answer is complete.
+    /// The model sampled an end-of-generation token: its answer is
+    /// complete.
     Eos,
     /// `on_token` broke off, at a stop string say.
     Stopped,
@@ -121,10 +130,7 @@ impl<'m, 'a> Session<'m, 'a> {
     ) -> Result<Self> {
         let b = plan.carve(arena)?;
         let vocab_size = plan.config().vocab_size;
-        let tokenizer = match vocab {
-            Vocab::Llama2c(bytes) => Tokenizer::from_llama2c(bytes, vocab_size, b.tokenizer)?,
-            Vocab::Gguf(g) => Tokenizer::from_gguf(&g, vocab_size, b.tokenizer)?,
-        };
+        let tokenizer = Tokenizer::new(vocab, vocab_size, b.tokenizer)?;
         Ok(Session {
             transformer: Transformer::new(model, plan.config(), b.state, compute)?,
             tokenizer,
@@ -144,15 +150,13 @@ impl<'m, 'a> Session<'m, 'a> {
     /// after; [`Session::input`] is the prompt's tokens.
     pub fn beam_search(&mut self, prompt: &[u8], steps: usize, width: usize) -> Result<Outcome> {
         let n = self.start(prompt)?;
-        let stops = [self.tokenizer.bos(), self.tokenizer.eos()];
-        let prompt = &self.prompt[..n];
         let outcome = beam::search(
             &mut self.transformer,
             &mut self.beams,
-            prompt,
+            &self.prompt[..n],
             steps,
             width,
-            stops,
+            self.tokenizer.eog(),
         );
         self.reset();
         self.input = 0..n;
@@ -189,12 +193,14 @@ impl<'m, 'a> Session<'m, 'a> {
         self.input = 0..0;
     }
 
-    /// Adds `text` after what the session holds; at position 0 it starts
-    /// with BOS when the vocabulary asks for one (llama2.c always does).
+    /// Adds the prompt `text` after what the session holds; at position 0
+    /// it starts with BOS when the vocabulary asks for one (llama2.c
+    /// always does), and it ends with EOS when the vocabulary asks for that.
     pub fn extend(&mut self, text: &[u8]) -> Result<()> {
         let bos = self.next.is_none() && self.tokenizer.add_bos();
-        let parts = [Part::Bos, Part::Text(text)];
-        self.extend_parts(&parts[usize::from(!bos)..])
+        let eos = self.tokenizer.add_eos();
+        let parts = [Part::Bos, Part::Prompt(text), Part::Eos];
+        self.extend_parts(&parts[usize::from(!bos)..3 - usize::from(!eos)])
     }
 
     /// Adds `parts` after what the session holds: the waiting token and
@@ -213,18 +219,28 @@ impl<'m, 'a> Session<'m, 'a> {
     fn start(&mut self, prompt: &[u8]) -> Result<usize> {
         self.reset();
         let bos = self.tokenizer.add_bos() || prompt.is_empty();
-        let parts = [Part::Bos, Part::Text(prompt)];
+        let parts = [Part::Bos, Part::Prompt(prompt)];
         self.stage(&parts[usize::from(!bos)..])
     }
 
     /// Puts the waiting token, then the tokens of `parts`, at the start of
     /// `prompt`; returns how many there are (0 when `parts` add none).
     fn stage(&mut self, parts: &[Part<'_>]) -> Result<usize> {
+        self.stage_with(|tokenizer, out| tokenize_parts(tokenizer, parts, out))
+    }
+
+    /// [`Session::stage`] of the ids `fill` writes into the room it is
+    /// given and counts, refusing with [`Error::ContextFull`] (`max`: the
+    /// room) ids that do not fit.
+    fn stage_with(
+        &mut self,
+        fill: impl FnOnce(&mut Tokenizer<'m, 'a>, &mut [u32]) -> Result<usize>,
+    ) -> Result<usize> {
         let (pos, max) = (self.pos, self.transformer.config().seq_len);
         let start = usize::from(self.next.is_some());
         let room = max.saturating_sub(pos).min(self.prompt.len());
         let out = self.prompt.get_mut(start..room).unwrap_or(&mut []);
-        let new = tokenize_parts(&mut self.tokenizer, parts, out).map_err(|e| match e {
+        let new = fill(&mut self.tokenizer, out).map_err(|e| match e {
             Error::ContextFull { needed, .. } => Error::ContextFull {
                 needed: pos + start + needed,
                 max,
@@ -258,28 +274,61 @@ impl<'m, 'a> Session<'m, 'a> {
         Ok(())
     }
 
+    /// Adds token ids (at least one) after what the session holds and
+    /// samples the token after them, which waits as after
+    /// [`Session::step`]: the waiting token and `ids` run as one
+    /// [`Transformer::prefill`], batched. For input that is ids, not text
+    /// (`bench`'s seeded prompt); ids that would not fit in the context are
+    /// refused with [`Error::ContextFull`] before anything runs.
+    pub fn extend_tokens(&mut self, ids: &[u32]) -> Result<u32> {
+        let n = self.stage_with(|_, out| {
+            let room = out.len();
+            let slot = out.get_mut(..ids.len()).ok_or(Error::ContextFull {
+                needed: ids.len(),
+                max: room,
+            })?;
+            slot.copy_from_slice(ids);
+            Ok(ids.len())
+        })?;
+        let logits = self.transformer.prefill(&self.prompt[..n], self.pos)?;
+        let next = self.sampler.sample(logits);
+        self.pos += n;
+        self.next = Some(next);
+        Ok(next)
+    }
+
+    /// One decode step: runs the waiting token (BOS before any input) at
+    /// [`Session::position`] and samples the token after it, which then
+    /// waits. The caller decides what a token means: [`Session::reply`]
+    /// stops at EOS, `bench` times each step.
+    pub fn step(&mut self) -> Result<u32> {
+        let token = self.next.unwrap_or(self.tokenizer.bos());
+        let logits = self.transformer.forward(token, self.pos)?;
+        let next = self.sampler.sample(logits);
+        self.pos += 1;
+        self.next = Some(next);
+        Ok(next)
+    }
+
     /// Samples up to `max_tokens` tokens after what the session holds
     /// (BOS first if it holds nothing), each run before the next is
     /// sampled. Each goes to `on_token` with its text, which may break off;
-    /// EOS and BOS end the reply without reaching it. The token that ends
-    /// a reply waits (see [`Session::next_token`]).
+    /// an end-of-generation token ([`Tokenizer::eog`]) ends the reply
+    /// without reaching it. The token that ends a reply waits (see
+    /// [`Session::next_token`]).
     pub fn reply(
         &mut self,
         max_tokens: usize,
         mut on_token: impl FnMut(u32, Piece<'m>) -> Result<ControlFlow<()>>,
     ) -> Result<End> {
         let max = self.transformer.config().seq_len;
-        let (bos, eos) = (self.tokenizer.bos(), self.tokenizer.eos());
         for _ in 0..max_tokens {
             if self.pos >= max {
                 return Ok(End::ContextFull);
             }
-            let token = self.next.unwrap_or(bos);
-            let logits = self.transformer.forward(token, self.pos)?;
-            let next = self.sampler.sample(logits);
-            self.pos += 1;
-            self.next = Some(next);
-            if next == bos || next == eos {
+            let token = self.next.unwrap_or(self.tokenizer.bos());
+            let next = self.step()?;
+            if self.tokenizer.is_eog(next) {
                 return Ok(End::Eos);
             }
             if on_token(next, self.tokenizer.decode(token, next))?.is_break() {
@@ -291,7 +340,7 @@ impl<'m, 'a> Session<'m, 'a> {
 
     /// llama2.c's `generate()`: starts over, feeds `prompt` (after BOS) and
     /// then sampled tokens until `steps` positions have run or the model
-    /// emits BOS or EOS. Every token after the first, prompt tokens
+    /// emits an end-of-generation token. Every token after the first, prompt tokens
     /// included, goes to `on_token` with its text. Returns the number of
     /// positions run.
     pub fn generate(
@@ -318,24 +367,119 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 }
 
-/// Reassembles UTF-8 from token pieces: byte tokens may split a character,
-/// and a model may emit bytes that never form one. Complete characters are
-/// passed on; invalid sequences become U+FFFD; lone ASCII control bytes from
-/// byte tokens are dropped (llama2.c's `safe_printf` rule). The output is
-/// therefore always valid UTF-8.
+/// The one way generated text leaves a session: decoded pieces in, and
+/// out to any [`fmt::Write`] (stdout, a UART, a buffer) as valid UTF-8 with
+/// the stop strings withheld. Pieces go through two stages:
+///
+/// - UTF-8: byte tokens may split a character, and a model may emit bytes
+///   that never form one. Complete characters pass on; invalid sequences
+///   become U+FFFD; lone ASCII control bytes from byte tokens are dropped
+///   (llama2.c's `safe_printf` rule).
+/// - Stop strings, as llama.cpp's reverse prompts: text passes on at once
+///   unless it may begin a stop string; once the text contains one, what
+///   comes before it passes on and the rest is dropped. Only the tail that
+///   may still grow into a stop string is held, so a fixed buffer suffices.
+///
+/// A failed write ends the text too: nothing more is written, and
+/// [`TextSink::finish`] reports it (the writer may keep why).
+pub struct TextSink<'s, W: fmt::Write> {
+    out: Out<W>,
+    utf8: Utf8,
+    stop: StopText<'s>,
+}
+
+impl<'s, W: fmt::Write> TextSink<'s, W> {
+    /// Text into `out` that ends where it contains one of `stops`, each of
+    /// 1 to [`MAX_STOP_BYTES`] bytes.
+    pub fn new(out: W, stops: &'s [&'s str]) -> Result<Self> {
+        Ok(TextSink {
+            stop: StopText::new(stops)?,
+            ..TextSink::plain(out)
+        })
+    }
+
+    /// Text into `out` with no stop strings.
+    pub fn plain(out: W) -> Self {
+        TextSink {
+            out: Out {
+                w: out,
+                failed: false,
+            },
+            utf8: Utf8::default(),
+            stop: StopText::default(),
+        }
+    }
+
+    /// A piece printed whole, never matched against the stop strings: a
+    /// prompt's (its own text stops nothing), or any piece of text that
+    /// cannot stop (a finished answer, a sink without stop strings).
+    pub fn echo(&mut self, piece: Piece<'_>) {
+        let out = &mut self.out;
+        self.utf8.push(piece, &mut |s| out.write(s));
+    }
+
+    /// A generated piece. `Break` once the text has ended: a stop string
+    /// has appeared (now or before), or a write failed.
+    pub fn push(&mut self, piece: Piece<'_>) -> ControlFlow<()> {
+        let Self { out, utf8, stop } = self;
+        let mut hit = false;
+        utf8.push(piece, &mut |s| hit = stop.push(s, &mut |t| out.write(t)));
+        match hit || out.failed {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Ends the text: an unfinished character becomes U+FFFD and a held
+    /// tail that never became a stop string is passed on. An error when
+    /// any write failed.
+    pub fn finish(&mut self) -> fmt::Result {
+        let Self { out, utf8, stop } = self;
+        utf8.finish(&mut |s| {
+            stop.push(s, &mut |t| out.write(t));
+        });
+        stop.finish(&mut |t| out.write(t));
+        match out.failed {
+            true => Err(fmt::Error),
+            false => Ok(()),
+        }
+    }
+
+    /// The writer, to read what it kept.
+    pub fn writer(&self) -> &W {
+        &self.out.w
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out.w
+    }
+}
+
+/// [`TextSink`]'s writer, and whether a write to it failed: after one
+/// failure nothing more is written.
+struct Out<W> {
+    w: W,
+    failed: bool,
+}
+
+impl<W: fmt::Write> Out<W> {
+    fn write(&mut self, s: &str) {
+        if !self.failed {
+            self.failed = self.w.write_str(s).is_err();
+        }
+    }
+}
+
+/// [`TextSink`]'s UTF-8 stage: up to one incomplete character waits.
 #[derive(Default)]
-pub struct TextStream {
+struct Utf8 {
     pending: [u8; 4],
     len: usize,
 }
 
-impl TextStream {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl Utf8 {
     /// Adds one piece and emits whatever text it completes.
-    pub fn push(&mut self, piece: Piece<'_>, out: &mut impl FnMut(&str)) {
+    fn push(&mut self, piece: Piece<'_>, out: &mut impl FnMut(&str)) {
         if let Piece::Byte(b) = piece {
             if b.is_ascii() && !(b.is_ascii_graphic() || b.is_ascii_whitespace() || b == b' ') {
                 return;
@@ -374,7 +518,7 @@ impl TextStream {
     }
 
     /// Ends the stream: an unfinished character becomes U+FFFD.
-    pub fn finish(&mut self, out: &mut impl FnMut(&str)) {
+    fn finish(&mut self, out: &mut impl FnMut(&str)) {
         if self.len > 0 {
             out("\u{FFFD}");
             self.len = 0;
@@ -382,15 +526,12 @@ impl TextStream {
     }
 }
 
-/// Longest stop string [`StopText`] takes, in bytes.
+/// Longest stop string [`TextSink`] takes, in bytes.
 pub const MAX_STOP_BYTES: usize = 64;
 
-/// Withholds stop strings from generated text, as llama.cpp's reverse
-/// prompts do: text passes on at once unless it may begin a stop string;
-/// once the text contains one, what comes before it is passed on and the
-/// rest is dropped. Only the tail that may still grow into a stop string
-/// is kept, so a fixed buffer suffices.
-pub struct StopText<'s> {
+/// [`TextSink`]'s stop-string stage.
+#[derive(Default)]
+struct StopText<'s> {
     stops: &'s [&'s str],
     /// A proper prefix of some stop string, or empty; one more character
     /// always fits.
@@ -400,7 +541,7 @@ pub struct StopText<'s> {
 
 impl<'s> StopText<'s> {
     /// Each of `stops` must have 1 to [`MAX_STOP_BYTES`] bytes.
-    pub fn new(stops: &'s [&'s str]) -> Result<Self> {
+    fn new(stops: &'s [&'s str]) -> Result<Self> {
         if let Some(s) = stops
             .iter()
             .find(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
@@ -415,14 +556,13 @@ impl<'s> StopText<'s> {
         }
         Ok(StopText {
             stops,
-            held: heapless::String::new(),
-            stopped: false,
+            ..StopText::default()
         })
     }
 
     /// Adds `text` and passes on what cannot be part of a stop string.
     /// Returns whether a stop string has appeared (now or before).
-    pub fn push(&mut self, text: &str, out: &mut impl FnMut(&str)) -> bool {
+    fn push(&mut self, text: &str, out: &mut impl FnMut(&str)) -> bool {
         if self.stopped {
             return true;
         }
@@ -476,7 +616,7 @@ impl<'s> StopText<'s> {
 
     /// Ends the text: a held tail that never became a stop string is
     /// passed on.
-    pub fn finish(&mut self, out: &mut impl FnMut(&str)) {
+    fn finish(&mut self, out: &mut impl FnMut(&str)) {
         if !self.stopped && !self.held.is_empty() {
             out(&self.held);
         }
@@ -490,14 +630,12 @@ mod tests {
     use std::string::String;
 
     fn stream(pieces: &[Piece<'_>]) -> String {
-        let mut s = TextStream::new();
-        let mut text = String::new();
-        let mut out = |t: &str| text.push_str(t);
+        let mut sink = TextSink::plain(String::new());
         for &p in pieces {
-            s.push(p, &mut out);
+            let _ = sink.push(p);
         }
-        s.finish(&mut out);
-        text
+        sink.finish().unwrap();
+        sink.into_inner()
     }
 
     #[test]
@@ -516,18 +654,16 @@ mod tests {
         );
     }
 
-    /// Pushes `chunks` through a [`StopText`]; returns the text passed on
-    /// and whether it stopped.
+    /// Pushes `chunks` through a [`TextSink`] ending at `stops`; returns the
+    /// text passed on and whether it stopped.
     fn stopped(stops: &[&str], chunks: &[&str]) -> (String, bool) {
-        let mut s = StopText::new(stops).unwrap();
-        let mut text = String::new();
-        let mut out = |t: &str| text.push_str(t);
+        let mut sink = TextSink::new(String::new(), stops).unwrap();
         let mut hit = false;
         for c in chunks {
-            hit = s.push(c, &mut out);
+            hit = sink.push(Piece::Text(c.as_bytes())).is_break();
         }
-        s.finish(&mut out);
-        (text, hit)
+        sink.finish().unwrap();
+        (sink.into_inner(), hit)
     }
 
     #[test]
@@ -547,8 +683,40 @@ mod tests {
         );
         // After a stop nothing more passes.
         assert_eq!(stopped(&["b"], &["ab", "cd"]), done("a"));
-        assert!(StopText::new(&[""]).is_err());
+        assert!(TextSink::new(String::new(), &[""]).is_err());
         let long = "x".repeat(MAX_STOP_BYTES + 1);
-        assert!(StopText::new(&[long.as_str()]).is_err());
+        assert!(TextSink::new(String::new(), &[long.as_str()]).is_err());
+    }
+
+    /// A prompt's text stops nothing, but a character it leaves unfinished
+    /// is completed by the generated text.
+    #[test]
+    fn echoed_text_is_never_a_stop() {
+        let mut sink = TextSink::new(String::new(), &["up"]).unwrap();
+        sink.echo(Piece::Text(b"once up"));
+        sink.echo(Piece::Byte(0xC3));
+        assert!(sink.push(Piece::Byte(0xA9)).is_continue());
+        assert!(sink.push(Piece::Text(b" and up")).is_break());
+        sink.finish().unwrap();
+        assert_eq!(sink.into_inner(), "once up\u{e9} and ");
+    }
+
+    /// A writer with room for `.0` more bytes.
+    struct Full(usize);
+
+    impl fmt::Write for Full {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 = self.0.checked_sub(s.len()).ok_or(fmt::Error)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_ends_the_text() {
+        let mut sink = TextSink::plain(Full(3));
+        assert!(sink.push(Piece::Text(b"abc")).is_continue());
+        assert!(sink.push(Piece::Text(b"d")).is_break());
+        assert!(sink.push(Piece::Text(b"")).is_break());
+        assert_eq!(sink.finish(), Err(fmt::Error));
     }
 }

@@ -27,30 +27,36 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-pub mod app;
+// Bottom to top: a module imports only modules listed before it.
 pub mod arena;
 pub mod beam;
 pub mod chat;
+pub mod cli;
+pub mod config;
 pub mod error;
 pub mod exec;
 pub mod generate;
 #[cfg(feature = "std")]
 pub mod hosted;
 pub mod image;
+pub mod io;
 pub mod kernels;
 pub mod model;
-pub mod quant;
 mod reader;
+pub mod rng;
 pub mod sampler;
 pub mod tensor;
 pub mod tokenizer;
+pub mod write;
 
 pub use arena::{Options, Plan};
 pub use chat::{Chat, Template, Turn};
+pub use config::Config;
 pub use error::{Error, Result};
 pub use exec::{Compute, Exec, SingleThread};
-pub use generate::{tokenize_parts, End, Part, Session, StopText, TextStream, Vocab};
-pub use image::{Config, Model};
+pub use generate::{tokenize_parts, End, Part, Session, TextSink};
+pub use image::vocab::Vocab;
+pub use image::Model;
 pub use kernels::Isa;
 pub use model::Transformer;
 pub use sampler::{Sampler, SamplerConfig};

@@ -30,6 +30,16 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every GGML type the engine computes with, in GGML's id order.
+    pub const GGML: [DType; 6] = [
+        DType::F32,
+        DType::F16,
+        DType::Q4_0,
+        DType::Q8_0,
+        DType::Q4K,
+        DType::Q6K,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
@@ -71,16 +81,7 @@ impl DType {
 
     /// The type with GGML id `id`, if this engine computes with it.
     pub fn from_ggml(id: u32) -> Option<DType> {
-        [
-            DType::F32,
-            DType::F16,
-            DType::Q4_0,
-            DType::Q8_0,
-            DType::Q4K,
-            DType::Q6K,
-        ]
-        .into_iter()
-        .find(|t| t.ggml_id() == Some(id))
+        DType::GGML.into_iter().find(|t| t.ggml_id() == Some(id))
     }
 
     /// Bytes of a `rows × cols` matrix (scales included); `None` on

@@ -1,5 +1,5 @@
 //! From reset to Rust and back out: the entry point, exception vectors,
-//! the generic timer, power-off and the panic handler.
+//! power-off and the panic handler.
 //!
 //! QEMU's `virt` starts the image at its ELF entry on one core, at EL1
 //! (EL2 with `virtualization=on`; EL3 with `secure=on`, which is not
@@ -160,26 +160,6 @@ extern "C" fn exception(esr: u64, elr: u64, far: u64) -> ! {
 fn panic(info: &PanicInfo) -> ! {
     writeln!(Uart, "\npanic: {info}");
     power_off()
-}
-
-/// Microseconds on the generic timer's virtual counter.
-pub fn micros() -> u64 {
-    let (ticks, hz): (u64, u64);
-    // SAFETY: reads of the counter and its frequency, which EL1 may make;
-    // `isb` keeps the read from moving before earlier instructions.
-    unsafe {
-        asm!(
-            "isb",
-            "mrs {t}, cntvct_el0",
-            "mrs {f}, cntfrq_el0",
-            t = out(reg) ticks,
-            f = out(reg) hz,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
-    (u128::from(ticks) * 1_000_000)
-        .checked_div(u128::from(hz))
-        .map_or(0, |us| us as u64)
 }
 
 /// PSCI SYSTEM_OFF, so QEMU exits. QEMU's PSCI answers `hvc` when the

@@ -16,6 +16,8 @@
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod clock;
+#[cfg(target_os = "none")]
 mod story;
 #[cfg(target_os = "none")]
 mod uart;

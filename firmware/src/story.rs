@@ -3,10 +3,10 @@
 //! (which `.ci/firmware` compares with llama2.c's) and the speed.
 
 use barellama_core::{
-    Compute, Isa, Model, Options, Plan, Result, SamplerConfig, Session, TextStream, Vocab,
+    Compute, Isa, Model, Options, Plan, Result, SamplerConfig, Session, TextSink, Vocab,
 };
 
-use crate::boot;
+use crate::clock;
 use crate::uart::Uart;
 
 /// 64-byte alignment for the arena, and for the weights as a file mapping
@@ -64,19 +64,20 @@ pub fn tell(uart: &mut Uart) -> Result<()> {
 
     let mut ids = [0u32; STEPS];
     let mut n = 0;
-    let mut text = TextStream::new();
-    let mut print = |s: &str| write!(uart, "{s}");
-    let start = boot::micros();
+    // The prompt's text is printed too, as llama2.c prints it.
+    let mut text = TextSink::plain(&mut *uart);
+    let start = clock::micros();
     let positions = session.generate(PROMPT, STEPS, |id, piece| {
         if let Some(slot) = ids.get_mut(n) {
             *slot = id;
             n += 1;
         }
-        text.push(piece, &mut print);
+        text.echo(piece);
         Ok(())
     })?;
-    let micros = boot::micros() - start;
-    text.finish(&mut print);
+    let micros = clock::micros() - start;
+    // The UART cannot fail.
+    let _ = text.finish();
 
     // The prompt's ids are the first ones reported: all it added but BOS.
     let (prompt, generated) = ids[..n].split_at(session.input().len().saturating_sub(1).min(n));

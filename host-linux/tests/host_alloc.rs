@@ -4,7 +4,7 @@
 //! detokenizing, printing) allocate nothing. No test harness: nothing else
 //! may allocate while we count.
 
-use barellama_core::app;
+use barellama_core::cli;
 use barellama_core::hosted::CountingAlloc;
 use barellama_tests::data_dir;
 
@@ -15,7 +15,7 @@ fn allocations(args: &[&str]) -> u64 {
     let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let host = barellama_linux::host(&ALLOC);
     let before = ALLOC.allocations();
-    assert_eq!(app::main(&host, &argv), 0, "{args:?}");
+    assert_eq!(cli::main(&host, &argv), 0, "{args:?}");
     ALLOC.allocations() - before
 }
 

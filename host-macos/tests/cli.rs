@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use barellama_core::app;
+use barellama_core::cli;
 use barellama_core::hosted::CountingAlloc;
 use barellama_tests::{data_dir, diff, Golden, TempDir};
 
@@ -49,7 +49,7 @@ fn logits_match_llama2c(dir: &Path) {
     let m = model(dir, "stories260K.bin");
     let args = ["logits", "-m", &m, "--tokens", s(&tokens), "-o", s(&out)];
     let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    assert_eq!(app::main(&barellama_macos::host(&ALLOC), &argv), 0);
+    assert_eq!(cli::main(&barellama_macos::host(&ALLOC), &argv), 0);
     let ours = Golden::parse(&std::fs::read(&out).unwrap());
     assert_eq!(ours.tokens, golden.tokens);
     let (max, _) = diff(&ours.logits, &golden.logits);

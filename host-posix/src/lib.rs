@@ -14,9 +14,10 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::time::Instant;
 
-use barellama_core::app::{self, Host, Output};
+use barellama_core::cli::{self, Host};
 use barellama_core::error::{text, Error, Result};
 use barellama_core::hosted::{available_threads, read_line, CountingAlloc, Pool};
+use barellama_core::io::Output;
 use barellama_core::{Exec, Isa};
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::mm::{madvise, mmap, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
@@ -272,7 +273,7 @@ impl Host for PosixHost {
 pub fn main(host: &PosixHost) -> i32 {
     let args: Vec<Vec<u8>> = std::env::args_os().skip(1).map(|a| a.into_vec()).collect();
     let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    app::main(host, &argv)
+    cli::main(host, &argv)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use barellama_core::arena::KvType;
-use barellama_core::{Compute, Isa, Model, Options, Plan, Transformer};
+use barellama_core::{Compute, Isa, Model, Options, Plan, Transformer, Vocab};
 
 /// `../shared/data` beside the repository, or `$BARELLAMA_DATA`. `None`
 /// (with a note on stderr) when it is missing, except under `CI=true`,
@@ -33,6 +33,42 @@ pub fn data_dir() -> Option<PathBuf> {
 pub fn read(dir: &std::path::Path, name: &str) -> Vec<u8> {
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The seven header integers of a llama2.c checkpoint, in file order.
+pub const LLAMA2C_HEADER: [&str; 7] = [
+    "dim",
+    "hidden_dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "vocab_size",
+    "seq_len",
+];
+
+/// A model file and, for a llama2.c model, its `tokenizer.bin`.
+pub struct ModelFiles {
+    pub image: Vec<u8>,
+    tokenizer: Option<Vec<u8>>,
+}
+
+impl ModelFiles {
+    /// `models/{model}` and `models/{tokenizer}` from the data directory.
+    pub fn read(dir: &std::path::Path, model: &str, tokenizer: Option<&str>) -> ModelFiles {
+        ModelFiles {
+            image: read(dir, &format!("models/{model}")),
+            tokenizer: tokenizer.map(|t| read(dir, &format!("models/{t}"))),
+        }
+    }
+
+    /// The vocabulary, and the KV cache type the format's own engine uses:
+    /// f32 with llama2.c's tokenizer, f16 with a GGUF file's own (llama.cpp).
+    pub fn vocab<'a>(&'a self, model: &Model<'a>) -> (Vocab<'a>, KvType) {
+        match &self.tokenizer {
+            Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
+            None => (Vocab::Gguf(model.gguf.expect("a GGUF model")), KvType::F16),
+        }
+    }
 }
 
 /// Space-separated ids from a `*.tokens.txt` file.
@@ -166,6 +202,18 @@ pub fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
         sum += d as f64;
     }
     (max, (sum / a.len() as f64) as f32)
+}
+
+/// A [`TextSink`](barellama_core::TextSink) writer that only counts the
+/// bytes of text: it never allocates, for the allocation-counting tests.
+#[derive(Default)]
+pub struct TextBytes(pub usize);
+
+impl std::fmt::Write for TextBytes {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
 }
 
 /// A scratch directory under the system temp dir, removed on drop.

@@ -2,13 +2,11 @@
 //! pieces into text allocate nothing. Runs without the test harness so no
 //! other thread allocates while we count.
 
-use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
-use barellama_core::{
-    Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextStream, Vocab,
-};
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_core::tokenizer::Family;
+use barellama_core::{Compute, Isa, Model, Options, Plan, SamplerConfig, Session, TextSink, Vocab};
+use barellama_tests::{data_dir, read, AlignedBuf, ModelFiles, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -22,27 +20,23 @@ fn decode_without_allocating(
     threads: usize,
 ) {
     let Some(dir) = data_dir() else { return };
-    let image = read(&dir, &format!("models/{name}"));
-    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
-    let model = Model::load(&image).unwrap();
+    let files = ModelFiles::read(&dir, name, tokenizer);
+    let model = Model::load(&files.image).unwrap();
     let pool = ThreadPool::new(threads).unwrap();
     let compute = Compute {
         isa: Isa::detect(),
         exec: &pool,
     };
-    let (vocab, kv) = match &tok {
-        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
-        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
-    };
+    let (vocab, kv) = files.vocab(&model);
     let options = Options {
         kv,
+        tokenizer: Family::of(&vocab).unwrap(),
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut session = Session::new(&model, vocab, sampler, &plan, arena.get(), compute).unwrap();
-    let mut stream = TextStream::new();
-    let mut text_bytes = 0usize;
+    let mut text = TextSink::plain(TextBytes::default());
     let mut tokens = 0usize;
 
     let before = ALLOC.allocations();
@@ -50,11 +44,13 @@ fn decode_without_allocating(
     let steps = session
         .generate(prompt.as_bytes(), 64 + 12, |_, piece| {
             tokens += 1;
-            stream.push(piece, &mut |s: &str| text_bytes += s.len());
+            text.echo(piece);
             Ok(())
         })
         .unwrap();
+    text.finish().unwrap();
     let allocations = ALLOC.allocations() - before;
+    let text_bytes = text.writer().0;
 
     assert!(
         steps >= 64 && tokens >= 63,
@@ -90,6 +86,8 @@ fn main() {
     };
     decode_without_allocating("synsmall-v1.bin", Some("tok512.bin"), greedy, 3);
     decode_without_allocating("synsmall-Q8_0.gguf", None, greedy, 3);
+    // Byte-level BPE: Llama 3's vocabulary and pre-tokenizer.
+    decode_without_allocating("synl3-Q8_0.gguf", None, sampled, 2);
     search_without_allocating("stories260K.bin", 2);
 }
 

@@ -6,6 +6,8 @@ use barellama_core::arena::TokenizerPlan;
 use barellama_core::error::Error;
 use barellama_core::image::gguf::Gguf;
 use barellama_core::tensor::DType;
+use barellama_core::tokenizer::Family;
+use barellama_core::Vocab;
 use barellama_core::{Model, Tokenizer};
 use barellama_tests::{data_dir, read, AlignedBuf};
 
@@ -305,7 +307,7 @@ fn every_truncation_of_a_vocabulary_is_an_error() {
         barellama_core::image::gguf::ValueType::String,
     );
     let n = vocab.unwrap().unwrap().0 as usize;
-    let plan = TokenizerPlan::new(n, 64).unwrap();
+    let plan = TokenizerPlan::new(n, Family::SentencePiece, 64).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     // The file is all metadata: parsing a cut is linear in its length, so
     // every byte of the first and last few kilobytes, a spread between.
@@ -650,7 +652,7 @@ fn bad_llama_tensors_name_the_tensor() {
     for extra in [
         "blk.0.attn_q.bias",
         "blk.1.attn_q.weight",
-        "rope_freqs.weight",
+        "blk.0.rope_freqs.weight",
         "blk.x.attn_q.weight",
         // Layer 0 in spellings no lookup asks for: never read.
         "blk.00.attn_q.weight",
@@ -668,6 +670,47 @@ fn bad_llama_tensors_name_the_tensor() {
             format!("tensor '{extra}' is not part of a llama model")
         );
     }
+    // Llama 3's RoPE frequency factors: one F32 per pair of a head, each
+    // a positive number; scaling other than linear changes the arithmetic.
+    let rope_freqs = |dims: Vec<u64>, ty: u32| {
+        let mut f = File::llama();
+        f.tensors.push(Tensor {
+            name: b"rope_freqs.weight".to_vec(),
+            dims,
+            ty,
+            offset: None,
+        });
+        f
+    };
+    // (The test file's tensor data is zeros.)
+    assert_eq!(
+        message(&rope_freqs(vec![2], 0)),
+        "tensor 'rope_freqs.weight' holds a factor that is not a positive number"
+    );
+    assert_eq!(
+        message(&rope_freqs(vec![4], 0)),
+        "tensor 'rope_freqs.weight' is 4x1, expected 2x1"
+    );
+    assert_eq!(
+        message(&rope_freqs(vec![2], 1)),
+        "tensor 'rope_freqs.weight' is a norm but not F32"
+    );
+    let mut f = File::llama();
+    f.set("llama.rope.scaling.type", V::Str(b"yarn".to_vec()));
+    assert_eq!(
+        message(&f),
+        "llama.rope.scaling.type 'yarn' is not supported (none, linear)"
+    );
+    f.set("llama.rope.scaling.type", V::Str(b"linear".to_vec()));
+    f.set("llama.rope.scaling.factor", V::F32(4.0));
+    assert_eq!(Model::load(&f.bytes()).unwrap().config.rope_scale, 0.25);
+    f.set("llama.attention.key_length", V::U32(8));
+    assert_eq!(
+        message(&f),
+        "llama.attention.key_length = 8 differs from (other head widths are not supported) \
+         head_size = 4"
+    );
+
     // No output.weight: the classifier is the embedding table.
     let mut f = File::llama();
     f.tensors.retain(|t| t.name != b"output.weight");
@@ -679,7 +722,9 @@ fn bad_llama_tensors_name_the_tensor() {
 fn vocab_err(f: &File) -> String {
     let bytes = f.bytes();
     let g = Gguf::parse(&bytes).unwrap();
-    let plan = TokenizerPlan::new(VOCAB as usize, 64).unwrap();
+    // A vocabulary of no family this engine knows has no plan of its own.
+    let family = Family::of(&Vocab::Gguf(g)).unwrap_or_default();
+    let plan = TokenizerPlan::new(VOCAB as usize, family, 64).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let err = Tokenizer::from_gguf(&g, VOCAB as usize, plan.carve(arena.get()).unwrap()).err();
     let e = err.expect("tokenizer built");
@@ -696,9 +741,27 @@ fn bad_vocabularies_name_the_key() {
     };
     assert_eq!(
         msg(&|f| {
-            f.set("tokenizer.ggml.model", V::Str(b"gpt2".to_vec()));
+            f.set("tokenizer.ggml.model", V::Str(b"bert".to_vec()));
         }),
-        "tokenizer.ggml.model 'gpt2' is not supported (only llama, SentencePiece BPE)"
+        "tokenizer.ggml.model 'bert' is not supported (llama: SentencePiece; gpt2: byte-level BPE)"
+    );
+    let bpe = |f: &mut File| {
+        f.set("tokenizer.ggml.model", V::Str(b"gpt2".to_vec()));
+    };
+    assert_eq!(
+        msg(&|f| {
+            bpe(f);
+            f.set("tokenizer.ggml.pre", V::Str(b"gpt2".to_vec()));
+        }),
+        "tokenizer.ggml.pre 'gpt2' is not a pre-tokenizer this engine knows \
+         (llama-bpe, smollm, gpt-2, default)"
+    );
+    assert_eq!(
+        msg(&|f| {
+            bpe(f);
+            f.set("tokenizer.ggml.merges", V::Strs(vec![b"a b".to_vec()]));
+        }),
+        "tokenizer.ggml.merges 'a b' joins pieces that are not tokens"
     );
     assert_eq!(
         msg(&|f| {
@@ -745,7 +808,7 @@ fn add_bos_token_decides_whether_prompts_start_with_bos() {
         }
         let bytes = f.bytes();
         let g = Gguf::parse(&bytes).unwrap();
-        let plan = TokenizerPlan::new(VOCAB as usize, 64).unwrap();
+        let plan = TokenizerPlan::new(VOCAB as usize, Family::SentencePiece, 64).unwrap();
         let mut arena = AlignedBuf::new(plan.bytes());
         let t = Tokenizer::from_gguf(&g, VOCAB as usize, plan.carve(arena.get()).unwrap()).unwrap();
         t.add_bos()

@@ -3,9 +3,11 @@
 
 use barellama_core::arena::TokenizerPlan;
 use barellama_core::error::Error;
-use barellama_core::tokenizer::{llama2c_vocab_size, Tokenizer};
+use barellama_core::image::vocab::llama2c_vocab_size;
+use barellama_core::tokenizer::Family;
+use barellama_core::tokenizer::Tokenizer;
 use barellama_core::Model;
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_tests::{data_dir, read, AlignedBuf, LLAMA2C_HEADER};
 
 #[test]
 fn every_truncation_of_a_model_is_an_error() {
@@ -35,16 +37,7 @@ fn patched(image: &[u8], i: usize, value: i32) -> Vec<u8> {
 fn bad_dimensions_name_the_field() {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, "models/stories260K.bin");
-    let names = [
-        "dim",
-        "hidden_dim",
-        "n_layers",
-        "n_heads",
-        "n_kv_heads",
-        "vocab_size",
-        "seq_len",
-    ];
-    for (i, field) in names.iter().enumerate().skip(1) {
+    for (i, field) in LLAMA2C_HEADER.iter().enumerate().skip(1) {
         for value in [0, -1, i32::MIN] {
             // A negative vocab_size is v0's separate-classifier flag.
             if *field == "vocab_size" && value != 0 {
@@ -129,7 +122,7 @@ fn every_truncation_of_a_tokenizer_is_an_error() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/tok512.bin");
     assert_eq!(llama2c_vocab_size(&bytes).unwrap(), 512);
-    let plan = TokenizerPlan::new(512, 64).unwrap();
+    let plan = TokenizerPlan::new(512, Family::SentencePiece, 64).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     for len in 0..bytes.len() {
         let err =
@@ -165,7 +158,7 @@ fn a_tokenizer_needs_room_for_unk_bos_and_eos() {
     }
     let mut end = 4;
     for n in 0..=3usize {
-        let plan = TokenizerPlan::new(n, 64).unwrap();
+        let plan = TokenizerPlan::new(n, Family::SentencePiece, 64).unwrap();
         let mut arena = AlignedBuf::new(plan.bytes());
         let got = Tokenizer::from_llama2c(&bytes[..end], n, plan.carve(arena.get()).unwrap());
         match got {

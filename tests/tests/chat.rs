@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use barellama_core::arena::TokenizerPlan;
 use barellama_core::error::Error;
 use barellama_core::image::gguf::Gguf;
+use barellama_core::tokenizer::Family;
 use barellama_core::{
     tokenize_parts, Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session,
     Template, Tokenizer, Transformer, Turn, Vocab,
@@ -59,7 +60,7 @@ fn concat(parts: &[&[u32]]) -> Vec<u32> {
 fn llama2_turns_are_llama2c_chat_tokens() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/tokenizer.bin");
-    let plan = TokenizerPlan::new(32000, 256).unwrap();
+    let plan = TokenizerPlan::new(32000, Family::SentencePiece, 256).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_llama2c(&bytes, 32000, plan.carve(arena.get()).unwrap()).unwrap();
     for (id, piece) in [
@@ -122,7 +123,7 @@ fn zephyr_turns_are_llamacpp_special_parsed_tokens() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/ggml-vocab-llama-spm.gguf");
     let g = Gguf::parse(&bytes).unwrap();
-    let plan = TokenizerPlan::new(32000, 256).unwrap();
+    let plan = TokenizerPlan::new(32000, Family::SentencePiece, 256).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_gguf(&g, 32000, plan.carve(arena.get()).unwrap()).unwrap();
     assert_eq!(tok.piece(EOS), b"</s>");
@@ -373,4 +374,84 @@ fn a_full_context_is_reported_not_a_crash() {
     chat.user(&mut s, b"Hi.").unwrap();
     let end = s.reply(4, |_, _| Ok(ControlFlow::Continue(()))).unwrap();
     assert_eq!(end, End::Limit);
+}
+
+/// A Llama 3 chat on Llama 3's vocabulary gives the ids llama.cpp's
+/// tokenizer gives the prompt it renders (hand-checked with an independent
+/// tokenizer): the markers are special tokens, what the user typed is text
+/// even where it spells one, and a turn after a cut answer first closes it.
+#[test]
+fn llama3_turns_are_llama_cpp_s_ids_and_users_cannot_forge_markers() {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, "models/synl3-Q8_0.gguf");
+    let m = Model::load(&image).unwrap();
+    let vocab = Vocab::Gguf(m.gguf.unwrap());
+    let options = Options {
+        tokenizer: Family::of(&vocab).unwrap(),
+        ..context()
+    };
+    let plan = Plan::new(&m.config, &options).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let greedy = SamplerConfig {
+        temperature: 0.0,
+        ..SamplerConfig::default()
+    };
+    let compute = Compute::single(Isa::detect());
+    let mut s = Session::new(&m, vocab, greedy, &plan, arena.get(), compute).unwrap();
+    let mut text = vec![0u8; 256];
+    let mut chat = Chat::new(Template::Llama3, b"Be brief.", &mut text);
+    chat.user(&mut s, b"Hi <|eot_id|> there").unwrap();
+    assert_eq!(
+        s.input(),
+        [
+            128000, 128006, 9125, 128007, 271, 3513, 10015, 13, 128009, 128006, 882, 128007, 271,
+            13347, 83739, 68, 354, 851, 91, 29, 1070, 128009, 128006, 78191, 128007, 271
+        ]
+    );
+    // Two tokens of an answer (this random model never ends one), then
+    // the next turn.
+    s.reply(2, |_, _| Ok(ControlFlow::Continue(()))).unwrap();
+    assert_ne!(s.next_token(), Some(128009));
+    chat.user(&mut s, b"And then?").unwrap();
+    assert_eq!(
+        s.input(),
+        [128009, 128006, 882, 128007, 271, 3112, 1243, 30, 128009, 128006, 78191, 128007, 271]
+    );
+}
+
+/// Mistral: Llama-2's `[INST]` without `<<SYS>>`, the system message
+/// joined to the first user's text by a blank line.
+#[test]
+fn mistral_turns_join_the_system_message_to_the_first_user_turn() {
+    let Some(dir) = data_dir() else { return };
+    let bytes = read(&dir, "models/ggml-vocab-llama-spm.gguf");
+    let g = Gguf::parse(&bytes).unwrap();
+    let plan = TokenizerPlan::new(32000, Family::SentencePiece, 256).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let mut tok = Tokenizer::from_gguf(&g, 32000, plan.carve(arena.get()).unwrap()).unwrap();
+    let first = Turn {
+        system: b"You are helpful.",
+        user: b"Hi there",
+        first: true,
+        add_bos: true,
+        close: false,
+    };
+    // <s>[INST] You are helpful.\n\nHi there [/INST]
+    let helpful = [887, 526, 8444, 29889]; // `▁You` `▁are` `▁helpful` `.`
+    let blank = [13, 13]; // `<0x0A>` `<0x0A>`
+    let hi_there = [18567, 727]; // `Hi` (after a newline: no space) `▁there`
+    assert_eq!(
+        turn_ids(&mut tok, Template::Mistral, &first),
+        concat(&[&[BOS], &INST, &helpful, &blank, &hi_there, &END_INST])
+    );
+    // Later turns as Llama-2's, a cut answer closed with EOS.
+    let later = Turn {
+        first: false,
+        close: true,
+        ..first
+    };
+    assert_eq!(
+        turn_ids(&mut tok, Template::Mistral, &later),
+        concat(&[&[EOS, BOS], &INST, &[6324, 727], &END_INST]) // `▁Hi` `▁there`
+    );
 }

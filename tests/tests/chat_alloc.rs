@@ -3,16 +3,13 @@
 //! withholding stop strings allocate nothing. Runs without the test
 //! harness so no other thread allocates while we count.
 
-use std::ops::ControlFlow;
-
-use barellama_core::arena::KvType;
 use barellama_core::exec::ThreadPool;
 use barellama_core::hosted::CountingAlloc;
+use barellama_core::tokenizer::Family;
 use barellama_core::{
-    Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, StopText, Template,
-    TextStream, Vocab,
+    Chat, Compute, End, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink,
 };
-use barellama_tests::{data_dir, read, AlignedBuf};
+use barellama_tests::{data_dir, AlignedBuf, ModelFiles, TextBytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new();
@@ -34,23 +31,20 @@ fn chat_without_allocating(
     threads: usize,
 ) {
     let Some(dir) = data_dir() else { return };
-    let image = read(&dir, &format!("models/{name}"));
-    let tok = tokenizer.map(|t| read(&dir, &format!("models/{t}")));
-    let model = Model::load(&image).unwrap();
+    let files = ModelFiles::read(&dir, name, tokenizer);
+    let model = Model::load(&files.image).unwrap();
     let pool = ThreadPool::new(threads).unwrap();
     let compute = Compute {
         isa: Isa::detect(),
         exec: &pool,
     };
-    let (vocab, kv) = match &tok {
-        Some(tok) => (Vocab::Llama2c(tok), KvType::F32),
-        None => (Vocab::Gguf(model.gguf.unwrap()), KvType::F16),
-    };
+    let (vocab, kv) = files.vocab(&model);
     // Past the GGUF files' 128 positions, as llama.cpp's -c allows.
     let options = Options {
         seq_len: 512,
         allow_longer: true,
         kv,
+        tokenizer: Family::of(&vocab).unwrap(),
         ..Options::default()
     };
     let plan = Plan::new(&model.config, &options).unwrap();
@@ -68,24 +62,15 @@ fn chat_without_allocating(
     let before = ALLOC.allocations();
     for (user, end) in TURNS.iter().zip(&mut ends) {
         chat.user(&mut session, user).unwrap();
-        let mut stream = TextStream::new();
-        let mut stop = StopText::new(stops).unwrap();
-        let mut out = |s: &str| text_bytes += s.len();
+        let mut answer = TextSink::new(TextBytes::default(), stops).unwrap();
         *end = session
             .reply(40, |_, piece| {
                 tokens += 1;
-                let mut hit = false;
-                stream.push(piece, &mut |s: &str| hit = stop.push(s, &mut out));
-                Ok(match hit {
-                    true => ControlFlow::Break(()),
-                    false => ControlFlow::Continue(()),
-                })
+                Ok(answer.push(piece))
             })
             .unwrap();
-        stream.finish(&mut |s: &str| {
-            stop.push(s, &mut out);
-        });
-        stop.finish(&mut out);
+        answer.finish().unwrap();
+        text_bytes += answer.writer().0;
     }
     let allocations = ALLOC.allocations() - before;
 
@@ -127,4 +112,6 @@ fn main() {
         2,
     );
     chat_without_allocating("synsmall-Q8_0.gguf", None, Template::Llama2, &[], 1);
+    // Byte-level BPE and special-token markers.
+    chat_without_allocating("synl3-Q8_0.gguf", None, Template::Llama3, &[], 2);
 }

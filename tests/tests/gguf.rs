@@ -10,6 +10,7 @@
 
 use barellama_core::arena::{KvType, TokenizerPlan};
 use barellama_core::image::gguf::{Gguf, ValueType};
+use barellama_core::tokenizer::Family;
 use barellama_core::{Compute, Isa, Tokenizer};
 use barellama_tests::{
     argmax_agreement, data_dir, diff, read, teacher_forced, teacher_forced_kv, AlignedBuf, Golden,
@@ -171,7 +172,7 @@ fn llama_spm_vocab_matches_llama_cpp_tokenizer() {
         .collect();
     assert_eq!((cases.len(), want.len()), (46, 46), "{}", text.len());
     let longest = cases.iter().map(|c| c.len()).max().unwrap();
-    let plan = TokenizerPlan::new(vocab as usize, longest).unwrap();
+    let plan = TokenizerPlan::new(vocab as usize, Family::SentencePiece, longest).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok =
         Tokenizer::from_gguf(&g, vocab as usize, plan.carve(arena.get()).unwrap()).unwrap();
@@ -187,4 +188,36 @@ fn llama_spm_vocab_matches_llama_cpp_tokenizer() {
         }
         assert_eq!(decoded, *case, "case {i} does not round-trip");
     }
+}
+
+/// A real model or one of a newer family against llama.cpp's logits,
+/// teacher-forced on every instruction set: mean |Δ| ≤ 0.05, max |Δ| ≤ 1.0,
+/// the same argmax on at least 95% of the steps (a real model has
+/// near-ties).
+fn llama_cpp_file(model: &str, golden: &str) {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, &format!("models/{model}"));
+    let cpp = Golden::read(&dir, &format!("golden/{golden}"));
+    for isa in Isa::available() {
+        let compute = Compute::single(isa);
+        let ours = teacher_forced_kv(&image, &cpp.tokens, cpp.steps(), compute, KvType::F16);
+        let (max, mean) = diff(&ours, &cpp.logits);
+        let agree = argmax_agreement(&ours, &cpp.logits, cpp.vocab);
+        println!(
+            "{golden} [{}] vs llama.cpp: max {max:.4}, mean {mean:.5}, argmax agreement {:.1}%",
+            isa.name(),
+            100.0 * agree
+        );
+        assert!(
+            max <= 1.0 && mean <= 0.05 && agree >= 0.95,
+            "{golden} [{}]: max {max}, mean {mean}, argmax {agree}",
+            isa.name()
+        );
+    }
+}
+
+/// Llama 3's layout: RoPE frequency factors, a 128k vocabulary.
+#[test]
+fn llama3_layout_matches_llama_cpp() {
+    llama_cpp_file("synl3-Q8_0.gguf", "synl3.hello.llamacpp.bin");
 }

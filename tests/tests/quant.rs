@@ -3,8 +3,8 @@
 //! `synsmall.bin` (F16, Q8_0, Q4_0, Q4_K and Q6_K tensors), and every matrix
 //! of the llama2.c v2 files `export.py` wrote, must come out byte for byte.
 
-use barellama_core::quant::quantize_row;
 use barellama_core::tensor::{DType, WeightRef};
+use barellama_core::write::quant::quantize_row;
 use barellama_core::Model;
 use barellama_tests::{data_dir, read};
 

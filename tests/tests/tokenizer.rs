@@ -2,7 +2,11 @@
 //! against llama2.c's own `encode()`, and decode(encode(x)) == x.
 
 use barellama_core::arena::TokenizerPlan;
-use barellama_core::tokenizer::{llama2c_vocab_size, Tokenizer};
+use barellama_core::image::gguf::{Gguf, ValueType};
+use barellama_core::image::vocab::llama2c_vocab_size;
+use barellama_core::tokenizer::Family;
+use barellama_core::tokenizer::Tokenizer;
+use barellama_core::Vocab;
 use barellama_tests::{data_dir, read, AlignedBuf};
 
 /// The cases: texts separated by `\n__ggml_vocab_test__\n`, the last empty
@@ -39,7 +43,7 @@ fn check(tokenizer: &str, golden: &str) {
     assert_eq!(want.pop(), Some(vec![1]));
     assert_eq!(want.len(), cases.len());
     let longest = cases.iter().map(Vec::len).max().unwrap();
-    let plan = TokenizerPlan::new(vocab, longest).unwrap();
+    let plan = TokenizerPlan::new(vocab, Family::SentencePiece, longest).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_llama2c(&bytes, vocab, plan.carve(arena.get()).unwrap()).unwrap();
     for (i, (text, want)) in cases.iter().zip(&want).enumerate() {
@@ -52,6 +56,46 @@ fn check(tokenizer: &str, golden: &str) {
         }
         assert_eq!(decoded, *text, "case {i} does not round-trip");
     }
+}
+
+/// llama.cpp's ids for the cases with the byte-level BPE vocabulary of a
+/// GGUF file, no BOS; and decode(encode(x)) == x.
+fn check_bpe(model: &str, golden: &str) {
+    let Some(dir) = data_dir() else { return };
+    let bytes = read(&dir, &format!("models/{model}"));
+    let g = Gguf::parse(&bytes).unwrap();
+    let vocab = Vocab::Gguf(g);
+    let (n, _) = g
+        .array("tokenizer.ggml.tokens", ValueType::String)
+        .unwrap()
+        .unwrap();
+    let cases = cases(&dir);
+    let want = expected(&dir, golden);
+    assert_eq!(want.len(), cases.len());
+    let longest = cases.iter().map(Vec::len).max().unwrap();
+    let family = Family::of(&vocab).unwrap();
+    assert!(matches!(family, Family::BytePairs { .. }));
+    let plan = TokenizerPlan::new(n as usize, family, longest).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let mut tok = Tokenizer::new(vocab, n as usize, plan.carve(arena.get()).unwrap()).unwrap();
+    for (i, (text, want)) in cases.iter().zip(&want).enumerate() {
+        let ids = tok.encode(text, false, false).unwrap().to_vec();
+        assert_eq!(&ids, want, "case {i}: {:?}", String::from_utf8_lossy(text));
+        let mut decoded = Vec::new();
+        for &id in &ids {
+            tok.decode(tok.bos(), id)
+                .bytes(|b| decoded.extend_from_slice(b));
+        }
+        assert_eq!(decoded, *text, "case {i} does not round-trip");
+    }
+}
+
+#[test]
+fn llama3_vocab_matches_llama_cpp() {
+    check_bpe(
+        "synl3-Q8_0.gguf",
+        "golden/tokenizer-cases.llama-bpe.llamacpp.out",
+    );
 }
 
 #[test]
@@ -71,7 +115,7 @@ fn tok512_matches_llama2c() {
 fn eos_is_appended_ids_past_the_vocab_decode_to_nothing_and_vocab_mismatch_is_refused() {
     let Some(dir) = data_dir() else { return };
     let bytes = read(&dir, "models/tok512.bin");
-    let plan = TokenizerPlan::new(512, 16).unwrap();
+    let plan = TokenizerPlan::new(512, Family::SentencePiece, 16).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let mut tok = Tokenizer::from_llama2c(&bytes, 512, plan.carve(arena.get()).unwrap()).unwrap();
     assert_eq!(tok.encode(b"", true, true).unwrap(), [1, 2]);
@@ -87,7 +131,7 @@ fn eos_is_appended_ids_past_the_vocab_decode_to_nothing_and_vocab_mismatch_is_re
         "longer than planned"
     );
 
-    let plan = TokenizerPlan::new(511, 16).unwrap();
+    let plan = TokenizerPlan::new(511, Family::SentencePiece, 16).unwrap();
     let mut arena = AlignedBuf::new(plan.bytes());
     let err = Tokenizer::from_llama2c(&bytes, 511, plan.carve(arena.get()).unwrap()).err();
     assert!(err.unwrap().to_string().contains("vocab_size = 511"));

@@ -13,8 +13,8 @@
 //! rejected, unknown types are reported by number, and nothing is ever
 //! allocated by a size read from the file.
 
-use super::{Config, Format, LayerWeights, Model, Weights};
-use crate::app::Output;
+use super::{Format, LayerWeights, Model, Weights};
+use crate::config::Config;
 use crate::error::{text, Error, Result};
 use crate::reader::Reader;
 use crate::tensor::{DType, WeightRef};
@@ -25,7 +25,7 @@ pub const MAGIC: u32 = 0x4655_4747;
 /// table that finds duplicate keys.
 const MAX_KV: usize = 1024;
 /// More tensors than any llama-architecture model has (9 per layer for
-/// [`MAX_LAYERS`](super::MAX_LAYERS) layers, and 3). It also bounds the
+/// [`MAX_LAYERS`](crate::config::MAX_LAYERS) layers, and 3). It also bounds the
 /// duplicate-name check, which rescans the names when two share a filter
 /// bit: names chosen to collide cost n²/2 name reads.
 const MAX_TENSORS: u64 = 1 << 12;
@@ -37,7 +37,8 @@ const MAX_KEY: u64 = u16::MAX as u64;
 const MAX_NAME: u64 = 64;
 /// Longest string value accepted (chat templates are a few KiB).
 const MAX_STRING: u64 = 1 << 24;
-const DEFAULT_ALIGNMENT: u64 = 32;
+/// The alignment of tensor data when `general.alignment` does not say.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ALIGNMENT: u64 = 1 << 16;
 
 /// The 13 metadata value types, by their GGUF numbers.
@@ -654,20 +655,38 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
         vocab_size: usize::try_from(embd.rows()).unwrap_or(0),
         seq_len: dimension(&g, "llama.context_length", None)?,
         rope_theta: g.float("llama.rope.freq_base")?.unwrap_or(10000.0),
+        rope_scale: rope_scale(&g)?,
         norm_eps: g
             .float("llama.attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5),
     };
     config.validate()?;
-    if let Some(rot) = g.uint("llama.rope.dimension_count")? {
-        if rot != config.head_size() as u64 {
-            return Err(Error::Mismatch {
-                field: "llama.rope.dimension_count",
-                value: rot.min(i64::MAX as u64) as i64,
-                rule: "differs from (partial rotary is not supported)",
-                other: "head_size",
-                other_value: config.head_size() as i64,
-            });
+    // A head of another width than dim / heads, or rotated only in part,
+    // would change the arithmetic: refused by name.
+    for (key, rule) in [
+        (
+            "llama.rope.dimension_count",
+            "differs from (partial rotary is not supported)",
+        ),
+        (
+            "llama.attention.key_length",
+            "differs from (other head widths are not supported)",
+        ),
+        (
+            "llama.attention.value_length",
+            "differs from (other head widths are not supported)",
+        ),
+    ] {
+        if let Some(n) = g.uint(key)? {
+            if n != config.head_size() as u64 {
+                return Err(Error::Mismatch {
+                    field: key,
+                    value: n.min(i64::MAX as u64) as i64,
+                    rule,
+                    other: "head_size",
+                    other_value: config.head_size() as i64,
+                });
+            }
         }
     }
     check_names(&g, config.n_layers)?;
@@ -717,6 +736,21 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
         let _ = layers.push(layer);
     }
     let token_embedding = get(b"token_embd.weight", d, v)?;
+    // Llama 3.1/3.2's frequency factors: one per pair of a head's values,
+    // shared by every layer.
+    let rope_freqs = match g.tensor(ROPE_FREQS)? {
+        Some(_) => Some(get(ROPE_FREQS, config.head_size() / 2, 1)?),
+        None => None,
+    };
+    let factor = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let bad = |f: f32| !(f.is_finite() && f > 0.0);
+    if rope_freqs.is_some_and(|t| t.data().chunks_exact(4).any(|b| bad(factor(b)))) {
+        return Err(Error::Text {
+            field: "tensor",
+            value: text(ROPE_FREQS),
+            problem: "holds a factor that is not a positive number",
+        });
+    }
     let wcls = match g.tensor(b"output.weight")? {
         Some(_) => get(b"output.weight", d, v)?,
         None => token_embedding,
@@ -728,9 +762,39 @@ pub(crate) fn model(g: Gguf<'_>) -> Result<Model<'_>> {
             layers,
             rms_final: get(b"output_norm.weight", d, 1)?,
             wcls,
+            rope_freqs,
         },
         format: Format::Gguf { version: g.version },
         gguf: Some(g),
+    })
+}
+
+/// The tensor of Llama 3's RoPE frequency factors.
+pub const ROPE_FREQS: &[u8] = b"rope_freqs.weight";
+
+/// The factor every RoPE angle is multiplied by: llama.cpp's
+/// `freq_scale`, 1 / `llama.rope.scaling.factor` for linear scaling (the
+/// type it assumes when the key is missing). YaRN and LongRoPE change the
+/// arithmetic further and are refused.
+fn rope_scale(g: &Gguf<'_>) -> Result<f32> {
+    match g.string("llama.rope.scaling.type")? {
+        None | Some(b"linear") => {}
+        Some(b"none") => return Ok(1.0),
+        Some(other) => {
+            return Err(Error::Text {
+                field: "llama.rope.scaling.type",
+                value: text(other),
+                problem: "is not supported (none, linear)",
+            })
+        }
+    }
+    let factor = match g.float("llama.rope.scaling.factor")? {
+        Some(f) => Some(f),
+        None => g.float("llama.rope.scale_linear")?,
+    };
+    Ok(match factor {
+        Some(f) if f != 0.0 => 1.0 / f,
+        _ => 1.0,
     })
 }
 
@@ -748,7 +812,7 @@ fn check_names(g: &Gguf<'_>, n_layers: usize) -> Result<()> {
     for t in g.tensors() {
         let name = t?.name;
         let known = match name {
-            b"token_embd.weight" | b"output_norm.weight" | b"output.weight" => true,
+            b"token_embd.weight" | b"output_norm.weight" | b"output.weight" | ROPE_FREQS => true,
             _ => name
                 .strip_prefix(b"blk.")
                 .and_then(|rest| {
@@ -771,190 +835,4 @@ fn check_names(g: &Gguf<'_>, n_layers: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes GGUF v3 through an [`Output`]: a counting sink measures a file
-/// before it exists, a slice sink builds one in memory, a file sink streams
-/// one to disk — the same code for all three.
-pub struct Writer<'s> {
-    sink: &'s mut dyn Output,
-    pos: u64,
-}
-
-/// One tensor to write: name, type and shape (`rows × cols`; `rows == 1`
-/// writes a one-dimensional tensor).
-#[derive(Clone, Copy, Debug)]
-pub struct TensorSpec<'n> {
-    pub name: &'n [u8],
-    pub dtype: DType,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl TensorSpec<'_> {
-    pub fn bytes(&self) -> Result<usize> {
-        self.dtype
-            .bytes(self.rows, self.cols)
-            .ok_or(Error::Overflow { field: "tensor" })
-    }
-
-    /// Where the next tensor's data starts when this one starts at `offset`.
-    pub fn next_offset(&self, offset: u64) -> Result<u64> {
-        Ok((offset + self.bytes()? as u64).next_multiple_of(DEFAULT_ALIGNMENT))
-    }
-}
-
-impl<'s> Writer<'s> {
-    /// Starts a file with `tensors` tensors and `kvs` metadata entries.
-    pub fn new(sink: &'s mut dyn Output, tensors: u64, kvs: u64) -> Result<Self> {
-        let mut w = Writer { sink, pos: 0 };
-        w.raw(&MAGIC.to_le_bytes())?;
-        w.raw(&3u32.to_le_bytes())?;
-        w.raw(&tensors.to_le_bytes())?;
-        w.raw(&kvs.to_le_bytes())?;
-        Ok(w)
-    }
-
-    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.pos += bytes.len() as u64;
-        self.sink.write(bytes)
-    }
-
-    fn string(&mut self, s: &[u8]) -> Result<()> {
-        self.raw(&(s.len() as u64).to_le_bytes())?;
-        self.raw(s)
-    }
-
-    fn key(&mut self, key: &str, ty: ValueType) -> Result<()> {
-        self.string(key.as_bytes())?;
-        self.raw(&ty.id().to_le_bytes())
-    }
-
-    pub fn u32(&mut self, key: &str, v: u32) -> Result<()> {
-        self.key(key, ValueType::U32)?;
-        self.raw(&v.to_le_bytes())
-    }
-
-    pub fn f32(&mut self, key: &str, v: f32) -> Result<()> {
-        self.key(key, ValueType::F32)?;
-        self.raw(&v.to_le_bytes())
-    }
-
-    pub fn bool(&mut self, key: &str, v: bool) -> Result<()> {
-        self.key(key, ValueType::Bool)?;
-        self.raw(&[u8::from(v)])
-    }
-
-    pub fn str(&mut self, key: &str, v: &[u8]) -> Result<()> {
-        self.key(key, ValueType::String)?;
-        self.string(v)
-    }
-
-    /// An array of `len` elements of the fixed-size type `elem`, given as
-    /// their little-endian bytes.
-    pub fn array(&mut self, key: &str, elem: ValueType, len: u64, data: &[u8]) -> Result<()> {
-        self.array_start(key, elem, len)?;
-        self.raw(data)
-    }
-
-    /// An array of strings.
-    pub fn strings<'x>(
-        &mut self,
-        key: &str,
-        items: impl ExactSizeIterator<Item = &'x [u8]>,
-    ) -> Result<()> {
-        self.array_start(key, ValueType::String, items.len() as u64)?;
-        for s in items {
-            self.string(s)?;
-        }
-        Ok(())
-    }
-
-    /// The head of an array of `len` elements of type `elem`; the caller
-    /// then writes exactly their bytes with [`Writer::element`] (a string
-    /// element is its u64 length and its bytes).
-    pub fn array_start(&mut self, key: &str, elem: ValueType, len: u64) -> Result<()> {
-        self.key(key, ValueType::Array)?;
-        self.raw(&elem.id().to_le_bytes())?;
-        self.raw(&len.to_le_bytes())
-    }
-
-    /// Bytes of an array started with [`Writer::array_start`].
-    pub fn element(&mut self, bytes: &[u8]) -> Result<()> {
-        self.raw(bytes)
-    }
-
-    /// A metadata entry copied from another file: its key, type and the
-    /// value's bytes as [`Gguf::raw_metadata`] gives them.
-    pub fn entry(&mut self, key: &[u8], ty: ValueType, value: &[u8]) -> Result<()> {
-        self.string(key)?;
-        self.raw(&ty.id().to_le_bytes())?;
-        self.raw(value)
-    }
-
-    /// One tensor info; `offset` is where its data starts in the data
-    /// section, and the next tensor's is [`TensorSpec::next_offset`].
-    pub fn tensor_info(&mut self, t: &TensorSpec<'_>, offset: u64) -> Result<()> {
-        self.string(t.name)?;
-        let dims: &[u64] = &[t.cols as u64, t.rows as u64];
-        let dims = if t.rows == 1 { &dims[..1] } else { dims };
-        self.raw(&(dims.len() as u32).to_le_bytes())?;
-        for d in dims {
-            self.raw(&d.to_le_bytes())?;
-        }
-        let id = t.dtype.ggml_id().ok_or(Error::Text {
-            field: "tensor",
-            value: text(t.name),
-            problem: "has a type GGUF cannot store",
-        })?;
-        self.raw(&id.to_le_bytes())?;
-        self.raw(&offset.to_le_bytes())
-    }
-
-    /// Zero padding up to the next multiple of the alignment: before the
-    /// data section and after every tensor.
-    pub fn align(&mut self) -> Result<()> {
-        let pad = self.pos.next_multiple_of(DEFAULT_ALIGNMENT) - self.pos;
-        self.raw(&[0u8; DEFAULT_ALIGNMENT as usize][..pad as usize])
-    }
-
-    /// Tensor data (write each tensor whole, then [`Writer::align`]).
-    pub fn data(&mut self, bytes: &[u8]) -> Result<()> {
-        self.raw(bytes)
-    }
-
-    /// Bytes written so far.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-}
-
-/// An [`Output`] that only counts: the size of a file before writing it.
-#[derive(Default)]
-pub struct Counter(pub u64);
-
-impl Output for Counter {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.0 += bytes.len() as u64;
-        Ok(())
-    }
-}
-
-/// An [`Output`] filling a slice from the start.
-pub struct SliceOutput<'b> {
-    pub buf: &'b mut [u8],
-    pub pos: usize,
-}
-
-impl Output for SliceOutput<'_> {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let end = self.pos + bytes.len();
-        let dst = self
-            .buf
-            .get_mut(self.pos..end)
-            .ok_or(Error::OutOfMemory { bytes: end })?;
-        dst.copy_from_slice(bytes);
-        self.pos = end;
-        Ok(())
-    }
 }

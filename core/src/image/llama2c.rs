@@ -12,7 +12,8 @@
 //!   fp32, then every matrix (embedding first) as its i8 values followed by
 //!   one f32 scale per group of values.
 
-use super::{Config, Format, LayerWeights, Model, Weights};
+use super::{Format, LayerWeights, Model, Weights};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::reader::Reader;
 use crate::tensor::{DType, WeightRef};
@@ -89,6 +90,7 @@ impl Header {
             vocab_size: field("vocab_size", vocab_size)?,
             seq_len: field("seq_len", self.seq_len.into())?,
             rope_theta: 10000.0,
+            rope_scale: 1.0,
             norm_eps: 1e-5,
         };
         config.validate()?;
@@ -163,12 +165,20 @@ struct Parts<'w> {
     w2: Stack<'w>,
     w3: Stack<'w>,
     rms_final: WeightRef<'w>,
-    /// `None` when the classifier is tied to the embedding.
-    wcls: Option<WeightRef<'w>>,
 }
 
 impl<'w> Parts<'w> {
-    fn into_model(self, config: Config, version: u32) -> Result<Model<'w>> {
+    /// The model, after the classifier (unless `shared` with the
+    /// embedding, in `dtype`) that ends the file in both versions.
+    fn into_model(
+        self,
+        r: &mut Reader<'w>,
+        shared: bool,
+        config: Config,
+        (dtype, version): (DType, u32),
+    ) -> Result<Model<'w>> {
+        let wcls = classifier(r, shared, &config, dtype)?;
+        expect_end(r)?;
         let mut layers = heapless::Vec::new();
         for l in 0..config.n_layers {
             let layer = LayerWeights {
@@ -191,11 +201,12 @@ impl<'w> Parts<'w> {
                 token_embedding: self.token_embedding,
                 layers,
                 rms_final: self.rms_final,
-                wcls: self.wcls.unwrap_or(self.token_embedding),
+                wcls: wcls.unwrap_or(self.token_embedding),
+                rope_freqs: None,
             },
             format: Format::Llama2c {
                 version,
-                shared_classifier: self.wcls.is_none(),
+                shared_classifier: wcls.is_none(),
             },
             gguf: None,
         })
@@ -253,8 +264,6 @@ fn parse_v0(image: &[u8]) -> Result<Model<'_>> {
     let rms_final = Stack::take(r, "rms_final_weight", f, 1, (1, dim))?.get(0)?;
     // freq_cis_real and freq_cis_imag: RoPE is computed, not read.
     Stack::take(r, "freq_cis", f, 2, (c.seq_len, c.head_size() / 2))?;
-    let wcls = classifier(r, shared, &c, f)?;
-    expect_end(r)?;
     let parts = Parts {
         token_embedding,
         rms_att,
@@ -267,9 +276,8 @@ fn parse_v0(image: &[u8]) -> Result<Model<'_>> {
         w2,
         w3,
         rms_final,
-        wcls,
     };
-    parts.into_model(c, 0)
+    parts.into_model(r, shared, c, (f, 0))
 }
 
 /// v1 and v2: the header after the version, then norms and matrices.
@@ -316,21 +324,19 @@ fn parse_ak42<'w>(image: &'w [u8], mut r: Reader<'w>, version: u32) -> Result<Mo
     let w1 = Stack::take(r, "w1", m, l, (hid, dim))?;
     let w2 = Stack::take(r, "w2", m, l, (dim, hid))?;
     let w3 = Stack::take(r, "w3", m, l, (hid, dim))?;
-    let wcls = classifier(r, shared, &c, m)?;
-    expect_end(r)?;
+    // In the order of the file.
     let parts = Parts {
-        token_embedding,
         rms_att,
+        rms_ffn,
+        rms_final,
+        token_embedding,
         wq,
         wk,
         wv,
         wo,
-        rms_ffn,
         w1,
         w2,
         w3,
-        rms_final,
-        wcls,
     };
-    parts.into_model(c, version)
+    parts.into_model(r, shared, c, (m, version))
 }

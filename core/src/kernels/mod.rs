@@ -317,6 +317,29 @@ impl Isa {
             Level::NeonDot => "neon+dotprod",
         }
     }
+
+    /// The level named `name` if it is `self` or below it, else `None`
+    /// (the CLI's `--isa`). Sound: a level exists only once its features
+    /// were found, and each level's features include every lower one's
+    /// (detection checks them in that order, see `Isa::available`).
+    pub fn at_most(self, name: &[u8]) -> Option<Isa> {
+        const LEVELS: &[Level] = &[
+            Level::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512,
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon,
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot,
+        ];
+        LEVELS
+            .iter()
+            .map(|&level| Isa(level))
+            .find(|isa| isa.name().as_bytes() == name)
+            .filter(|&isa| isa <= self)
+    }
 }
 
 mod sealed {

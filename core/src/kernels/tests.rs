@@ -13,7 +13,7 @@
 use std::vec::Vec;
 
 use super::*;
-use crate::sampler::random_u32;
+use crate::rng::random_u32;
 use crate::tensor::{DType, WeightRef};
 
 const U: f32 = 1.0 / 16_777_216.0;

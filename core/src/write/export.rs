@@ -3,11 +3,16 @@
 //! images. Both stream row by row through an [`Output`] with one row of
 //! scratch, so a file of any size is written in bounded memory.
 
-use super::gguf::{layer_name, Gguf, TensorSpec, ValueType, Writer, LAYER_TENSORS};
-use super::llama2c::MAGIC;
-use super::{Config, Model};
-use crate::app::Output;
+use super::gguf::{TensorSpec, Writer};
+use super::quant::quantize_row;
+use crate::config::Config;
 use crate::error::{text, Error, Result};
+use crate::image::gguf::{layer_name, ValueType, LAYER_TENSORS};
+use crate::image::llama2c::MAGIC;
+use crate::image::vocab::{byte_piece, llama2c_records, Vocab};
+use crate::image::{LayerWeights, Model};
+use crate::io::Output;
+use crate::kernels;
 use crate::tensor::{DType, WeightRef};
 
 /// The GGUF type mixes, named as `quantize --type` and `bench --format`
@@ -270,18 +275,12 @@ pub fn longest_row(config: &Config, layout: Layout) -> Result<usize> {
 /// or the source's own GGUF metadata.
 pub struct Quantize<'m, 'p> {
     pub model: &'m Model<'m>,
-    pub vocab: Vocabulary<'m>,
+    /// A llama2.c vocabulary is converted as llama.cpp's converter does;
+    /// a GGUF file's `tokenizer.*` entries are copied.
+    pub vocab: Vocab<'m>,
     /// One f32 row of scratch (the widest matrix's columns).
     pub row: &'p mut [f32],
     pub progress: &'p mut dyn FnMut(usize, usize, &TensorSpec<'_>),
-}
-
-/// Where a converted GGUF file's vocabulary comes from.
-pub enum Vocabulary<'t> {
-    /// llama2.c's `tokenizer.bin`, converted as llama.cpp's converter does.
-    Llama2c(&'t [u8]),
-    /// Every `tokenizer.*` entry of a GGUF file, copied.
-    Gguf(Gguf<'t>),
 }
 
 /// Fails unless every matrix of `model` is F32 or F16: requantizing would
@@ -308,8 +307,8 @@ fn tied(model: &Model<'_>) -> bool {
 impl Source for Quantize<'_, '_> {
     fn metadata_count(&self) -> u64 {
         match &self.vocab {
-            Vocabulary::Llama2c(_) => 7,
-            Vocabulary::Gguf(g) => g
+            Vocab::Llama2c(_) => 7,
+            Vocab::Gguf(g) => g
                 .metadata()
                 .filter(|kv| {
                     kv.as_ref()
@@ -321,10 +320,8 @@ impl Source for Quantize<'_, '_> {
 
     fn metadata(&mut self, w: &mut Writer<'_>) -> Result<()> {
         match &self.vocab {
-            Vocabulary::Llama2c(bytes) => {
-                llama2c_vocabulary(w, bytes, self.model.config.vocab_size)
-            }
-            Vocabulary::Gguf(g) => {
+            Vocab::Llama2c(bytes) => llama2c_vocabulary(w, bytes, self.model.config.vocab_size),
+            Vocab::Gguf(g) => {
                 for kv in g.raw_metadata() {
                     let (key, ty, value) = kv?;
                     if key.starts_with(b"tokenizer.") {
@@ -338,8 +335,8 @@ impl Source for Quantize<'_, '_> {
 
     fn row(&mut self, role: Role, spec: &TensorSpec<'_>, r: usize, out: &mut [u8]) -> Result<()> {
         let x = &mut self.row[..spec.cols];
-        crate::kernels::row(x, &role.weight(self.model), r);
-        crate::quant::quantize_row(spec.dtype, x, out);
+        kernels::row(x, &role.weight(self.model), r);
+        quantize_row(spec.dtype, x, out);
         Ok(())
     }
 
@@ -360,7 +357,7 @@ fn spm_piece(id: usize, piece: &[u8]) -> (&[u8], i32) {
     match (id, piece) {
         (0, _) => (piece, TYPE_UNKNOWN),
         (1 | 2, _) => (piece.trim_ascii(), TYPE_CONTROL),
-        _ if crate::tokenizer::byte_piece(piece).is_some() => (piece, TYPE_BYTE),
+        _ if byte_piece(piece).is_some() => (piece, TYPE_BYTE),
         _ => (piece, TYPE_NORMAL),
     }
 }
@@ -368,7 +365,7 @@ fn spm_piece(id: usize, piece: &[u8]) -> (&[u8], i32) {
 /// The vocabulary of a llama2.c `tokenizer.bin` as the seven
 /// `tokenizer.ggml.*` entries llama.cpp's converter writes.
 fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Result<()> {
-    let pieces = || crate::tokenizer::llama2c_pieces(bytes);
+    let pieces = || llama2c_records(bytes);
     let n = pieces()?.count();
     if n != vocab_size {
         return Err(Error::Mismatch {
@@ -382,7 +379,7 @@ fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Re
     w.str("tokenizer.ggml.model", b"llama")?;
     w.array_start("tokenizer.ggml.tokens", ValueType::String, n as u64)?;
     for (id, p) in pieces()?.enumerate() {
-        let (piece, _) = spm_piece(id, p?.1);
+        let (piece, _) = spm_piece(id, p?.bytes(bytes));
         let spaces = piece.iter().filter(|&&b| b == b' ').count();
         w.element(&((piece.len() + 2 * spaces) as u64).to_le_bytes())?;
         for (i, part) in piece.split(|&b| b == b' ').enumerate() {
@@ -394,11 +391,11 @@ fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Re
     }
     w.array_start("tokenizer.ggml.scores", ValueType::F32, n as u64)?;
     for p in pieces()? {
-        w.element(&p?.0.to_le_bytes())?;
+        w.element(&p?.score.to_le_bytes())?;
     }
     w.array_start("tokenizer.ggml.token_type", ValueType::I32, n as u64)?;
     for (id, p) in pieces()?.enumerate() {
-        w.element(&spm_piece(id, p?.1).1.to_le_bytes())?;
+        w.element(&spm_piece(id, p?.bytes(bytes)).1.to_le_bytes())?;
     }
     w.u32("tokenizer.ggml.unknown_token_id", 0)?;
     w.u32("tokenizer.ggml.bos_token_id", 1)?;
@@ -412,7 +409,7 @@ fn v2_matrices<'m, 'w>(
 ) -> impl Iterator<Item = (&'static str, WeightRef<'w>)> + 'm {
     let w = &model.weights;
     let tied = tied(model);
-    let layers = |name, pick: fn(&super::LayerWeights<'w>) -> WeightRef<'w>| {
+    let layers = |name, pick: fn(&LayerWeights<'w>) -> WeightRef<'w>| {
         w.layers.iter().map(move |l| (name, pick(l)))
     };
     core::iter::once(("token_embedding", w.token_embedding))
@@ -510,8 +507,8 @@ pub fn write_llama2c_v2(
         );
         for values in [true, false] {
             for r in 0..m.rows() {
-                crate::kernels::row(x, &m, r);
-                crate::quant::quantize_row(dtype, x, q);
+                kernels::row(x, &m, r);
+                quantize_row(dtype, x, q);
                 out.write(if values { &q[..cols] } else { &q[cols..] })?;
             }
         }

@@ -2,56 +2,18 @@
 //! input answered as the library answers them, the template a GGUF file
 //! names, stop strings withheld, and a full context as exit code 4.
 
-use std::io::Write;
-use std::ops::ControlFlow;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use barellama_core::{
-    Chat, Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextStream, Vocab,
+    Chat, Compute, Isa, Model, Options, Plan, SamplerConfig, Session, Template, TextSink, Vocab,
 };
-use barellama_tests::{data_dir, read, AlignedBuf, TempDir};
+use barellama_tests::{read, AlignedBuf, TempDir};
 
-/// Runs `barellama args…` with `input` on standard input.
-fn barellama(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_barellama"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("barellama runs");
-    // The process may exit before reading everything: ignore broken pipes.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
-}
+use super::{fails, s, Data};
 
 /// stdout of a run that must succeed.
-fn ok(args: &[&str], input: &[u8]) -> String {
-    let o = barellama(args, input);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
-    String::from_utf8(o.stdout).expect("stdout is UTF-8")
-}
-
-/// Fails unless the run exits with `code` after one line on stderr; returns
-/// stdout and that line.
-fn fails(args: &[&str], input: &[u8], code: i32) -> (String, String) {
-    let o = barellama(args, input);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "{args:?}: stderr:\n{err}");
-    assert!(
-        err.starts_with("barellama: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    let out = String::from_utf8(o.stdout).expect("stdout is UTF-8");
-    (out, err)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+fn ok<A: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[A], input: &[u8]) -> String {
+    super::ok(args, input).0
 }
 
 /// The answers the library gives to `turns`, greedy, each then a newline:
@@ -78,14 +40,9 @@ fn library_chat(
     let mut out = String::new();
     for user in turns {
         chat.user(&mut session, user).unwrap();
-        let mut text = TextStream::new();
-        session
-            .reply(max, |_, piece| {
-                text.push(piece, &mut |s: &str| out.push_str(s));
-                Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
-        text.finish(&mut |s: &str| out.push_str(s));
+        let mut text = TextSink::plain(&mut out);
+        session.reply(max, |_, piece| Ok(text.push(piece))).unwrap();
+        text.finish().unwrap();
         out.push('\n');
     }
     out
@@ -93,40 +50,23 @@ fn library_chat(
 
 #[test]
 fn chat_answers_each_line_as_the_library_does() {
-    let Some(dir) = data_dir() else { return };
-    let (m, z) = (
-        dir.join("models/stories260K.bin"),
-        dir.join("models/tok512.bin"),
-    );
+    let Some(d) = Data::new() else { return };
     let want = library_chat(
-        &read(&dir, "models/stories260K.bin"),
-        &read(&dir, "models/tok512.bin"),
+        &read(&d.0, "models/stories260K.bin"),
+        &read(&d.0, "models/tok512.bin"),
         b"You tell stories.",
         &[b"Tell me a story.", b"What happened next?", b"Bye."],
         30,
     );
-    let args = [
-        "run",
-        "-m",
-        s(&m),
-        "-z",
-        s(&z),
-        "--chat",
-        "-y",
-        "You tell stories.",
-        "-t",
-        "0",
-        "-n",
-        "30",
-    ];
+    let args = d.run(&["--chat", "-y", "You tell stories.", "-t", "0", "-n", "30"]);
     // Empty lines are skipped, CR LF line ends accepted, the last line
     // needs no newline.
     let input = b"Tell me a story.\n\nWhat happened next?\r\nBye.";
     assert_eq!(ok(&args, input), want);
     // -i gives the first turn, standard input the rest; llama2 is the
     // default for llama2.c files.
-    let mut with_i = args.to_vec();
-    with_i.extend(["-i", "Tell me a story.", "--template", "llama2"]);
+    let mut with_i = args.clone();
+    with_i.extend(["-i", "Tell me a story.", "--template", "llama2"].map(String::from));
     assert_eq!(ok(&with_i, b"What happened next?\nBye.\n"), want);
     // No input: no turns.
     assert_eq!(ok(&args, b""), "");
@@ -155,10 +95,10 @@ fn with_chat_template(gguf: &[u8], template: &str) -> Vec<u8> {
 
 #[test]
 fn the_template_comes_from_the_gguf_file_or_template() {
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("chat-template");
-    let plain = dir.join("models/stories260K-f32.gguf");
-    let gguf = read(&dir, "models/stories260K-f32.gguf");
+    let plain = d.model("stories260K-f32.gguf");
+    let gguf = read(&d.0, "models/stories260K-f32.gguf");
     let zephyr = tmp.path("zephyr.gguf");
     std::fs::write(
         &zephyr,
@@ -180,51 +120,56 @@ fn the_template_comes_from_the_gguf_file_or_template() {
     let input = b"Tell me a story.\nAnd then?\n";
     let run = |model: &Path, extra: &[&str]| {
         let mut args = vec!["run", "-m", s(model), "--chat", "-t", "0", "-n", "20"];
+        args.extend_from_slice(&["--ctx", "512"]);
         args.extend_from_slice(extra);
         ok(&args, input)
     };
     let as_zephyr = run(&plain, &["--template", "zephyr"]);
     let as_llama2 = run(&plain, &["--template", "llama2"]);
+    let as_chatml = run(&plain, &["--template", "chatml"]);
     assert_ne!(as_zephyr, as_llama2);
+    assert_ne!(as_chatml, as_llama2);
     assert_eq!(run(&zephyr, &[]), as_zephyr);
     assert_eq!(run(&llama2, &[]), as_llama2);
+    assert_eq!(run(&unknown, &[]), as_chatml);
     assert_eq!(run(&unknown, &["--template", "zephyr"]), as_zephyr);
 
-    for model in [&plain, &unknown] {
-        let (_, e) = fails(&["run", "-m", s(model), "--chat"], input, 2);
-        assert!(
-            e.contains("chat_template") && e.contains("--template"),
-            "{e}"
-        );
-    }
+    // No template: ChatML, as llama.cpp falls back, and a notice. (This
+    // vocabulary has no `<|im_start|>` token: its text is text.)
+    let args = [
+        "run",
+        "-m",
+        s(&plain),
+        "--chat",
+        "-t",
+        "0",
+        "-n",
+        "20",
+        "--ctx",
+        "512",
+    ];
+    let (out, err) = super::ok(&args, input);
+    assert_eq!(out, as_chatml);
+    assert!(
+        err.contains("using chatml (choose with --template)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn stop_strings_end_the_text_unprinted() {
-    let Some(dir) = data_dir() else { return };
-    let (m, z) = (
-        dir.join("models/stories260K.bin"),
-        dir.join("models/tok512.bin"),
-    );
+    let Some(d) = Data::new() else { return };
     let prompt = "Once upon a time";
+    // `args`, then `--stop` before each of `stops`.
+    let with_stops = |args: &[&str], stops: &[&str]| {
+        let stops = stops.iter().flat_map(|stop| ["--stop", stop]);
+        d.run(&args.iter().copied().chain(stops).collect::<Vec<_>>())
+    };
     let run = |stops: &[&str]| {
-        let mut args = vec![
-            "run",
-            "-m",
-            s(&m),
-            "-z",
-            s(&z),
-            "-i",
-            prompt,
-            "-t",
-            "0",
-            "-n",
-            "150",
-        ];
-        for stop in stops {
-            args.extend(["--stop", stop]);
-        }
-        ok(&args, b"")
+        ok(
+            &with_stops(&["-i", prompt, "-t", "0", "-n", "150"], stops),
+            b"",
+        )
     };
     let full = run(&[]);
     let generated = &full[prompt.len()..full.len() - 1];
@@ -242,21 +187,7 @@ fn stop_strings_end_the_text_unprinted() {
 
     // --stop ends each chat answer too.
     let chat = |stops: &[&str]| {
-        let mut args = vec![
-            "run",
-            "-m",
-            s(&m),
-            "-z",
-            s(&z),
-            "--chat",
-            "-t",
-            "0",
-            "-n",
-            "40",
-        ];
-        for stop in stops {
-            args.extend(["--stop", stop]);
-        }
+        let args = with_stops(&["--chat", "-t", "0", "-n", "40"], stops);
         ok(&args, b"Tell me a story.\nMore.\n")
     };
     let answers = chat(&[]);
@@ -279,25 +210,8 @@ fn stop_strings_end_the_text_unprinted() {
 /// buffer does the same before any answer.
 #[test]
 fn a_full_context_in_chat_exits_4() {
-    let Some(dir) = data_dir() else { return };
-    let (m, z) = (
-        dir.join("models/stories260K.bin"),
-        dir.join("models/tok512.bin"),
-    );
-    let args = |ctx: &'static str| {
-        vec![
-            "run",
-            "-m",
-            s(&m),
-            "-z",
-            s(&z),
-            "--chat",
-            "-t",
-            "0",
-            "--ctx",
-            ctx,
-        ]
-    };
+    let Some(d) = Data::new() else { return };
+    let args = |ctx: &str| d.run(&["--chat", "-t", "0", "--ctx", ctx]);
     let (out, e) = fails(&args("64"), b"Tell me a story.\nMore!\n", 4);
     assert!(
         e.contains("context full: 65 positions needed, the context holds 64"),
@@ -316,27 +230,18 @@ fn a_full_context_in_chat_exits_4() {
 
 #[test]
 fn chat_and_stop_flags_are_checked() {
-    let Some(dir) = data_dir() else { return };
-    let (m, z) = (
-        dir.join("models/stories260K.bin"),
-        dir.join("models/tok512.bin"),
-    );
-    let run = |extra: &[&str]| {
-        let mut a = vec!["run", "-m", s(&m), "-z", s(&z)];
-        a.extend_from_slice(extra);
-        fails(&a, b"", 2).1
-    };
+    let Some(d) = Data::new() else { return };
+    let run = |extra: &[&str]| fails(&d.run(extra), b"", 2).1;
     assert!(run(&["-y", "Be nice."]).contains("only with --chat: '-y'"));
     assert!(run(&["--template", "zephyr"]).contains("only with --chat: '--template'"));
-    assert!(run(&["--chat", "--template", "chatml"]).contains("llama2 or zephyr: 'chatml'"));
+    assert!(run(&["--chat", "--template", "vicuna"]).contains("chatml or llama3: 'vicuna'"));
     assert!(run(&["--stop", ""]).contains("--stop takes"));
     let long = "x".repeat(65);
     assert!(run(&["--stop", &long]).contains("--stop takes"));
     let many: Vec<&str> = ["--stop", "a"].repeat(9);
     assert!(run(&many).contains("at most 8 --stop"));
     assert!(run(&["--chat", "-y"]).contains("missing value after: '-y'"));
-    let o = barellama(&["run", "--help"], b"");
-    let help = String::from_utf8(o.stdout).unwrap();
+    let help = ok(&["run", "--help"], b"");
     for flag in ["--chat", "-y SYSTEM", "--template", "--stop TEXT"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

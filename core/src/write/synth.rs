@@ -4,12 +4,12 @@
 //! types and the bytes read per token are real.
 
 use super::export::{write_gguf, Layout, Role, Source};
-use super::gguf::{Counter, SliceOutput, TensorSpec, Writer};
-use super::llama2c::MAGIC;
-use super::Config;
-use crate::app::Output;
+use super::gguf::{TensorSpec, Writer};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sampler::random_u32;
+use crate::image::llama2c::MAGIC;
+use crate::io::{Counter, Output, SliceOutput};
+use crate::rng::random_u32;
 use crate::tensor::DType;
 
 const HEADER_BYTES: usize = 256;
@@ -24,6 +24,7 @@ pub const STORIES110M: Config = Config {
     vocab_size: 32000,
     seq_len: 1024,
     rope_theta: 10000.0,
+    rope_scale: 1.0,
     norm_eps: 1e-5,
 };
 

@@ -2,28 +2,12 @@
 //! against the ones llama.cpp's `llama-quantize` and llama2.c's `export.py`
 //! wrote from the same fp32 weights.
 
-use std::path::Path;
-use std::process::Command;
-
 use barellama_core::arena::KvType;
 use barellama_core::image::gguf::ValueType;
 use barellama_core::{Compute, Isa, Model};
-use barellama_tests::{data_dir, read, teacher_forced_kv, Golden, TempDir};
+use barellama_tests::{read, teacher_forced_kv, Golden, TempDir};
 
-/// Runs `barellama args…` and returns stderr; panics unless it exits with `code`.
-fn barellama(args: &[&str], code: i32) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_barellama"))
-        .args(args)
-        .output()
-        .expect("barellama runs");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use super::{fails, ok, s, Data};
 
 /// Every tensor's data in `ours` equals the same-named tensor's in `theirs`.
 fn same_tensors(ours: &[u8], theirs: &[u8], what: &str) {
@@ -56,23 +40,18 @@ fn array(image: &[u8], key: &'static str, elem: ValueType) -> (u64, Vec<u8>) {
 /// tensor; then the file we wrote decodes to llama.cpp's own logits exactly
 /// as the reference file does (same weights, same vocabulary).
 fn like_llama_quantize(kind: &str, reference: &str) {
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("quantize");
     let out = tmp.path(&format!("synsmall-{kind}.gguf"));
-    let (m, z) = (
-        dir.join("models/synsmall.bin"),
-        dir.join("models/tok512.bin"),
-    );
-    let log = barellama(
-        &["quantize", s(&m), s(&out), "--type", kind, "-z", s(&z)],
-        0,
-    );
+    let (m, z) = (d.model("synsmall.bin"), d.model("tok512.bin"));
+    let args = ["quantize", s(&m), s(&out), "--type", kind, "-z", s(&z)];
+    let (_, log) = ok(&args, b"");
     assert!(
         log.contains("[  39/39] blk.3.ffn_up.weight") && log.contains("wrote"),
         "{log}"
     );
     let ours = std::fs::read(&out).unwrap();
-    let theirs = read(&dir, &format!("models/{reference}"));
+    let theirs = read(&d.0, &format!("models/{reference}"));
     same_tensors(&ours, &theirs, kind);
     // tok512.bin's pieces become the vocabulary llama.cpp's converter wrote.
     for (key, elem) in [
@@ -86,7 +65,7 @@ fn like_llama_quantize(kind: &str, reference: &str) {
             "{kind}: {key}"
         );
     }
-    let g = Golden::read(&dir, "golden/synsmall.once.l2c.bin");
+    let g = Golden::read(&d.0, "golden/synsmall.once.l2c.bin");
     let compute = Compute::single(Isa::detect());
     let a = teacher_forced_kv(&ours, &g.tokens, 20, compute, KvType::F16);
     let b = teacher_forced_kv(&theirs, &g.tokens, 20, compute, KvType::F16);
@@ -116,17 +95,14 @@ fn q4_k_matches_llama_quantize_q4_k_m() {
 #[test]
 fn f16_and_convert_match_llama_cpp() {
     like_llama_quantize("f16", "synsmall-F16.gguf");
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("convert");
     let out = tmp.path("synsmall-f32.gguf");
-    let (m, z) = (
-        dir.join("models/synsmall.bin"),
-        dir.join("models/tok512.bin"),
-    );
-    barellama(&["convert", s(&m), s(&out), "-z", s(&z)], 0);
+    let (m, z) = (d.model("synsmall.bin"), d.model("tok512.bin"));
+    ok(&["convert", s(&m), s(&out), "-z", s(&z)], b"");
     same_tensors(
         &std::fs::read(&out).unwrap(),
-        &read(&dir, "models/synsmall-f32.gguf"),
+        &read(&d.0, "models/synsmall-f32.gguf"),
         "f32",
     );
 }
@@ -135,16 +111,16 @@ fn f16_and_convert_match_llama_cpp() {
 /// same as llama2.c's.
 #[test]
 fn gguf_to_gguf_keeps_the_vocabulary() {
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("requantize");
     let out = tmp.path("q8.gguf");
-    let m = dir.join("models/synsmall-f32.gguf");
-    barellama(&["quantize", s(&m), s(&out), "--type", "q8_0"], 0);
+    let m = d.model("synsmall-f32.gguf");
+    ok(&["quantize", s(&m), s(&out), "--type", "q8_0"], b"");
     let ours = std::fs::read(&out).unwrap();
-    let theirs = read(&dir, "models/synsmall-Q8_0.gguf");
+    let theirs = read(&d.0, "models/synsmall-Q8_0.gguf");
     same_tensors(&ours, &theirs, "q8_0 from gguf");
     let key = "tokenizer.ggml.tokens";
-    let source = read(&dir, "models/synsmall-f32.gguf");
+    let source = read(&d.0, "models/synsmall-f32.gguf");
     assert_eq!(
         array(&ours, key, ValueType::String),
         array(&source, key, ValueType::String)
@@ -154,17 +130,17 @@ fn gguf_to_gguf_keeps_the_vocabulary() {
 /// The whole llama2.c v2 file, header included, as `export.py` wrote it.
 #[test]
 fn v2_files_are_export_py_byte_for_byte() {
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("v2");
     for (source, group, reference) in [
         ("synsmall.bin", "v2", "synsmall-q80.bin"),
         ("stories260K.bin", "v2:4", "stories260K-q80.bin"),
     ] {
         let out = tmp.path(reference);
-        let m = dir.join(format!("models/{source}"));
-        barellama(&["quantize", s(&m), s(&out), "--type", group], 0);
+        let m = d.model(source);
+        ok(&["quantize", s(&m), s(&out), "--type", group], b"");
         assert!(
-            std::fs::read(&out).unwrap() == read(&dir, &format!("models/{reference}")),
+            std::fs::read(&out).unwrap() == read(&d.0, &format!("models/{reference}")),
             "{reference}"
         );
     }
@@ -172,11 +148,10 @@ fn v2_files_are_export_py_byte_for_byte() {
 
 #[test]
 fn refusals_come_before_the_output_exists() {
-    let Some(dir) = data_dir() else { return };
+    let Some(d) = Data::new() else { return };
     let tmp = TempDir::new("refuse");
     let out = tmp.path("never");
-    let m = dir.join("models/stories260K.bin");
-    let q = dir.join("models/synsmall-Q8_0.gguf");
+    let (m, q) = (d.model("stories260K.bin"), d.model("synsmall-Q8_0.gguf"));
     let cases: [(&[&str], i32, &str); 6] = [
         (
             &["quantize", s(&m), s(&out), "--type", "v2:8"],
@@ -206,7 +181,7 @@ fn refusals_come_before_the_output_exists() {
         (&["quantize", s(&m), "--type", "f16"], 2, "needs IN and OUT"),
     ];
     for (args, code, message) in cases {
-        let err = barellama(args, code);
+        let (_, err) = fails(args, b"", code);
         assert!(err.contains(message), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} created the output");
     }
