@@ -264,9 +264,9 @@ impl<D: Dot, const T: usize> Rows<ROWS, T> for Q8g<'_, D, T> {
                 }
                 let ws = scales.map(|s| f32::from_le_bytes(s.add(4 * g).cast::<[u8; 4]>().read()));
                 let ws = vld1q_f32(ws.as_ptr());
-                for (t, v) in val.iter_mut().enumerate() {
+                for ((t, v), dt) in val.iter_mut().enumerate().zip(d) {
                     let isum = vcvtq_f32_s32(hsum4(sums.map(|s| s[t])));
-                    *v = vaddq_f32(*v, vmulq_n_f32(vmulq_f32(isum, ws), d[t][g]));
+                    *v = vaddq_f32(*v, vmulq_n_f32(vmulq_f32(isum, ws), dt[g]));
                 }
             }
             lanes(val)

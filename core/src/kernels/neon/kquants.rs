@@ -123,7 +123,7 @@ unsafe fn q6k_block<D: Dot, const T: usize>(
         let scales = vld1q_s8(b.add(192).cast::<i8>());
         let s = [vmovl_s8(vget_low_s8(scales)), vmovl_high_s8(scales)];
         let mut isum = [zero; T];
-        for n in 0..2 {
+        for (n, s) in s.iter().enumerate() {
             let (ql, qh) = (b.add(64 * n), b.add(128 + 32 * n));
             let l = [0, 1, 2, 3].map(|i| vld1q_u8(ql.add(16 * i)));
             let h = [vld1q_u8(qh), vld1q_u8(qh.add(16))];
@@ -146,9 +146,9 @@ unsafe fn q6k_block<D: Dot, const T: usize>(
                     *p = D::dot16(zero, s8(q[i]), vld1q_s8(x.add(16 * i)));
                 }
                 let lo = hsum4([p[0], p[1], p[2], p[3]]);
-                *isum = vmlaq_s32(*isum, lo, vmovl_s16(vget_low_s16(s[n])));
+                *isum = vmlaq_s32(*isum, lo, vmovl_s16(vget_low_s16(*s)));
                 let hi = hsum4([p[4], p[5], p[6], p[7]]);
-                *isum = vmlaq_s32(*isum, hi, vmovl_high_s16(s[n]));
+                *isum = vmlaq_s32(*isum, hi, vmovl_high_s16(*s));
             }
         }
         core::array::from_fn(|t| {
@@ -306,8 +306,8 @@ impl<D: Dot, K: KQuant, const T: usize> Rows<ROWS, T> for KRows<'_, D, K, T> {
                     *i = K::block::<D, T>(r.add(K::BYTES * b), x, xsums);
                 }
                 let scales = K::scales(rows, K::BYTES * b);
-                for (t, s) in sum.iter_mut().enumerate() {
-                    *s = vaddq_f32(*s, K::step(scales, ints.map(|i| i[t]), d[t][b]));
+                for ((t, s), dt) in sum.iter_mut().enumerate().zip(d) {
+                    *s = vaddq_f32(*s, K::step(scales, ints.map(|i| i[t]), dt[b]));
                 }
             }
             lanes(sum)
