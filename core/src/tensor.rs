@@ -16,6 +16,9 @@ pub enum DType {
     /// 32 values: f16 scale `d`, 16 bytes of nibbles (values 0..16 low
     /// nibbles first, then 16..32 high); value = d·(q − 8).
     Q4_0,
+    /// 32 values: f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles
+    /// (as Q4_0's); value = d·q + m.
+    Q4_1,
     /// 256 values in 8 sub-blocks of 32: f16 `d`, f16 `dmin`, 12 bytes of
     /// packed 6-bit sub-block scales and mins, 128 bytes of nibbles;
     /// value = d·scale·q − dmin·min.
@@ -31,10 +34,11 @@ pub enum DType {
 
 impl DType {
     /// Every GGML type the engine computes with, in GGML's id order.
-    pub const GGML: [DType; 6] = [
+    pub const GGML: [DType; 7] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
+        DType::Q4_1,
         DType::Q8_0,
         DType::Q4K,
         DType::Q6K,
@@ -46,6 +50,7 @@ impl DType {
             DType::F16 => "F16",
             DType::Q8_0 => "Q8_0",
             DType::Q4_0 => "Q4_0",
+            DType::Q4_1 => "Q4_1",
             DType::Q4K => "Q4_K",
             DType::Q6K => "Q6_K",
             DType::Q8G { .. } => "Q8_G",
@@ -60,6 +65,7 @@ impl DType {
             DType::F16 => (1, 2),
             DType::Q8_0 => (32, 34),
             DType::Q4_0 => (32, 18),
+            DType::Q4_1 => (32, 20),
             DType::Q4K => (256, 144),
             DType::Q6K => (256, 210),
             DType::Q8G { group } => (group as usize, group as usize),
@@ -72,6 +78,7 @@ impl DType {
             DType::F32 => Some(0),
             DType::F16 => Some(1),
             DType::Q4_0 => Some(2),
+            DType::Q4_1 => Some(3),
             DType::Q8_0 => Some(8),
             DType::Q4K => Some(12),
             DType::Q6K => Some(14),

@@ -487,8 +487,8 @@ fn bad_tensor_infos_name_the_tensor() {
         format!("{q} has GGML type 99 (unknown), which is not supported")
     );
     assert_eq!(
-        edit(&|t| t.ty = 3),
-        format!("{q} has GGML type 3 (Q4_1), which is not supported")
+        edit(&|t| t.ty = 6),
+        format!("{q} has GGML type 6 (Q5_0), which is not supported")
     );
     // Rows must be whole blocks.
     assert_eq!(

@@ -419,6 +419,47 @@ fn llama3_turns_are_llama_cpp_s_ids_and_users_cannot_forge_markers() {
     );
 }
 
+/// SmolLM2's ChatML, with its template's default system message: the
+/// prompt llama.cpp renders and tokenizes (the first 38 ids of its haiku
+/// golden); a user who types `<|im_end|>` gets text, not the marker.
+#[test]
+fn smollm2_chatml_prompt_is_llama_cpp_s() {
+    let Some(dir) = data_dir() else { return };
+    let image = read(&dir, "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let want: Vec<u32> = std::fs::read_to_string(dir.join("golden/smollm2.haiku.tokens.txt"))
+        .unwrap()
+        .split_whitespace()
+        .take(38)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let m = Model::load(&image).unwrap();
+    let g = m.gguf.unwrap();
+    let jinja = g.string("tokenizer.chat_template").unwrap().unwrap();
+    assert_eq!(Template::recognize(jinja), Some(Template::ChatMl));
+    let system = barellama_core::chat::default_system(jinja).unwrap();
+    let vocab = Vocab::Gguf(g);
+    let options = Options {
+        tokenizer: Family::of(&vocab).unwrap(),
+        ..context()
+    };
+    let plan = Plan::new(&m.config, &options).unwrap();
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let compute = Compute::single(Isa::detect());
+    let mut s = Session::new(&m, vocab, GREEDY, &plan, arena.get(), compute).unwrap();
+    let mut text = vec![0u8; 512];
+    let mut chat = Chat::new(Template::ChatMl, system, &mut text);
+    chat.user(&mut s, b"Write a haiku about the sea.").unwrap();
+    assert_eq!(s.input(), want);
+    // After a cut answer: `<|im_end|>\n<|im_start|>user\n`, the text,
+    // `<|im_end|>\n<|im_start|>assistant\n`.
+    s.reply(1, |_, _| Ok(ControlFlow::Continue(()))).unwrap();
+    chat.user(&mut s, b"<|im_end|>").unwrap();
+    let ids = s.input();
+    assert_eq!(ids[..5], [2, 198, 1, 4093, 198]);
+    assert_eq!(ids[ids.len() - 6..], [2, 198, 1, 520, 9531, 198]);
+    assert!(!ids[5..ids.len() - 6].contains(&2), "{ids:?}");
+}
+
 /// Mistral: Llama-2's `[INST]` without `<<SYS>>`, the system message
 /// joined to the first user's text by a blank line.
 #[test]

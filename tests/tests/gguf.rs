@@ -105,6 +105,11 @@ fn synsmall_q4_0_pure_matches_llama_cpp() {
 }
 
 #[test]
+fn synsmall_q4_1_with_q6_k_output_matches_llama_cpp() {
+    quantized_file("synsmall-Q4_1.gguf");
+}
+
+#[test]
 fn synsmall_q4_k_m_matches_llama_cpp() {
     quantized_file("synsmall-Q4_K_M.gguf");
 }

@@ -1,6 +1,6 @@
 //! The quantizers against the files the reference tools made from the same
 //! fp32 weights: every tensor of every GGUF file `llama-quantize` wrote from
-//! `synsmall.bin` (F16, Q8_0, Q4_0, Q4_K and Q6_K tensors), and every matrix
+//! `synsmall.bin` (F16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K tensors), and every matrix
 //! of the llama2.c v2 files `export.py` wrote, must come out byte for byte.
 
 use barellama_core::tensor::{DType, WeightRef};
@@ -153,6 +153,11 @@ fn q4_0_and_q6_k_match_llama_quantize() {
 #[test]
 fn q4_0_pure_matches_llama_quantize() {
     covers(&gguf_file("synsmall-Q4_0-pure.gguf"), &[DType::Q4_0]);
+}
+
+#[test]
+fn q4_1_and_q6_k_match_llama_quantize() {
+    covers(&gguf_file("synsmall-Q4_1.gguf"), &[DType::Q4_1, DType::Q6K]);
 }
 
 #[test]

@@ -99,6 +99,14 @@ fn llama3_vocab_matches_llama_cpp() {
 }
 
 #[test]
+fn smollm2_vocab_matches_llama_cpp() {
+    check_bpe(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "golden/tokenizer-cases.smollm2.llamacpp.out",
+    );
+}
+
+#[test]
 fn llama_vocab_matches_llama2c() {
     check(
         "tokenizer.bin",

@@ -24,8 +24,9 @@ usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--pro
                        [--threads N] [--ctx N] [--kv f32|f16] [--scalar] [--json]
   -m MODEL      model to measure (default: a seeded synthetic stories110M-shape model)
   --format F    the synthetic model's weights: f32 (default, a llama2.c file), GGUF
-                f16, q8_0, q4_0 (with a Q6_K classifier), q4_0-pure, q4_k (Q4_K_M's
-                mix of Q4_K and Q6_K) or q6_k, or v2 (llama2.c's int8, groups of 64)
+                f16, q8_0, q4_0 (with a Q6_K classifier), q4_0-pure, q4_1, q4_k
+                (Q4_K_M's mix of Q4_K and Q6_K) or q6_k, or v2 (llama2.c's int8,
+                groups of 64)
   -z TOKENIZER  also decode each token to text, as run does (default: a GGUF
                 model's own vocabulary)
   -n TOKENS     tokens to generate (default 256)
@@ -49,7 +50,7 @@ pub(super) fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
                 let v = args.value(flag)?;
                 layout = Synthetic::parse(v).ok_or_else(|| {
                     Error::usage(
-                        "--format takes f32, f16, q8_0, q4_0, q4_0-pure, q4_k, q6_k or v2",
+                        "--format takes f32, f16, q8_0, q4_0, q4_0-pure, q4_1, q4_k, q6_k or v2",
                         v,
                     )
                 })?;

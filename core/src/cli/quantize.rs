@@ -23,9 +23,10 @@ usage: barellama quantize IN OUT --type TYPE [-z TOKENIZER]
   IN            a llama2.c .bin (v0, v1) or GGUF file with F32 or F16 weights
   OUT           the GGUF file to write, or with --type v2 a llama2.c v2 file
   --type TYPE   f32, f16, q8_0, q4_0 (with a Q6_K classifier, as llama-quantize
-                writes Q4_0), q4_0-pure (every matrix Q4_0), q4_k (llama-quantize's
-                Q4_K_M mix of Q4_K and Q6_K), q6_k, or v2[:GS] (llama2.c's int8
-                for runq, in groups of GS values; default 64)
+                writes Q4_0), q4_0-pure (every matrix Q4_0), q4_1 (with a Q6_K
+                classifier), q4_k (llama-quantize's Q4_K_M mix of Q4_K and
+                Q6_K), q6_k, or v2[:GS] (llama2.c's int8 for runq, in groups of
+                GS values; default 64)
   -z TOKENIZER  the GGUF file's vocabulary from a llama2.c tokenizer.bin
                 (default: IN's own vocabulary, when IN is GGUF)
   rows are read, quantized and written one at a time: memory stays a row
@@ -51,7 +52,7 @@ enum Target {
 fn target(v: &[u8]) -> Result<Target> {
     let bad = || {
         Error::usage(
-            "--type takes f32, f16, q8_0, q4_0, q4_0-pure, q4_k, q6_k or v2[:GS]",
+            "--type takes f32, f16, q8_0, q4_0, q4_0-pure, q4_1, q4_k, q6_k or v2[:GS]",
             v,
         )
     };

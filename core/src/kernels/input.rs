@@ -16,6 +16,14 @@ pub enum Input<'x> {
         qs: &'x [i8],
         d: &'x [f32],
     },
+    /// For Q4_1 weights (llama.cpp's Q8_1): [`Input::Q8_0`], and per
+    /// block `s`, the scale times the sum of the block's values (what a
+    /// weight block's minimum multiplies).
+    Q8_1 {
+        qs: &'x [i8],
+        d: &'x [f32],
+        s: &'x [f32],
+    },
     /// For K-quant weights: blocks of 256 with an f32 scale and the sums of
     /// every 16 values (which fold the weights' offsets into one product).
     Q8K {
@@ -47,6 +55,7 @@ pub enum InputForm {
     /// the weights start (see [`batch_form`]).
     F32Phase(u8),
     Q8_0,
+    Q8_1,
     Q8K,
     Q8G(u32),
 }
@@ -56,6 +65,7 @@ impl InputForm {
         match dtype {
             DType::F32 | DType::F16 => InputForm::F32,
             DType::Q8_0 | DType::Q4_0 => InputForm::Q8_0,
+            DType::Q4_1 => InputForm::Q8_1,
             DType::Q4K | DType::Q6K => InputForm::Q8K,
             DType::Q8G { group } => InputForm::Q8G(group),
         }
@@ -64,7 +74,7 @@ impl InputForm {
     fn block(self) -> usize {
         match self {
             InputForm::F32 | InputForm::F32Phase(_) => 1,
-            InputForm::Q8_0 => 32,
+            InputForm::Q8_0 | InputForm::Q8_1 => 32,
             InputForm::Q8K => 256,
             InputForm::Q8G(group) => group as usize,
         }
@@ -116,6 +126,11 @@ pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>
         InputForm::Q8_0 => {
             let (qs, d) = (&mut buf.qs[..n], &mut buf.d[..n / 32]);
             dispatch!(isa, quantize_q8_0(x, qs, d))
+        }
+        // The sums follow the scales.
+        InputForm::Q8_1 => {
+            let (d, s) = buf.d[..n / 16].split_at_mut(n / 32);
+            dispatch!(isa, quantize_q8_1(x, &mut buf.qs[..n], d, s))
         }
         InputForm::Q8K => {
             let (qs, d, bsums) = (
@@ -179,6 +194,11 @@ fn input_in<'s>(
             qs: &qs[..n],
             d: &d[..n / 32],
         },
+        InputForm::Q8_1 => Input::Q8_1 {
+            qs: &qs[..n],
+            d: &d[..n / 32],
+            s: &d[n / 32..n / 16],
+        },
         InputForm::Q8K => Input::Q8K {
             qs: &qs[..n],
             d: &d[..n / 256],
@@ -213,6 +233,9 @@ pub(super) fn fits(w: &WeightRef<'_>, x: &Input<'_>) -> bool {
         (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
             qs.len() == cols && d.len() == cols / 32
         }
+        (DType::Q4_1, Input::Q8_1 { qs, d, s }) => {
+            qs.len() == cols && d.len() == cols / 32 && s.len() == cols / 32
+        }
         (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
             qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16
         }
@@ -235,7 +258,10 @@ impl<'x> Input<'x> {
     /// The int8 values of a quantized input (empty for f32).
     pub(crate) fn qs(self) -> &'x [i8] {
         match self {
-            Input::Q8_0 { qs, .. } | Input::Q8K { qs, .. } | Input::Q8G { qs, .. } => qs,
+            Input::Q8_0 { qs, .. }
+            | Input::Q8_1 { qs, .. }
+            | Input::Q8K { qs, .. }
+            | Input::Q8G { qs, .. } => qs,
             Input::F32(_) => &[],
         }
     }
@@ -243,8 +269,19 @@ impl<'x> Input<'x> {
     /// The block scales of a quantized input (empty for f32).
     pub(crate) fn scales(self) -> &'x [f32] {
         match self {
-            Input::Q8_0 { d, .. } | Input::Q8K { d, .. } | Input::Q8G { d, .. } => d,
+            Input::Q8_0 { d, .. }
+            | Input::Q8_1 { d, .. }
+            | Input::Q8K { d, .. }
+            | Input::Q8G { d, .. } => d,
             Input::F32(_) => &[],
+        }
+    }
+
+    /// The scaled block sums of a Q8_1 input (empty for the others).
+    pub(crate) fn block_sums(self) -> &'x [f32] {
+        match self {
+            Input::Q8_1 { s, .. } => s,
+            _ => &[],
         }
     }
 

@@ -105,11 +105,11 @@ macro_rules! level_wrappers {
     )*};
 }
 
-/// The public functions of the int8 block kernels (Q8_0, Q4_0, llama2.c's
-/// Q8G) at level `$level` of `$isa` (`x86` or `neon`), whose module
-/// `blocks` holds their bodies: `$rows` is the rows per pass of the Q8_0
-/// and Q4_0 tiles, and `$q8g` the generic arguments, after the level, of
-/// Q8G's.
+/// The public functions of the int8 block kernels (Q8_0, Q4_0, Q4_1,
+/// llama2.c's Q8G) at level `$level` of `$isa` (`x86` or `neon`), whose
+/// module `blocks` holds their bodies: `$rows` is the rows per pass of the
+/// 32-value block tiles, and `$q8g` the generic arguments, after the level,
+/// of Q8G's. A Q4_1 matvec is its tile with one input.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! int8_wrappers {
     ($features:literal, $isa:ident, $level:ident, $rows:expr, [$($q8g:tt)*]) => {
@@ -122,6 +122,8 @@ macro_rules! int8_wrappers {
                 = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q8_0, { $rows }>;
             fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
                 = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_0, { $rows }>;
+            fn matmul_q4_1(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
+                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_1, { $rows }>;
             fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize)
                 = $crate::kernels::$isa::blocks::matvec_q8g::<$level>;
             fn matmul_q8g(
@@ -389,6 +391,7 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
         DType::F16 => dispatch!(isa, matvec_f16(out, data, xs)),
         DType::Q8_0 => dispatch!(isa, matvec_q8_0(out, data, qs, d)),
         DType::Q4_0 => dispatch!(isa, matvec_q4_0(out, data, qs, d)),
+        DType::Q4_1 => dispatch!(isa, matmul_q4_1(&mut [out], data, slice::from_ref(x))),
         // A K-quant matvec is the tile kernel with one input: the same code.
         DType::Q4K => dispatch!(isa, matmul_q4k(&mut [out], data, slice::from_ref(x))),
         DType::Q6K => dispatch!(isa, matmul_q6k(&mut [out], data, slice::from_ref(x))),
@@ -434,6 +437,7 @@ pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_
         DType::F16 => dispatch!(isa, matmul_f16(out, data, x)),
         DType::Q8_0 => dispatch!(isa, matmul_q8_0(out, data, x)),
         DType::Q4_0 => dispatch!(isa, matmul_q4_0(out, data, x)),
+        DType::Q4_1 => dispatch!(isa, matmul_q4_1(out, data, x)),
         DType::Q4K => dispatch!(isa, matmul_q4k(out, data, x)),
         DType::Q6K => dispatch!(isa, matmul_q6k(out, data, x)),
         DType::Q8G { group } => {

@@ -142,16 +142,28 @@ pub fn matvec_f16(out: &mut [f32], w: &[u8], x: &[f32]) {
 /// per 32 values, the scale `max|x|/127` kept as f16, and `x·127/max`
 /// rounded half to even.
 pub fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
-    for ((xb, qb), db) in x
-        .chunks_exact(32)
-        .zip(qs.chunks_exact_mut(32))
-        .zip(d.iter_mut())
-    {
+    quantize_blocks32(x, qs, d, None);
+}
+
+/// llama.cpp's input quantization for Q4_1 weights (Q8_1, its x86 code):
+/// [`quantize_q8_0`], and per block `s`, the unrounded scale times the sum
+/// of the block's values, kept as f16.
+pub fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    quantize_blocks32(x, qs, d, Some(s));
+}
+
+fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], mut s: Option<&mut [f32]>) {
+    let blocks = x.chunks_exact(32).zip(qs.chunks_exact_mut(32));
+    for (b, ((xb, qb), db)) in blocks.zip(d.iter_mut()).enumerate() {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        *db = f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+        *db = round16(amax / 127.0);
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         for (q, &v) in qb.iter_mut().zip(xb) {
             *q = libm::rintf(v * id) as i8;
+        }
+        if let Some(s) = s.as_deref_mut() {
+            let sum: i32 = qb.iter().map(|&q| i32::from(q)).sum();
+            s[b] = round16(amax / 127.0 * sum as f32);
         }
     }
 }
@@ -225,6 +237,12 @@ pub fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     }
 }
 
+pub fn matmul_q4_1(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q4_1(o, w, x.qs(), x.scales(), x.block_sums());
+    }
+}
+
 pub fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     for (o, x) in out.iter_mut().zip(x) {
         matvec_q4k(o, w, x.qs(), x.scales(), x.bsums());
@@ -293,55 +311,64 @@ pub fn hsum8(a: [f32; 8]) -> f32 {
     (r[0] + r[2]) + (r[1] + r[3])
 }
 
-/// Rows of 32-value blocks (Q8_0, Q4_0): per block, eight lane sums
+/// Rows of 32-value blocks (Q8_0, Q4_0, Q4_1): per block, eight lane sums
 /// scaled by `d_w·d_x` with a fused multiply-add into eight running sums,
-/// then [`hsum8`]. This is llama.cpp's order for both types on x86, so the
+/// then [`hsum8`]. This is llama.cpp's order for these types on x86, so the
 /// results agree with it bit for bit. `values` decodes a block's weights.
+/// A Q4_1 block's minimum `m` (after its scale) adds `m·s_x` (the input
+/// block's `s`): llama.cpp sums those apart, with fused multiply-adds, and
+/// adds the total to the lanes' at the end.
 fn matvec_blocks32(
     out: &mut [f32],
     w: &[u8],
-    qs: &[i8],
-    d: &[f32],
+    (qs, d, s): (&[i8], &[f32], Option<&[f32]>),
     block_bytes: usize,
     values: impl Fn(&[u8]) -> [i32; 32],
 ) {
     let row_bytes = w.len() / out.len().max(1);
     for (r, o) in out.iter_mut().enumerate() {
         let row = &w[r * row_bytes..(r + 1) * row_bytes];
-        let mut acc = [0.0f32; 8];
-        for ((b, xq), &xd) in row
-            .chunks_exact(block_bytes)
-            .zip(qs.chunks_exact(32))
-            .zip(d)
-        {
+        let (mut acc, mut mins) = ([0.0f32; 8], 0.0f32);
+        let blocks = row.chunks_exact(block_bytes).zip(qs.chunks_exact(32));
+        for (i, ((b, xq), &xd)) in blocks.zip(d).enumerate() {
             let scale = f16_at(b, 0) * xd;
             for (a, lane) in acc.iter_mut().zip(lanes(values(b).into_iter(), xq)) {
                 *a = libm::fmaf(scale, lane as f32, *a);
             }
+            if let Some(s) = s {
+                mins = libm::fmaf(f16_at(b, 1), s[i], mins);
+            }
         }
-        *o = hsum8(acc);
+        *o = match s {
+            Some(_) => hsum8(acc) + mins,
+            None => hsum8(acc),
+        };
     }
 }
 
 /// Q8_0: an f16 scale and 32 signed bytes.
 pub fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
-    matvec_blocks32(out, w, qs, d, 34, |b| {
+    matvec_blocks32(out, w, (qs, d, None), 34, |b| {
         core::array::from_fn(|i| i32::from(b[2 + i] as i8))
     });
 }
 
-/// Q4_0: an f16 scale and 16 bytes of nibbles, stored as value + 8: the low
-/// nibbles are values 0..16, the high ones 16..32.
+/// The 32 values of 16 bytes of nibbles: the low nibbles are values 0..16,
+/// the high ones 16..32 (Q4_0, Q4_1).
+fn nibbles(b: &[u8]) -> [i32; 32] {
+    core::array::from_fn(|i| i32::from(if i < 16 { b[i] & 0xf } else { b[i - 16] >> 4 }))
+}
+
+/// Q4_0: an f16 scale and 16 bytes of nibbles, stored as value + 8.
 pub fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
-    matvec_blocks32(out, w, qs, d, 18, |b| {
-        core::array::from_fn(|i| {
-            i32::from(if i < 16 {
-                b[2 + i] & 0xf
-            } else {
-                b[2 + i - 16] >> 4
-            }) - 8
-        })
+    matvec_blocks32(out, w, (qs, d, None), 18, |b| {
+        nibbles(&b[2..]).map(|q| q - 8)
     });
+}
+
+/// Q4_1: an f16 scale, an f16 minimum and 16 bytes of nibbles.
+pub fn matvec_q4_1(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], s: &[f32]) {
+    matvec_blocks32(out, w, (qs, d, Some(s)), 20, |b| nibbles(&b[4..]));
 }
 
 /// A Q4_K block's eight 6-bit sub-block scales and eight 6-bit mins, from
@@ -472,6 +499,14 @@ pub fn dequantize_row(dtype: crate::tensor::DType, row: &[u8], out: &mut [f32]) 
                 for (j, &b) in block[2..].iter().enumerate() {
                     ob[j] = d * f32::from(i16::from(b & 0xf) - 8);
                     ob[j + 16] = d * f32::from(i16::from(b >> 4) - 8);
+                }
+            }
+        }
+        DType::Q4_1 => {
+            for (block, ob) in row.chunks_exact(20).zip(out.chunks_exact_mut(32)) {
+                let (d, m) = (f16_at(block, 0), f16_at(block, 1));
+                for (o, q) in ob.iter_mut().zip(nibbles(&block[4..])) {
+                    *o = q as f32 * d + m;
                 }
             }
         }

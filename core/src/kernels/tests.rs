@@ -337,6 +337,10 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, seed: u64, offset: usiz
         let v = 0.002 + 0.0001 * (i % 17) as f32;
         match dtype {
             DType::Q8_0 | DType::Q4_0 => scale(blk, 0, v),
+            DType::Q4_1 => {
+                scale(blk, 0, v);
+                scale(blk, 2, -7.5 * v);
+            }
             DType::Q4K => {
                 scale(blk, 0, v);
                 scale(blk, 2, v / 3.0);
@@ -379,6 +383,11 @@ fn input_values(x: &Input<'_>) -> Vec<f32> {
             .enumerate()
             .map(|(i, &q)| d[i / 32] * f32::from(q))
             .collect(),
+        Input::Q8_1 { qs, d, .. } => qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| d[i / 32] * f32::from(q))
+            .collect(),
         Input::Q8K { qs, d, .. } => qs
             .iter()
             .enumerate()
@@ -411,8 +420,8 @@ fn input_quantization_matches_scalar_exactly() {
         *v *= 1e-30;
     }
     for isa in simd_levels() {
-        for form in [InputForm::Q8_0, InputForm::Q8K] {
-            let mut bufs = [(); 2].map(|_| Buffers::new(n, n / 32));
+        for form in [InputForm::Q8_0, InputForm::Q8_1, InputForm::Q8K] {
+            let mut bufs = [(); 2].map(|_| Buffers::new(n, n / 16));
             for (i, b) in bufs.iter_mut().enumerate() {
                 quantize(
                     if i == 0 { Isa::SCALAR } else { isa },
@@ -449,7 +458,7 @@ fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) 
     let what = || std::format!("{} {} {rows}x{cols}", isa.name(), dtype.name());
     match dtype {
         // Exact integer sums and the spec's float order: the same bits.
-        DType::Q8_0 | DType::Q4_0 | DType::Q4K | DType::Q6K | DType::Q8G { .. } => {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q6K | DType::Q8G { .. } => {
             let (g, w): (Vec<u32>, Vec<u32>) = (
                 got.iter().map(|v| v.to_bits()).collect(),
                 want.iter().map(|v| v.to_bits()).collect(),
@@ -474,6 +483,7 @@ fn quantized_matvec_matches_scalar() {
             for rows in [1, 3, 8, 13, 37] {
                 check_quantized(isa, DType::Q8_0, rows, 32 * k, (k * rows) as u64);
                 check_quantized(isa, DType::Q4_0, rows, 32 * k, (k * rows + 1) as u64);
+                check_quantized(isa, DType::Q4_1, rows, 32 * k, (k * rows + 4) as u64);
             }
         }
         for cols in (1..=300).chain([768, 2048]) {
@@ -499,6 +509,7 @@ fn quantized_matvec_matches_scalar() {
         for dtype in [
             DType::Q8_0,
             DType::Q4_0,
+            DType::Q4_1,
             DType::Q4K,
             DType::Q6K,
             DType::F16,
@@ -681,6 +692,7 @@ fn matmul_is_matvec_for_each_input_bitwise() {
             DType::F16,
             DType::Q8_0,
             DType::Q4_0,
+            DType::Q4_1,
             DType::Q4K,
             DType::Q6K,
             DType::Q8G { group: 64 },

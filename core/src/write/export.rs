@@ -26,6 +26,8 @@ pub enum Layout {
     Q4_0,
     /// Every matrix Q4_0 (`llama-quantize --pure Q4_0`).
     Q4_0Pure,
+    /// Q4_1 matrices, the classifier Q6_K (as `llama-quantize Q4_1` does).
+    Q4_1,
     /// llama.cpp's Q4_K_M: Q4_K, with Q6_K for the classifier and, in a
     /// third of the layers, `attn_v` and `ffn_down`.
     Q4KM,
@@ -50,12 +52,13 @@ const ATTN_V: usize = 3;
 const FFN_DOWN: usize = 7;
 
 impl Layout {
-    pub const ALL: [Layout; 7] = [
+    pub const ALL: [Layout; 8] = [
         Layout::F32,
         Layout::F16,
         Layout::Q8_0,
         Layout::Q4_0,
         Layout::Q4_0Pure,
+        Layout::Q4_1,
         Layout::Q4KM,
         Layout::Q6K,
     ];
@@ -67,6 +70,7 @@ impl Layout {
             Layout::Q8_0 => "q8_0",
             Layout::Q4_0 => "q4_0",
             Layout::Q4_0Pure => "q4_0-pure",
+            Layout::Q4_1 => "q4_1",
             Layout::Q4KM => "q4_k",
             Layout::Q6K => "q6_k",
         }
@@ -84,6 +88,7 @@ impl Layout {
             Layout::F32 => 0,
             Layout::F16 => 1,
             Layout::Q4_0 | Layout::Q4_0Pure => 2,
+            Layout::Q4_1 => 3,
             Layout::Q8_0 => 7,
             Layout::Q4KM => 15,
             Layout::Q6K => 18,
@@ -100,8 +105,9 @@ impl Layout {
             (Layout::F32, _) => DType::F32,
             (Layout::F16, _) => DType::F16,
             (Layout::Q8_0, _) => DType::Q8_0,
-            (Layout::Q4_0 | Layout::Q4KM | Layout::Q6K, Role::Output) => DType::Q6K,
+            (Layout::Q4_0 | Layout::Q4_1 | Layout::Q4KM | Layout::Q6K, Role::Output) => DType::Q6K,
             (Layout::Q4_0 | Layout::Q4_0Pure, _) => DType::Q4_0,
+            (Layout::Q4_1, _) => DType::Q4_1,
             (Layout::Q4KM, Role::Layer { layer, tensor })
                 if (tensor == ATTN_V || tensor == FFN_DOWN) && more_bits(layer) =>
             {

@@ -45,6 +45,7 @@ pub fn quantize_row(dtype: DType, x: &[f32], out: &mut [u8]) {
         DType::F16 => |x, out| out.copy_from_slice(&f32_to_f16(x[0]).to_le_bytes()),
         DType::Q8_0 => q8_0,
         DType::Q4_0 => q4_0,
+        DType::Q4_1 => q4_1,
         DType::Q4K => q4_k,
         DType::Q6K => q6_k,
         DType::Q8G { .. } => {
@@ -129,6 +130,23 @@ fn q4_0(x: &[f32], out: &mut [u8]) {
     put_f16(&mut out[..2], d);
     let level = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
     for (j, o) in out[2..].iter_mut().enumerate() {
+        *o = level(x[j]) | level(x[j + 16]) << 4;
+    }
+}
+
+/// Q4_1: the 16 levels span the block's range, from its minimum (stored
+/// beside the scale); the levels come from the unrounded minimum and
+/// scale, truncating `(v − min)/d + 0.5`, which rounds halves up.
+fn q4_1(x: &[f32], out: &mut [u8]) {
+    let (min, max) = x.iter().fold((f32::MAX, -f32::MAX), |(lo, hi), &v| {
+        (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+    });
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(&mut out[..2], d);
+    put_f16(&mut out[2..4], min);
+    let level = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+    for (j, o) in out[4..].iter_mut().enumerate() {
         *o = level(x[j]) | level(x[j + 16]) << 4;
     }
 }
@@ -445,6 +463,9 @@ mod tests {
             DType::F16 => 1.0 / 2048.0,
             DType::Q8_0 => 0.5 / 127.0 + 1.0 / 1024.0,
             DType::Q4_0 => 1.0 / 8.0 + 1.0 / 1024.0,
+            // Half a level of a range up to twice the largest magnitude,
+            // plus the f16 minimum's and scale's rounding.
+            DType::Q4_1 => 1.0 / 15.0 + 2.0 / 1024.0,
             DType::Q4K => 2.0 / 15.0,
             DType::Q6K => 1.0 / 32.0,
             DType::Q8G { .. } => 0.5 / 127.0 + 1.0e-6,
@@ -573,10 +594,10 @@ mod tests {
                 check_bounds(dtype, x, 0.0);
             }
         }
-        // Beyond f16's range only the quantized types still work: their
-        // scales are a level's size, not the value's.
+        // Beyond f16's range only the quantized types still work whose
+        // scales are a level's size, not a value's (Q4_1's minimum is one).
         let huge = random_row(6, n, 3.0e5);
-        for dtype in types().filter(|&t| t != DType::F16) {
+        for dtype in types().filter(|&t| t != DType::F16 && t != DType::Q4_1) {
             check_bounds(dtype, &huge, 0.0);
         }
     }

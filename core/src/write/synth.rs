@@ -184,6 +184,10 @@ fn random_blocks(dtype: DType, out: &mut [u8], scale: f32, rng: &mut u64) {
             }
             DType::Q8_0 => b[..2].copy_from_slice(&half(scale / 127.0)),
             DType::Q4_0 => b[..2].copy_from_slice(&half(scale / 8.0)),
+            DType::Q4_1 => {
+                b[..2].copy_from_slice(&half(scale / 7.5));
+                b[2..4].copy_from_slice(&half(-scale));
+            }
             DType::Q4K => {
                 b[..2].copy_from_slice(&half(scale / 8.0 / 63.0));
                 b[2..4].copy_from_slice(&half(scale / 63.0));

@@ -88,6 +88,11 @@ fn q4_0_pure_matches_llama_quantize() {
 }
 
 #[test]
+fn q4_1_matches_llama_quantize() {
+    like_llama_quantize("q4_1", "synsmall-Q4_1.gguf");
+}
+
+#[test]
 fn q4_k_matches_llama_quantize_q4_k_m() {
     like_llama_quantize("q4_k", "synsmall-Q4_K_M.gguf");
 }

@@ -1,5 +1,5 @@
-//! The NEON int8 block kernels: Q8_0 and Q4_0 (blocks of 32 values with an
-//! f16 scale) and llama2.c's Q8G (groups of a multiple of 16 values with an
+//! The NEON int8 block kernels: Q8_0, Q4_0 and Q4_1 (blocks of 32 values
+//! with an f16 scale) and llama2.c's Q8G (groups of a multiple of 16 values with an
 //! f32 scale), generic over the level's [`Dot`]; and the quantizers of the
 //! input they take, which both levels share.
 
@@ -27,6 +27,31 @@ fn narrow_i8(q: [int32x4_t; 4]) -> int8x16_t {
 /// The [contract](super#safety).
 #[target_feature(enable = "neon")]
 pub unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { quantize_blocks32(x, qs, d, &mut []) }
+}
+
+/// The scalar twin's `quantize_q8_1`, equal to it for finite input.
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { quantize_blocks32(x, qs, d, s) }
+}
+
+/// Blocks of 32 values quantized as Q8_0, with their scaled sums in `s`
+/// unless it is empty (Q8_1).
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let round16 = |v: f32| crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(v));
     for (b, db) in d.iter_mut().enumerate() {
         // SAFETY: `x` and `qs` hold 32 values per scale in `d` (contract
         // 2), so block `b` is inside both.
@@ -37,12 +62,16 @@ pub unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
                 v.iter()
                     .fold(vdupq_n_f32(0.0), |m, &x| vmaxq_f32(m, vabsq_f32(x))),
             );
-            *db = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+            *db = round16(amax / 127.0);
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let q = v.map(|x| vcvtnq_s32_f32(vmulq_n_f32(x, id)));
             let out = qs.as_mut_ptr().add(32 * b);
             vst1q_s8(out, narrow_i8([q[0], q[1], q[2], q[3]]));
             vst1q_s8(out.add(16), narrow_i8([q[4], q[5], q[6], q[7]]));
+            if let Some(s) = s.get_mut(b) {
+                let sum = q.iter().fold(vdupq_n_s32(0), |a, &q| vaddq_s32(a, q));
+                *s = round16(amax / 127.0 * vaddvq_s32(sum) as f32);
+            }
         }
     }
 }
@@ -110,6 +139,10 @@ pub(super) trait Format {
     /// Bytes per block: the scale, then the values.
     const BYTES: usize;
 
+    /// Whether an f16 minimum follows the scale, adding `m·s` per block
+    /// with the input block's scaled sum `s` (Q4_1).
+    const MIN: bool = false;
+
     /// The 32 values of the block at `b`.
     ///
     /// # Safety
@@ -153,6 +186,24 @@ impl Format for Q4_0 {
     }
 }
 
+/// Q4_1: an f16 minimum after the scale, then nibbles as Q4_0's, unsigned.
+pub(super) struct Q4_1;
+
+impl Format for Q4_1 {
+    const BYTES: usize = 20;
+    const MIN: bool = true;
+
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: the caller's: the 16 bytes follow the scale and the
+        // minimum; NEON is part of every aarch64 target.
+        unsafe {
+            let q = vld1q_u8(b.add(4));
+            [s8(vandq_u8(q, vdupq_n_u8(0xf))), s8(vshrq_n_u8::<4>(q))]
+        }
+    }
+}
+
 /// Rows of blocks in format `F` for `T` inputs, with level `D`'s lane
 /// sums.
 struct Blocks32<'x, D, F, const T: usize>([Input<'x>; T], PhantomData<(D, F)>);
@@ -160,18 +211,22 @@ struct Blocks32<'x, D, F, const T: usize>([Input<'x>; T], PhantomData<(D, F)>);
 impl<D: Dot, F: Format, const R: usize, const T: usize> Rows<R, T> for Blocks32<'_, D, F, T> {
     /// The scalar twin's `matvec_blocks32`: per block, the eight lane sums
     /// of each (row, input) scaled with one fused multiply-add each into
-    /// its eight running sums, then `hsum8`. A block's 32 weights are
-    /// loaded once for all `T` inputs.
+    /// its eight running sums, then `hsum8`; a format's minimums times
+    /// the input's block sums summed apart, with fused multiply-adds, and
+    /// added at the end. A block's 32 weights are loaded once for all `T`
+    /// inputs.
     #[inline(always)]
     unsafe fn rows(&self, rows: [*const u8; R]) -> [[f32; R]; T] {
         let (qs, d) = (self.0.map(|x| x.qs().as_ptr()), self.0.map(Input::scales));
+        let sums = self.0.map(Input::block_sums);
         // SAFETY: the level's features (contract 1); block `b` of every
         // row and input is inside them, as the caller guarantees.
         unsafe {
             let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; R];
+            let mut mins = [[0.0f32; T]; R];
             for b in 0..d[0].len() {
                 let xq = qs.map(|q| [vld1q_s8(q.add(32 * b)), vld1q_s8(q.add(32 * b + 16))]);
-                for (a, r) in acc.iter_mut().zip(rows) {
+                for ((a, m), r) in acc.iter_mut().zip(&mut mins).zip(rows) {
                     let block = r.add(F::BYTES * b);
                     let [w0, w1] = F::values(block);
                     let wd = f16_at(block);
@@ -180,9 +235,21 @@ impl<D: Dot, F: Format, const R: usize, const T: usize> Rows<R, T> for Blocks32<
                         a[0] = vfmaq_n_f32(a[0], vcvtq_f32_s32(D::lanes16(w0, x[0])), s);
                         a[1] = vfmaq_n_f32(a[1], vcvtq_f32_s32(D::lanes16(w1, x[1])), s);
                     }
+                    if F::MIN {
+                        let wm = f16_at(block.add(2));
+                        for (m, s) in m.iter_mut().zip(&sums) {
+                            let v = vfma_n_f32(vdup_n_f32(*m), vdup_n_f32(wm), s[b]);
+                            *m = vget_lane_f32::<0>(v);
+                        }
+                    }
                 }
             }
-            core::array::from_fn(|t| core::array::from_fn(|k| hsum8(acc[k][t])))
+            core::array::from_fn(|t| {
+                core::array::from_fn(|k| match F::MIN {
+                    true => hsum8(acc[k][t]) + mins[k][t],
+                    false => hsum8(acc[k][t]),
+                })
+            })
         }
     }
 }

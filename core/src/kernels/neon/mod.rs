@@ -57,7 +57,7 @@ mod kquants;
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-pub use blocks::{quantize_q8_0, quantize_q8_k};
+pub use blocks::{quantize_q8_0, quantize_q8_1, quantize_q8_k};
 pub use f16::{attention_f16, f32_to_f16};
 pub use float::{
     add, attention_dots, attention_mix, matmul_f16, matmul_f32, matvec_f16, matvec_f32, rmsnorm,
@@ -151,7 +151,8 @@ int8_kernels!("neon", Neon);
 pub mod dot {
     pub use super::{
         add, attention_dots, attention_f16, attention_mix, f32_to_f16, matmul_f16, matmul_f32,
-        matvec_f16, matvec_f32, quantize_q8_0, quantize_q8_k, rmsnorm, rope, softmax, sum, swiglu,
+        matvec_f16, matvec_f32, quantize_q8_0, quantize_q8_1, quantize_q8_k, rmsnorm, rope,
+        softmax, sum, swiglu,
     };
 
     use super::NeonDot;

@@ -5,7 +5,7 @@
 
 use core::arch::x86_64::*;
 
-use super::blocks::{blocks32_rows, Format};
+use super::blocks::{add_mins, blocks32_rows, with_mins, Format};
 use super::{f16_at, hsum8, prefetch, Level, ROWS, STREAMS};
 use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
 use crate::kernels::Input;
@@ -82,10 +82,12 @@ impl Level for Avx512 {
             return unsafe { blocks32_rows::<Self, F, R, T>(rows, ahead, x) };
         }
         let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+        let sums = x.map(Input::block_sums);
         let pair = |p: usize| (2 * p, (2 * p + 1).min(T - 1));
         // At most two pairs: T ≤ 4.
         let pairs = T.div_ceil(2).min(2);
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut mins = [[0.0f32; T]; R];
         for b in 0..d[0].len() {
             let mut xq = [_mm512_setzero_si512(); 2];
             let mut corr = [_mm512_setzero_si512(); 2];
@@ -104,11 +106,13 @@ impl Level for Avx512 {
                 let scale = |t: usize| _mm256_castps_si256(_mm256_set1_ps(xds[t]));
                 xd[p] = _mm512_castsi512_ps(join(scale(i), scale(j)));
             }
-            for (a, row) in acc.iter_mut().zip(rows) {
-                // SAFETY: block `b` of a row is inside it (contract 2).
+            for ((a, m), row) in acc.iter_mut().zip(&mut mins).zip(rows) {
+                // SAFETY: block `b` of a row is inside it, and of every
+                // input (contract 2).
                 let (wv, wd) = unsafe {
                     let block = row.add(F::BYTES * b);
                     prefetch(block, ahead);
+                    add_mins::<F, T>(m, block, &sums, b);
                     let wv = _mm512_broadcast_i64x4(F::weights::<Self>(block));
                     (wv, _mm512_set1_ps(f16_at(block)))
                 };
@@ -120,13 +124,14 @@ impl Level for Avx512 {
                 }
             }
         }
-        acc.map(|a| {
+        core::array::from_fn(|k| {
             core::array::from_fn(|t| {
-                let v = a[t / 2];
-                hsum8(match t % 2 {
+                let v = acc[k][t / 2];
+                let lanes = hsum8(match t % 2 {
                     0 => _mm512_castps512_ps256(v),
                     _ => _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
-                })
+                });
+                with_mins::<F>(lanes, mins[k][t])
             })
         })
     }

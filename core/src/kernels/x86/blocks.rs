@@ -1,5 +1,5 @@
-//! The int8 block kernels of both levels: Q8_0 and Q4_0 (blocks of 32
-//! values with an f16 scale), llama2.c's Q8G (groups of a multiple of 32
+//! The int8 block kernels of both levels: Q8_0, Q4_0 and Q4_1 (blocks of
+//! 32 values with an f16 scale), llama2.c's Q8G (groups of a multiple of 32
 //! values with an f32 scale), and the quantizers of the input they take.
 //! Each computes exact integer sums per block and then the scalar twin's
 //! float formula, so they equal it bit for bit.
@@ -41,6 +41,30 @@ fn abs8(v: __m256) -> __m256 {
 /// The [contract](super#safety).
 #[inline(always)]
 pub(super) unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { quantize_blocks32(x, qs, d, &mut []) }
+}
+
+/// The scalar twin's `quantize_q8_1`, equal to it for finite input.
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[inline(always)]
+pub(super) unsafe fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { quantize_blocks32(x, qs, d, s) }
+}
+
+/// Blocks of 32 values quantized as Q8_0, with their scaled sums in `s`
+/// unless it is empty (Q8_1).
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[inline(always)]
+unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let round16 = |v: f32| crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(v));
     for (b, db) in d.iter_mut().enumerate() {
         // SAFETY: the level's features (contract 1); `x` and `qs` hold 32
         // values per scale in `d` (contract 2), so block `b` is inside both.
@@ -52,13 +76,20 @@ pub(super) unsafe fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
                 m = _mm256_max_ps(m, abs8(*v));
             }
             let amax = hmax8(m);
-            *db = crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(amax / 127.0));
+            *db = round16(amax / 127.0);
             let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
             let mut q = [_mm256_setzero_si256(); 4];
             for (q, &v) in q.iter_mut().zip(&v) {
                 *q = _mm256_cvtps_epi32(_mm256_mul_ps(v, id));
             }
             _mm256_storeu_si256(qs.as_mut_ptr().add(32 * b).cast(), pack_i8(q));
+            if let Some(s) = s.get_mut(b) {
+                let sum = hsum_i32(_mm256_add_epi32(
+                    _mm256_add_epi32(q[0], q[1]),
+                    _mm256_add_epi32(q[2], q[3]),
+                ));
+                *s = round16(amax / 127.0 * sum as f32);
+            }
         }
     }
 }
@@ -126,6 +157,10 @@ unsafe fn correction<L: Level>(bias: i8, x: __m256i) -> __m256i {
 pub(super) trait Format {
     /// Bytes per block: the scale, then the values.
     const BYTES: usize;
+
+    /// Whether an f16 minimum follows the scale, adding `m·s` per block
+    /// with the input block's scaled sum `s` (Q4_1).
+    const MIN: bool = false;
 
     /// What level `L` adds to a value to make it unsigned.
     fn bias<L: Level>() -> i8;
@@ -199,6 +234,31 @@ impl Format for Q4_0 {
     }
 }
 
+/// Q4_1: an f16 minimum after the scale, then Q4_0's nibbles, unsigned.
+pub(super) struct Q4_1;
+
+impl Format for Q4_1 {
+    const BYTES: usize = 20;
+    const MIN: bool = true;
+
+    #[inline(always)]
+    fn bias<L: Level>() -> i8 {
+        0
+    }
+
+    #[inline(always)]
+    unsafe fn weights<L: Level>(block: *const u8) -> __m256i {
+        // SAFETY: the caller's contract; Q4_0's nibbles, after the minimum.
+        unsafe { Q4_0::weights::<L>(block.add(2)) }
+    }
+
+    #[inline(always)]
+    unsafe fn lanes<L: Level>(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
+        // SAFETY: the caller's contract.
+        unsafe { L::lanes_u_acc(corr, w, x) }
+    }
+}
+
 /// The scalar twin's `matvec_blocks32` for `R` rows of blocks in format
 /// `F` and `T` inputs: each weight block is loaded (and unpacked) once
 /// and its exact lane sums formed with every input, and each (row, input)
@@ -216,10 +276,12 @@ pub(super) unsafe fn blocks32_rows<L: Level, F: Format, const R: usize, const T:
     x: [Input<'_>; T],
 ) -> [[f32; T]; R] {
     let (qs, d) = (x.map(|x| x.qs().as_ptr()), x.map(Input::scales));
+    let sums = x.map(Input::block_sums);
     // SAFETY: the level's features (contract 1); block `b` of every row
     // and input is inside them, as the caller guarantees.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut mins = [[0.0f32; T]; R];
         for b in 0..d[0].len() {
             let (mut xq, mut corr) = ([_mm256_setzero_si256(); T], [_mm256_setzero_si256(); T]);
             let mut xd = [_mm256_setzero_ps(); T];
@@ -228,7 +290,7 @@ pub(super) unsafe fn blocks32_rows<L: Level, F: Format, const R: usize, const T:
                 corr[t] = correction::<L>(F::bias::<L>(), xq[t]);
                 xd[t] = _mm256_set1_ps(d[b]);
             }
-            for (a, row) in acc.iter_mut().zip(rows) {
+            for ((a, m), row) in acc.iter_mut().zip(&mut mins).zip(rows) {
                 let block = row.add(F::BYTES * b);
                 prefetch(block, ahead);
                 let wv = F::weights::<L>(block);
@@ -239,15 +301,53 @@ pub(super) unsafe fn blocks32_rows<L: Level, F: Format, const R: usize, const T:
                     let sums = _mm256_cvtepi32_ps(F::lanes::<L>(wv, xq[t], corr[t]));
                     a[t] = _mm256_fmadd_ps(scale, sums, a[t]);
                 }
+                add_mins::<F, T>(m, block, &sums, b);
             }
         }
         let mut out = [[0.0; T]; R];
-        for (o, a) in out.iter_mut().zip(&acc) {
-            for (o, &a) in o.iter_mut().zip(a) {
-                *o = hsum8(a);
+        for ((o, a), m) in out.iter_mut().zip(&acc).zip(&mins) {
+            for ((o, &a), &m) in o.iter_mut().zip(a).zip(m) {
+                *o = with_mins::<F>(hsum8(a), m);
             }
         }
         out
+    }
+}
+
+/// For a format with minimums, adds block `b`'s `m·s` for each input to
+/// its running sum `mins[t]`, with a fused multiply-add as the scalar twin.
+///
+/// # Safety
+///
+/// The [contract](super#safety); `block` is the row's block `b`, and every
+/// input has that block.
+#[inline(always)]
+pub(super) unsafe fn add_mins<F: Format, const T: usize>(
+    mins: &mut [f32; T],
+    block: *const u8,
+    sums: &[&[f32]; T],
+    b: usize,
+) {
+    if F::MIN {
+        // SAFETY: the level's features (contract 1); the minimum follows
+        // the scale.
+        unsafe {
+            let wm = _mm_set_ss(f16_at(block.add(2)));
+            for (m, s) in mins.iter_mut().zip(sums) {
+                *m = _mm_cvtss_f32(_mm_fmadd_ss(wm, _mm_set_ss(s[b]), _mm_set_ss(*m)));
+            }
+        }
+    }
+}
+
+/// A row's result from its lanes' sum: plus its minimums' sum for a format
+/// that has them (only then: adding zero would turn −0 into +0).
+#[inline(always)]
+pub(super) fn with_mins<F: Format>(lanes: f32, mins: f32) -> f32 {
+    if F::MIN {
+        lanes + mins
+    } else {
+        lanes
     }
 }
 

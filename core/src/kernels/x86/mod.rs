@@ -137,14 +137,16 @@ trait Rows<const T: usize> {
 }
 
 /// The public functions of the kernels both levels share, for `$level`
-/// compiled with `$features`; `$tile` is the rows per pass of its Q8_0 and
-/// Q4_0 tiles, whose twice as many registers per (row, input) leave room
+/// compiled with `$features`; `$tile` is the rows per pass of its 32-value
+/// block tiles, whose twice as many registers per (row, input) leave room
 /// for half as many rows in the Q8G and f16 tiles.
 macro_rules! shared_kernels {
     ($features:literal, $level:ident, $tile:literal) => {
         int8_wrappers!($features, x86, $level, $tile, [, { $tile / 2 }]);
         level_wrappers! { $features;
             fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) = super::blocks::quantize_q8_0;
+            fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32])
+                = super::blocks::quantize_q8_1;
             fn quantize_q8_k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16])
                 = $crate::kernels::input::quantize_q8_k_by::<super::blocks::Q8k>;
             fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
