@@ -146,18 +146,19 @@ fn q8_0_matches_llama_quantize() {
 }
 
 #[test]
-fn q4_0_and_q6_k_match_llama_quantize() {
-    covers(&gguf_file("synsmall-Q4_0.gguf"), &[DType::Q4_0, DType::Q6K]);
-}
-
-#[test]
 fn q4_0_pure_matches_llama_quantize() {
     covers(&gguf_file("synsmall-Q4_0-pure.gguf"), &[DType::Q4_0]);
 }
 
+/// Q4_0 and Q4_1 files have a Q6_K classifier.
 #[test]
-fn q4_1_and_q6_k_match_llama_quantize() {
-    covers(&gguf_file("synsmall-Q4_1.gguf"), &[DType::Q4_1, DType::Q6K]);
+fn q4_0_q4_1_and_q6_k_match_llama_quantize() {
+    for (file, dtype) in [
+        ("synsmall-Q4_0.gguf", DType::Q4_0),
+        ("synsmall-Q4_1.gguf", DType::Q4_1),
+    ] {
+        covers(&gguf_file(file), &[dtype, DType::Q6K]);
+    }
 }
 
 #[test]

@@ -255,26 +255,26 @@ impl<'x> Input<'x> {
         }
     }
 
+    /// The int8 values and block scales of a quantized input (empty for
+    /// f32).
+    fn blocks(self) -> (&'x [i8], &'x [f32]) {
+        match self {
+            Input::Q8_0 { qs, d }
+            | Input::Q8_1 { qs, d, .. }
+            | Input::Q8K { qs, d, .. }
+            | Input::Q8G { qs, d, .. } => (qs, d),
+            Input::F32(_) => (&[], &[]),
+        }
+    }
+
     /// The int8 values of a quantized input (empty for f32).
     pub(crate) fn qs(self) -> &'x [i8] {
-        match self {
-            Input::Q8_0 { qs, .. }
-            | Input::Q8_1 { qs, .. }
-            | Input::Q8K { qs, .. }
-            | Input::Q8G { qs, .. } => qs,
-            Input::F32(_) => &[],
-        }
+        self.blocks().0
     }
 
     /// The block scales of a quantized input (empty for f32).
     pub(crate) fn scales(self) -> &'x [f32] {
-        match self {
-            Input::Q8_0 { d, .. }
-            | Input::Q8_1 { d, .. }
-            | Input::Q8K { d, .. }
-            | Input::Q8G { d, .. } => d,
-            Input::F32(_) => &[],
-        }
+        self.blocks().1
     }
 
     /// The scaled block sums of a Q8_1 input (empty for the others).

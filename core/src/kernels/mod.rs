@@ -117,13 +117,13 @@ macro_rules! int8_wrappers {
             fn matvec_q8_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
                 = $crate::kernels::$isa::blocks::matvec_blocks32::<$level, $crate::kernels::$isa::blocks::Q8_0>;
             fn matvec_q4_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32])
-                = $crate::kernels::$isa::blocks::matvec_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_0>;
+                = $crate::kernels::$isa::blocks::matvec_blocks32::<$level, $crate::kernels::$isa::blocks::Nibbles<false>>;
             fn matmul_q8_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
                 = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q8_0, { $rows }>;
             fn matmul_q4_0(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_0, { $rows }>;
+                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Nibbles<false>, { $rows }>;
             fn matmul_q4_1(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
-                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Q4_1, { $rows }>;
+                = $crate::kernels::$isa::blocks::matmul_blocks32::<$level, $crate::kernels::$isa::blocks::Nibbles<true>, { $rows }>;
             fn matvec_q8g(out: &mut [f32], w: &[u8], scales: &[u8], qs: &[i8], d: &[f32], group: usize)
                 = $crate::kernels::$isa::blocks::matvec_q8g::<$level>;
             fn matmul_q8g(

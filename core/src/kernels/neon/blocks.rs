@@ -167,39 +167,26 @@ impl Format for Q8_0 {
     }
 }
 
-/// Q4_0: 16 bytes of nibbles stored as value + 8, the low ones first.
-pub(super) struct Q4_0;
+/// 16 bytes of nibbles, the low ones first, at the end of a block: Q4_0
+/// (stored as value + 8 after the scale) and, with `M`, Q4_1 (unsigned,
+/// after the scale and an f16 minimum).
+pub(super) struct Nibbles<const M: bool>;
 
-impl Format for Q4_0 {
-    const BYTES: usize = 18;
-
-    #[inline(always)]
-    unsafe fn values(b: *const u8) -> [int8x16_t; 2] {
-        // SAFETY: the caller's: the 16 bytes follow the scale; NEON is
-        // part of every aarch64 target.
-        unsafe {
-            let (low, eight) = (vdupq_n_u8(0xf), vdupq_n_s8(8));
-            let q = vld1q_u8(b.add(2));
-            let lo = vsubq_s8(s8(vandq_u8(q, low)), eight);
-            [lo, vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight)]
-        }
-    }
-}
-
-/// Q4_1: an f16 minimum after the scale, then nibbles as Q4_0's, unsigned.
-pub(super) struct Q4_1;
-
-impl Format for Q4_1 {
-    const BYTES: usize = 20;
-    const MIN: bool = true;
+impl<const M: bool> Format for Nibbles<M> {
+    const BYTES: usize = if M { 20 } else { 18 };
+    const MIN: bool = M;
 
     #[inline(always)]
     unsafe fn values(b: *const u8) -> [int8x16_t; 2] {
-        // SAFETY: the caller's: the 16 bytes follow the scale and the
-        // minimum; NEON is part of every aarch64 target.
+        // SAFETY: the caller's: the 16 bytes end the block; NEON is part
+        // of every aarch64 target.
         unsafe {
-            let q = vld1q_u8(b.add(4));
-            [s8(vandq_u8(q, vdupq_n_u8(0xf))), s8(vshrq_n_u8::<4>(q))]
+            let q = vld1q_u8(b.add(Self::BYTES - 16));
+            let v = [s8(vandq_u8(q, vdupq_n_u8(0xf))), s8(vshrq_n_u8::<4>(q))];
+            match M {
+                true => v,
+                false => v.map(|v| vsubq_s8(v, vdupq_n_s8(8))),
+            }
         }
     }
 }

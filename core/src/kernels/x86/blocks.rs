@@ -205,51 +205,32 @@ impl Format for Q8_0 {
     }
 }
 
-/// Q4_0: 16 bytes of nibbles stored as value + 8, the low ones values
-/// 0..16, the high ones 16..32.
-pub(super) struct Q4_0;
+/// 16 bytes of nibbles, the low ones values 0..16, the high ones 16..32,
+/// at the end of a block: Q4_0 (stored as value + 8 after the scale) and,
+/// with `M`, Q4_1 (unsigned, after the scale and an f16 minimum).
+pub(super) struct Nibbles<const M: bool>;
 
-impl Format for Q4_0 {
-    const BYTES: usize = 18;
+impl<const M: bool> Format for Nibbles<M> {
+    const BYTES: usize = if M { 20 } else { 18 };
+    const MIN: bool = M;
 
     #[inline(always)]
     fn bias<L: Level>() -> i8 {
-        8
-    }
-
-    #[inline(always)]
-    unsafe fn weights<L: Level>(block: *const u8) -> __m256i {
-        // SAFETY: the caller's contract; the nibbles follow the scale.
-        unsafe {
-            let nib = _mm_loadu_si128(block.add(2).cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib);
-            _mm256_and_si256(both, _mm256_set1_epi8(0xf))
+        if M {
+            0
+        } else {
+            8
         }
     }
 
     #[inline(always)]
-    unsafe fn lanes<L: Level>(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
-        // SAFETY: the caller's contract.
-        unsafe { L::lanes_u_acc(corr, w, x) }
-    }
-}
-
-/// Q4_1: an f16 minimum after the scale, then Q4_0's nibbles, unsigned.
-pub(super) struct Q4_1;
-
-impl Format for Q4_1 {
-    const BYTES: usize = 20;
-    const MIN: bool = true;
-
-    #[inline(always)]
-    fn bias<L: Level>() -> i8 {
-        0
-    }
-
-    #[inline(always)]
     unsafe fn weights<L: Level>(block: *const u8) -> __m256i {
-        // SAFETY: the caller's contract; Q4_0's nibbles, after the minimum.
-        unsafe { Q4_0::weights::<L>(block.add(2)) }
+        // SAFETY: the caller's contract; the nibbles end the block.
+        unsafe {
+            let nib = _mm_loadu_si128(block.add(Self::BYTES - 16).cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib);
+            _mm256_and_si256(both, _mm256_set1_epi8(0xf))
+        }
     }
 
     #[inline(always)]
