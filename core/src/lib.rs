@@ -27,7 +27,8 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-// Bottom to top: a module imports only modules listed before it.
+// Alphabetical; the README's Layout lists them bottom to top, the order
+// in which a module imports only those below it.
 pub mod arena;
 pub mod beam;
 pub mod chat;
@@ -49,7 +50,7 @@ pub mod tensor;
 pub mod tokenizer;
 pub mod write;
 
-pub use arena::{Options, Plan};
+pub use arena::{KvType, Options, Plan};
 pub use chat::{Chat, Template, Turn};
 pub use config::Config;
 pub use error::{Error, Result};
