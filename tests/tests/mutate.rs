@@ -83,6 +83,11 @@ const CI_SPREAD: usize = if cfg!(target_arch = "aarch64") {
 const FULL_LIMIT: usize = 2_000_000;
 const FULL_SPREAD: usize = 10_007;
 const STRUCTURE_SLACK: usize = 4096;
+/// Metadata longer than twice this (a 128k vocabulary and its merges) is
+/// cut at every length of its first and last this many bytes, and at the
+/// spread lengths between: every length of synl3's megabytes would take
+/// hours in a debug build, each cut parsing all the metadata before it.
+const FULL_STRUCTURE_CAP: usize = 1 << 16;
 /// A model is left out when one case would cost more than this (a forward
 /// pass, in `target`'s rough units): SmolLM2's 135M weights would take the
 /// run hours in a debug build. What it brings is in the small files: Q4_1
@@ -1200,10 +1205,15 @@ fn cuts(t: &Target, full: bool) -> Vec<usize> {
         false => (CI_DENSE, CI_SPREAD),
     };
     let dense = dense.min(len);
-    let mut v: Vec<usize> = (0..dense).collect();
-    if spread > 0 && dense < len {
-        let step = ((len - dense) / spread).max(1);
-        v.extend((dense..len).step_by(step));
+    let head = match full && len > FULL_LIMIT && dense > 2 * FULL_STRUCTURE_CAP {
+        true => FULL_STRUCTURE_CAP,
+        false => dense,
+    };
+    let tail = dense - (dense - head).min(FULL_STRUCTURE_CAP);
+    let mut v: Vec<usize> = (0..head).chain(tail..dense).collect();
+    if spread > 0 && head < len {
+        let step = ((len - head) / spread).max(1);
+        v.extend((head..len).step_by(step));
     }
     v.extend(len.saturating_sub(64)..len);
     v.sort_unstable();
