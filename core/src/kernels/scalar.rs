@@ -152,18 +152,29 @@ pub fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     quantize_blocks32(x, qs, d, Some(s));
 }
 
+/// A Q8_0/Q8_1 block's scale from its largest magnitude, kept as f16.
+pub(crate) fn block_scale(amax: f32) -> f32 {
+    round16(amax / 127.0)
+}
+
+/// A Q8_1 block's `s`: the unrounded scale times the sum of the block's
+/// values, kept as f16.
+pub(crate) fn block_sum(amax: f32, sum: i32) -> f32 {
+    round16(amax / 127.0 * sum as f32)
+}
+
 fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], mut s: Option<&mut [f32]>) {
     let blocks = x.chunks_exact(32).zip(qs.chunks_exact_mut(32));
     for (b, ((xb, qb), db)) in blocks.zip(d.iter_mut()).enumerate() {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        *db = round16(amax / 127.0);
+        *db = block_scale(amax);
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         for (q, &v) in qb.iter_mut().zip(xb) {
             *q = libm::rintf(v * id) as i8;
         }
         if let Some(s) = s.as_deref_mut() {
             let sum: i32 = qb.iter().map(|&q| i32::from(q)).sum();
-            s[b] = round16(amax / 127.0 * sum as f32);
+            s[b] = block_sum(amax, sum);
         }
     }
 }

@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 
 use super::{by_rows, f16_at, hsum4, lanes, s8, Dot, Rows, ROWS};
 use crate::kernels::input::{quantize_q8_k_by, Q8kBlocks};
-use crate::kernels::Input;
+use crate::kernels::{scalar, Input};
 
 /// Sixteen i32 lanes (four vectors) as bytes in order, saturating.
 #[target_feature(enable = "neon")]
@@ -51,7 +51,6 @@ pub unsafe fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f3
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
-    let round16 = |v: f32| crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(v));
     for (b, db) in d.iter_mut().enumerate() {
         // SAFETY: `x` and `qs` hold 32 values per scale in `d` (contract
         // 2), so block `b` is inside both.
@@ -62,7 +61,7 @@ unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f3
                 v.iter()
                     .fold(vdupq_n_f32(0.0), |m, &x| vmaxq_f32(m, vabsq_f32(x))),
             );
-            *db = round16(amax / 127.0);
+            *db = scalar::block_scale(amax);
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let q = v.map(|x| vcvtnq_s32_f32(vmulq_n_f32(x, id)));
             let out = qs.as_mut_ptr().add(32 * b);
@@ -70,7 +69,7 @@ unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f3
             vst1q_s8(out.add(16), narrow_i8([q[4], q[5], q[6], q[7]]));
             if let Some(s) = s.get_mut(b) {
                 let sum = q.iter().fold(vdupq_n_s32(0), |a, &q| vaddq_s32(a, q));
-                *s = round16(amax / 127.0 * vaddvq_s32(sum) as f32);
+                *s = scalar::block_sum(amax, vaddvq_s32(sum));
             }
         }
     }

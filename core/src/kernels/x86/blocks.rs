@@ -13,7 +13,7 @@ use super::{
     Rows,
 };
 use crate::kernels::input::Q8kBlocks;
-use crate::kernels::Input;
+use crate::kernels::{scalar, Input};
 
 /// Thirty-two i32 lanes (four vectors) as bytes in order, saturating.
 #[target_feature(enable = "avx2,fma")]
@@ -64,7 +64,6 @@ pub(super) unsafe fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &
 /// The [contract](super#safety).
 #[inline(always)]
 unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
-    let round16 = |v: f32| crate::tensor::f16_to_f32(crate::tensor::f32_to_f16(v));
     for (b, db) in d.iter_mut().enumerate() {
         // SAFETY: the level's features (contract 1); `x` and `qs` hold 32
         // values per scale in `d` (contract 2), so block `b` is inside both.
@@ -76,7 +75,7 @@ unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f3
                 m = _mm256_max_ps(m, abs8(*v));
             }
             let amax = hmax8(m);
-            *db = round16(amax / 127.0);
+            *db = scalar::block_scale(amax);
             let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
             let mut q = [_mm256_setzero_si256(); 4];
             for (q, &v) in q.iter_mut().zip(&v) {
@@ -88,7 +87,7 @@ unsafe fn quantize_blocks32(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f3
                     _mm256_add_epi32(q[0], q[1]),
                     _mm256_add_epi32(q[2], q[3]),
                 ));
-                *s = round16(amax / 127.0 * sum as f32);
+                *s = scalar::block_sum(amax, sum);
             }
         }
     }
