@@ -202,7 +202,7 @@ impl Plan {
             },
             tokenizer: tokenizer_layout(c, p.vocab_size, self.tokenizer, self.prompt_bytes)?,
             candidates: c.take(c.count(&[2, p.vocab_size])?)?,
-            prompt: c.take(p.seq_len)?,
+            prompt: c.take(p.seq_len + 1)?,
             beams: match self.beams {
                 0 => BeamBuffers {
                     tokens: c.take(0)?,
@@ -305,7 +305,8 @@ pub struct Buffers<'a> {
     pub tokenizer: TokenizerBuffers<'a>,
     /// The sampler's candidate sort keys and their sort scratch.
     pub candidates: &'a mut [u64],
-    /// Encoded prompt tokens.
+    /// The context's tokens by position, and the one sampled last (so one
+    /// more than the context).
     pub prompt: &'a mut [u32],
     pub beams: BeamBuffers<'a>,
 }
@@ -412,7 +413,7 @@ mod tests {
             KvBuffers::F32 { keys, .. } => assert_eq!(keys.len(), 5 * 512 * 32),
             KvBuffers::F16 { .. } => panic!("f32 is the default"),
         }
-        assert_eq!(b.prompt.len(), 512);
+        assert_eq!(b.prompt.len(), 513);
         // A row per token of the default batch, each activation buffer
         // whole cache lines.
         assert_eq!(b.state.rows, DEFAULT_BATCH);

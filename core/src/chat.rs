@@ -28,9 +28,10 @@
 //!
 //! ```no_run
 //! use barellama_core::{Chat, Session, Template};
-//! # fn demo(session: &mut Session<'_, '_>, text: &mut [u8]) -> barellama_core::Result<()> {
-//! // `text` holds a rendered turn: system + user + TEMPLATE_BYTES.
-//! let mut chat = Chat::new(Template::Llama2, b"You are a storyteller.", text);
+//! # fn demo(session: &mut Session<'_, '_>, text: &mut [u8], log: &mut [u8]) -> barellama_core::Result<()> {
+//! // `text` holds a rendered turn: system + user + TEMPLATE_BYTES; `log`
+//! // the user texts of the turns in the context.
+//! let mut chat = Chat::new(Template::Llama2, b"You are a storyteller.", text, log);
 //! for question in [&b"Tell me about a cat."[..], b"And a dog?"] {
 //!     chat.user(session, question)?;
 //!     session.reply(256, |_id, piece| {
@@ -337,48 +338,164 @@ fn lay_out<'b>(items: &[Item<'_>], text: &'b mut [u8]) -> Result<Parts<'b>> {
     Ok(parts)
 }
 
+/// Most turns a conversation holds at once; a new turn beyond them drops
+/// the oldest.
+pub const MAX_TURNS: usize = 64;
+
+/// A turn the context holds: where its answer begins, and how long its
+/// user text is in the log.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    answer: usize,
+    len: usize,
+}
+
 /// A conversation in one chat format, fed into a [`Session`] turn by turn.
+/// When the context fills, the oldest turns are dropped and the system
+/// message kept: the oldest turn still held is written again as the first
+/// (with the system message), its answer and everything after it follow
+/// as they were, and [`Session::rewrite`] runs only what changed.
 pub struct Chat<'c> {
     template: Template,
     system: &'c [u8],
     /// Where each turn is rendered.
     text: &'c mut [u8],
+    /// The user texts of the held turns, oldest first, back to back.
+    log: &'c mut [u8],
+    held: heapless::Deque<Held, MAX_TURNS>,
 }
 
 impl<'c> Chat<'c> {
     /// `text` holds each rendered turn: it needs `system`'s bytes, the
-    /// longest user turn's and [`TEMPLATE_BYTES`].
-    pub fn new(template: Template, system: &'c [u8], text: &'c mut [u8]) -> Self {
+    /// longest user turn's and [`TEMPLATE_BYTES`]. `log` keeps the held
+    /// turns' user texts: at least the longest turn's bytes; the more, the
+    /// more turns can stay.
+    pub fn new(
+        template: Template,
+        system: &'c [u8],
+        text: &'c mut [u8],
+        log: &'c mut [u8],
+    ) -> Self {
         Chat {
             template,
             system,
             text,
+            log,
+            held: heapless::Deque::new(),
         }
     }
 
-    /// Adds the user's turn after what `session` holds: at position 0 it
-    /// opens the conversation with the system message; later it first
-    /// closes the previous answer with the format's end of turn unless the
-    /// model ended it so. Then [`Session::reply`] gives the answer. A turn
-    /// that does not fit in the context is refused and leaves the session
-    /// as it was.
-    pub fn user(&mut self, session: &mut Session<'_, '_>, user: &[u8]) -> Result<()> {
+    /// Adds the user's turn after what `session` holds: the first opens
+    /// the conversation with the system message; a later one first closes
+    /// the previous answer with the format's end of turn unless the model
+    /// ended it so. Then [`Session::reply`] gives the answer. When the turn
+    /// does not fit (in the context, the log or [`MAX_TURNS`]), the oldest
+    /// turns are dropped until it does; returns how many were. A turn that
+    /// does not fit even alone is refused and leaves the session as it was.
+    pub fn user(&mut self, session: &mut Session<'_, '_>, user: &[u8]) -> Result<usize> {
+        if user.len() > self.log.len() {
+            return Err(Error::PromptTooLong {
+                bytes: user.len(),
+                max: self.log.len(),
+            });
+        }
+        let mut dropped = 0;
+        loop {
+            let full = self.held.is_full() || self.logged() + user.len() > self.log.len();
+            let added = match full {
+                true => Err(Error::ContextFull {
+                    needed: 0,
+                    max: session.transformer.config().seq_len,
+                }),
+                false => self.add(session, user),
+            };
+            match added {
+                Err(Error::ContextFull { .. }) if self.make_room(session)? => dropped += 1,
+                Err(Error::ContextFull { .. }) if self.held.len() == 1 => {
+                    self.restart(session, user)?;
+                    return Ok(dropped + 1);
+                }
+                added => return added.map(|()| dropped),
+            }
+        }
+    }
+
+    /// Drops the oldest turn while a newer one stays (an answer that fills
+    /// the context goes on after it); whether there was one to drop.
+    pub fn make_room(&mut self, session: &mut Session<'_, '_>) -> Result<bool> {
+        let (Some(&oldest), Some(&next)) = (self.held.front(), self.held.iter().nth(1)) else {
+            return Ok(false);
+        };
+        let logged = self.logged();
+        let user = &self.log[oldest.len..oldest.len + next.len];
+        let turn = self.first_turn(session, user);
+        let count = session.rewrite(&self.template.render(&turn, self.text)?, next.answer)?;
+        self.held.pop_front();
+        for h in self.held.iter_mut() {
+            h.answer = h.answer - next.answer + count;
+        }
+        self.log.copy_within(oldest.len..logged, 0);
+        Ok(true)
+    }
+
+    /// Renders the turn after the conversation so far and runs it.
+    fn add(&mut self, session: &mut Session<'_, '_>, user: &[u8]) -> Result<()> {
         let waiting = session.next_token();
-        let first = waiting.is_none();
         let tokenizer = &session.tokenizer;
         let end = match self.template.end_of_turn() {
             Part::Special(name) => tokenizer.special(name),
             _ => Some(tokenizer.eos()),
         };
-        let turn = Turn {
+        let turn = match self.held.is_empty() {
+            true => self.first_turn(session, user),
+            false => Turn {
+                first: false,
+                close: waiting != end,
+                ..self.first_turn(session, user)
+            },
+        };
+        session.extend_parts(&self.template.render(&turn, self.text)?)?;
+        self.hold(session, user);
+        Ok(())
+    }
+
+    /// Starts the conversation over with `user`'s turn as its first.
+    fn restart(&mut self, session: &mut Session<'_, '_>, user: &[u8]) -> Result<()> {
+        let turn = self.first_turn(session, user);
+        session.rewrite(&self.template.render(&turn, self.text)?, usize::MAX)?;
+        self.held.clear();
+        self.hold(session, user);
+        Ok(())
+    }
+
+    /// Records the turn just run, whose answer comes next.
+    fn hold(&mut self, session: &Session<'_, '_>, user: &[u8]) {
+        let at = self.logged();
+        self.log[at..at + user.len()].copy_from_slice(user);
+        let held = Held {
+            answer: session.position() + 1,
+            len: user.len(),
+        };
+        let _ = self.held.push_back(held);
+    }
+
+    /// `user`'s turn opening a conversation.
+    fn first_turn<'u>(&self, session: &Session<'_, '_>, user: &'u [u8]) -> Turn<'u>
+    where
+        'c: 'u,
+    {
+        Turn {
             system: self.system,
             user,
-            first,
-            add_bos: tokenizer.add_bos(),
-            close: !first && waiting != end,
-        };
-        let parts = self.template.render(&turn, self.text)?;
-        session.extend_parts(&parts)
+            first: true,
+            add_bos: session.tokenizer.add_bos(),
+            close: false,
+        }
+    }
+
+    /// Bytes of the log in use.
+    fn logged(&self) -> usize {
+        self.held.iter().map(|h| h.len).sum()
     }
 }
 

@@ -78,6 +78,14 @@ pub enum Error {
         found: [u64; 2],
         expected: [u64; 2],
     },
+    /// A tensor to be written in a type whose blocks do not divide its rows
+    /// of `cols` values: named, unlike a size that merely overflows.
+    Blocks {
+        name: Text,
+        cols: usize,
+        dtype: &'static str,
+        block: usize,
+    },
     /// A size or offset computed from `field` does not fit the address space.
     Overflow { field: &'static str },
     /// The caller's arena is smaller than the [`Plan`](crate::arena::Plan) needs.
@@ -100,6 +108,8 @@ pub enum Error {
     },
     /// Writing output failed.
     Io { what: &'static str, errno: i32 },
+    /// The reader of `what` (a pipe's other end) went away.
+    Closed { what: &'static str },
     /// The host could not provide memory.
     OutOfMemory { bytes: usize },
     /// The host could not start worker threads.
@@ -129,6 +139,7 @@ impl Error {
             | Error::Invalid { .. }
             | Error::Unsupported { .. }
             | Error::Mismatch { .. }
+            | Error::Blocks { .. }
             | Error::Overflow { .. }
             | Error::File { .. } => 3,
             Error::ArenaTooSmall { .. }
@@ -137,7 +148,10 @@ impl Error {
             | Error::PromptTooLong { .. }
             | Error::OutOfMemory { .. }
             | Error::Threads { .. } => 4,
-            Error::Token { .. } | Error::Io { .. } | Error::Misuse { .. } => 1,
+            Error::Token { .. }
+            | Error::Io { .. }
+            | Error::Closed { .. }
+            | Error::Misuse { .. } => 1,
         }
     }
 
@@ -203,6 +217,16 @@ impl fmt::Display for Error {
                 "tensor '{name}' is {}x{}, expected {}x{}",
                 found[0], found[1], expected[0], expected[1]
             ),
+            Error::Blocks {
+                name,
+                cols,
+                dtype,
+                block,
+            } => write!(
+                f,
+                "tensor '{name}' has rows of {cols} values, not a multiple of \
+                 {dtype}'s block of {block}"
+            ),
             Error::Overflow { field } => {
                 write!(f, "{field}: size overflows the address space")
             }
@@ -243,6 +267,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::Io { what, errno } => write!(f, "cannot write {what} ({})", Errno(*errno)),
+            Error::Closed { what } => write!(f, "the reader of {what} went away"),
             Error::OutOfMemory { bytes } => {
                 write!(f, "out of memory: cannot map {bytes} bytes")
             }

@@ -45,6 +45,27 @@ pub fn tokenize_parts(
     parts: &[Part<'_>],
     out: &mut [u32],
 ) -> Result<usize> {
+    let n = each_id(tokenizer, parts, |i, id| {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = id;
+        }
+    })?;
+    if n > out.len() {
+        return Err(Error::ContextFull {
+            needed: n,
+            max: out.len(),
+        });
+    }
+    Ok(n)
+}
+
+/// Encodes `parts` and hands each id to `put` with its index; returns how
+/// many there are.
+fn each_id(
+    tokenizer: &mut Tokenizer<'_, '_>,
+    parts: &[Part<'_>],
+    mut put: impl FnMut(usize, u32),
+) -> Result<usize> {
     let mut n = 0usize;
     for part in parts {
         let marker;
@@ -69,16 +90,10 @@ pub fn tokenize_parts(
                 &marker
             }
         };
-        if let Some(slot) = out.get_mut(n..n + ids.len()) {
-            slot.copy_from_slice(ids);
+        for &id in ids {
+            put(n, id);
+            n += 1;
         }
-        n += ids.len();
-    }
-    if n > out.len() {
-        return Err(Error::ContextFull {
-            needed: n,
-            max: out.len(),
-        });
     }
     Ok(n)
 }
@@ -103,16 +118,18 @@ pub struct Session<'m, 'a> {
     pub transformer: Transformer<'m, 'a>,
     pub tokenizer: Tokenizer<'m, 'a>,
     pub sampler: Sampler<'a>,
-    /// Tokens on their way into the model: the waiting token, then the
-    /// last input's.
-    prompt: &'a mut [u32],
+    /// The context's tokens by position: `tokens[..pos]` have run, and
+    /// `tokens[pos]` is the waiting token (staged input follows it). One
+    /// longer than the context, so a reply that fills it keeps the token it
+    /// sampled last.
+    tokens: &'a mut [u32],
     pos: usize,
     /// The token the next position runs: the input's last or the last
     /// sampled. It waits so that the logits after it are computed only
     /// when a reply samples from them, and so that the next input can see
     /// how an answer ended. `None` only before any input.
     next: Option<u32>,
-    /// Where the last input's tokens are in `prompt`.
+    /// Where the last input's tokens are in `tokens`.
     input: Range<usize>,
     beams: BeamBuffers<'a>,
 }
@@ -135,7 +152,7 @@ impl<'m, 'a> Session<'m, 'a> {
             transformer: Transformer::new(model, plan.config(), b.state, compute)?,
             tokenizer,
             sampler: Sampler::new(sampler, b.candidates, compute.isa),
-            prompt: b.prompt,
+            tokens: b.prompt,
             pos: 0,
             next: None,
             input: 0..0,
@@ -153,7 +170,7 @@ impl<'m, 'a> Session<'m, 'a> {
         let outcome = beam::search(
             &mut self.transformer,
             &mut self.beams,
-            &self.prompt[..n],
+            &self.tokens[..n],
             steps,
             width,
             self.tokenizer.eog(),
@@ -183,7 +200,13 @@ impl<'m, 'a> Session<'m, 'a> {
     /// The tokens the last input added, BOS included but not the token that
     /// waited before them: what a caller echoes as a prompt's text.
     pub fn input(&self) -> &[u32] {
-        &self.prompt[self.input.clone()]
+        &self.tokens[self.input.clone()]
+    }
+
+    /// The tokens that have run, position by position: what a repetition
+    /// penalty looks back on, and what a chat keeps when it drops turns.
+    pub fn history(&self) -> &[u32] {
+        &self.tokens[..self.pos]
     }
 
     /// Starts over at position 0; the arena is reused as it is.
@@ -223,8 +246,9 @@ impl<'m, 'a> Session<'m, 'a> {
         self.stage(&parts[usize::from(!bos)..])
     }
 
-    /// Puts the waiting token, then the tokens of `parts`, at the start of
-    /// `prompt`; returns how many there are (0 when `parts` add none).
+    /// Puts the tokens of `parts` after the waiting token; returns how many
+    /// tokens from [`Session::position`] on are staged, the waiting one
+    /// included (0 when `parts` add none).
     fn stage(&mut self, parts: &[Part<'_>]) -> Result<usize> {
         self.stage_with(|tokenizer, out| tokenize_parts(tokenizer, parts, out))
     }
@@ -236,13 +260,12 @@ impl<'m, 'a> Session<'m, 'a> {
         &mut self,
         fill: impl FnOnce(&mut Tokenizer<'m, 'a>, &mut [u32]) -> Result<usize>,
     ) -> Result<usize> {
-        let (pos, max) = (self.pos, self.transformer.config().seq_len);
-        let start = usize::from(self.next.is_some());
-        let room = max.saturating_sub(pos).min(self.prompt.len());
-        let out = self.prompt.get_mut(start..room).unwrap_or(&mut []);
+        let max = self.transformer.config().seq_len;
+        let start = self.pos + usize::from(self.next.is_some());
+        let out = self.tokens.get_mut(start..max).unwrap_or(&mut []);
         let new = fill(&mut self.tokenizer, out).map_err(|e| match e {
             Error::ContextFull { needed, .. } => Error::ContextFull {
-                needed: pos + start + needed,
+                needed: start + needed,
                 max,
             },
             e => e,
@@ -250,28 +273,69 @@ impl<'m, 'a> Session<'m, 'a> {
         if new == 0 {
             return Ok(0);
         }
-        if let Some(token) = self.next {
-            self.prompt[0] = token;
-        }
         self.input = start..start + new;
-        Ok(start + new)
+        Ok(start + new - self.pos)
     }
 
     /// Runs the first `n - 1` staged tokens; the last one waits.
     fn commit(&mut self, n: usize) -> Result<()> {
         if n > 0 {
             self.feed(n - 1)?;
-            self.next = Some(self.prompt[n - 1]);
+            self.next = Some(self.tokens[self.pos]);
         }
         Ok(())
     }
 
-    /// Runs `prompt[..n]` from the current position: the one place where
-    /// input enters the model, in batched prefill chunks.
+    /// Runs the `n` tokens from the current position on: the one place
+    /// where input enters the model, in batched prefill chunks.
     fn feed(&mut self, n: usize) -> Result<()> {
-        self.transformer.fill(&self.prompt[..n], self.pos)?;
-        self.pos += n;
+        let end = self.pos + n;
+        self.transformer
+            .fill(&self.tokens[self.pos..end], self.pos)?;
+        self.pos = end;
         Ok(())
+    }
+
+    /// Makes the context `parts` followed by the held tokens from position
+    /// `from` on (the waiting one included; `from` past it keeps none): a
+    /// chat dropping its oldest turns. Only positions after the longest
+    /// prefix that the old and new contexts share (and that lies before
+    /// `from`) run again, so the result is exactly that of feeding the new
+    /// context from the start. Returns how many tokens `parts` made. A
+    /// context that would not fit is refused with [`Error::ContextFull`]
+    /// before anything changes; so is a session holding nothing.
+    pub fn rewrite(&mut self, parts: &[Part<'_>], from: usize) -> Result<usize> {
+        let max = self.transformer.config().seq_len;
+        let Some(_) = self.next else {
+            return Err(Error::ContextFull { needed: 0, max });
+        };
+        let last = self.pos;
+        let from = from.min(last + 1);
+        let kept = last + 1 - from;
+        let count = each_id(&mut self.tokenizer, parts, |_, _| {})?;
+        let total = count + kept;
+        if total == 0 || total > max {
+            return Err(Error::ContextFull { needed: total, max });
+        }
+        // The kept tokens move to the end of the buffer, out of the way of
+        // the new ones, which overwrite the old in order: each is compared
+        // before it is written.
+        let room = self.tokens.len() - kept;
+        self.tokens.copy_within(from..=last, room);
+        let (tokens, mut same, mut differs) = (&mut *self.tokens, 0, false);
+        each_id(&mut self.tokenizer, parts, |i, id| {
+            differs |= i >= from || tokens[i] != id;
+            if !differs {
+                same = i + 1;
+            }
+            tokens[i] = id;
+        })?;
+        self.tokens.copy_within(room.., count);
+        self.pos = same.min(total - 1);
+        self.feed(total - 1 - self.pos)?;
+        self.next = Some(self.tokens[self.pos]);
+        self.input = self.pos..self.pos;
+        Ok(count)
     }
 
     /// Adds token ids (at least one) after what the session holds and
@@ -290,10 +354,14 @@ impl<'m, 'a> Session<'m, 'a> {
             slot.copy_from_slice(ids);
             Ok(ids.len())
         })?;
-        let logits = self.transformer.prefill(&self.prompt[..n], self.pos)?;
-        let next = self.sampler.sample(logits);
-        self.pos += n;
-        self.next = Some(next);
+        let end = self.pos + n;
+        let logits = self
+            .transformer
+            .prefill(&self.tokens[self.pos..end], self.pos)?;
+        // The penalties look back on every token in the context.
+        let next = self.sampler.sample(logits, &self.tokens[..end]);
+        self.pos = end;
+        self.wait(next);
         Ok(next)
     }
 
@@ -304,10 +372,19 @@ impl<'m, 'a> Session<'m, 'a> {
     pub fn step(&mut self) -> Result<u32> {
         let token = self.next.unwrap_or(self.tokenizer.bos());
         let logits = self.transformer.forward(token, self.pos)?;
-        let next = self.sampler.sample(logits);
+        // `forward` has checked that the position is inside the context.
+        self.tokens[self.pos] = token;
+        let next = self.sampler.sample(logits, &self.tokens[..=self.pos]);
         self.pos += 1;
-        self.next = Some(next);
+        self.wait(next);
         Ok(next)
+    }
+
+    /// Makes `token`, just sampled, the waiting one. The buffer has a slot
+    /// for it even at the end of the context.
+    fn wait(&mut self, token: u32) {
+        self.tokens[self.pos] = token;
+        self.next = Some(token);
     }
 
     /// Samples up to `max_tokens` tokens after what the session holds
@@ -356,7 +433,7 @@ impl<'m, 'a> Session<'m, 'a> {
         // As in llama2.c, a prompt longer than `steps` is cut there.
         let n = self.start(prompt)?.min(steps + 1);
         self.input.end = n;
-        for w in self.prompt[..n].windows(2) {
+        for w in self.tokens[..n].windows(2) {
             on_token(w[1], self.tokenizer.decode(w[0], w[1]))?;
         }
         self.commit(n)?;

@@ -43,14 +43,22 @@ impl Pool {
 }
 
 /// Reads one line of `input` into `line`, without its newline; `None` at
-/// the end of input. A longer line is read to its end and refused. Reads
-/// through `input`'s own buffer: no allocation per line.
-pub fn read_line(input: &mut impl BufRead, line: &mut [u8]) -> Result<Option<usize>> {
+/// the end of input, or when a read is interrupted and `stop` says so (a
+/// Ctrl-C at a chat's prompt). A longer line is read to its end and
+/// refused. Reads through `input`'s own buffer: no allocation per line.
+pub fn read_line(
+    input: &mut impl BufRead,
+    line: &mut [u8],
+    stop: impl Fn() -> bool,
+) -> Result<Option<usize>> {
     let (mut len, mut any) = (0usize, false);
     loop {
         let buf = match input.fill_buf() {
             Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => match stop() {
+                true => return Ok(None),
+                false => continue,
+            },
             Err(e) => {
                 return Err(Error::File {
                     path: crate::error::text(b"standard input"),
@@ -147,7 +155,8 @@ mod tests {
     fn lines_are_read_one_at_a_time_and_long_ones_refused() {
         let mut input = std::io::BufReader::with_capacity(3, &b"ab\n\nlonger line\nend"[..]);
         let mut line = [0u8; 8];
-        let mut next = || read_line(&mut input, &mut line).map(|n| n.map(|n| line[..n].to_vec()));
+        let mut next =
+            || read_line(&mut input, &mut line, || false).map(|n| n.map(|n| line[..n].to_vec()));
         assert_eq!(next(), Ok(Some(b"ab".to_vec())));
         assert_eq!(next(), Ok(Some(b"".to_vec())));
         assert_eq!(next(), Err(Error::PromptTooLong { bytes: 11, max: 8 }));

@@ -57,6 +57,13 @@ impl<'b, O: Output> Buffered<'b, O> {
         self.len = 0;
         Ok(())
     }
+
+    /// Sends the rest and hands back the sink: a host's file must be
+    /// complete before it is committed.
+    pub fn finish(mut self) -> Result<O> {
+        self.flush()?;
+        Ok(self.out)
+    }
 }
 impl<O: Output> Output for Buffered<'_, O> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {

@@ -7,11 +7,12 @@
 //! `ru_maxrss`) is decided here by `cfg`, because it depends on the OS the
 //! process runs on, not on which host crate made it.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::ffi::{c_int, c_long, c_void};
-use std::io::{IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use barellama_core::cli::{self, Host};
@@ -19,7 +20,8 @@ use barellama_core::error::{text, Error, Result};
 use barellama_core::hosted::{available_threads, read_line, CountingAlloc, Pool};
 use barellama_core::io::Output;
 use barellama_core::{Exec, Isa};
-use rustix::fs::{fstat, open, FileType, Mode, OFlags};
+use rustix::fs::{fstat, fsync, open, rename, stat, unlink, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
 use rustix::mm::{madvise, mmap, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
 
 /// How a mapped model file is made resident, so that the first token does
@@ -52,10 +54,15 @@ impl Drop for Mapping {
 /// The [`Host`] of a POSIX operating system.
 pub struct PosixHost {
     maps: RefCell<Vec<Mapping>>,
+    /// Every file mapped so far, which `create` refuses to replace.
+    inputs: RefCell<Vec<Stat>>,
     start: Instant,
     alloc: &'static CountingAlloc,
     pool: Pool,
     prefault: Prefault,
+    /// All of standard input once `-f -` asked for it, or the errno that
+    /// stopped the read.
+    stdin: OnceCell<std::result::Result<Vec<u8>, i32>>,
 }
 
 impl PosixHost {
@@ -64,10 +71,12 @@ impl PosixHost {
     pub fn new(alloc: &'static CountingAlloc, prefault: Prefault) -> Self {
         PosixHost {
             maps: RefCell::new(Vec::new()),
+            inputs: RefCell::new(Vec::new()),
             start: Instant::now(),
             alloc,
             pool: Pool::new(),
             prefault,
+            stdin: OnceCell::new(),
         }
     }
 
@@ -76,13 +85,69 @@ impl PosixHost {
     }
 }
 
-/// An output file.
-pub struct File(OwnedFd);
+/// An output file. A regular file is written as a temporary file in its
+/// directory, which [`Host::commit`] flushes to the disk and renames over
+/// the path, so that the path holds the old file or the whole new one,
+/// never a part; dropped uncommitted (a failed or abandoned command), the
+/// temporary file is removed. A device or FIFO (`/dev/null`) cannot be
+/// replaced and is written in place.
+pub struct File {
+    fd: OwnedFd,
+    /// The temporary file and the path it becomes; `None` for a file
+    /// written in place, and once committed.
+    rename: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        if let Some((temp, _)) = &self.rename {
+            let _ = unlink(temp.as_slice());
+        }
+    }
+}
+
+/// Numbers the temporary files of this process: with the process id, a
+/// name no other writer uses (hosts in one process share it).
+static TEMP_FILES: AtomicU32 = AtomicU32::new(0);
+
+/// How many names [`temporary`] tries before it gives up.
+const TEMP_TRIES: usize = 100;
+
+/// Opens a new temporary file, mode 0644 before the umask, in the
+/// directory of `path`; its path and descriptor. Created exclusively: a
+/// name left by a killed process whose id this one reuses is skipped.
+fn temporary(path: &[u8]) -> Result<(Vec<u8>, OwnedFd)> {
+    let dir = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let mut error = Errno::EXIST;
+    for _ in 0..TEMP_TRIES {
+        let n = TEMP_FILES.fetch_add(1, Ordering::Relaxed);
+        let mut temp = path[..dir].to_vec();
+        temp.extend_from_slice(format!(".barellama-{}-{n}.tmp", std::process::id()).as_bytes());
+        match open(temp.as_slice(), flags, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => return Ok((temp, fd)),
+            Err(e) => error = e,
+        }
+        if error != Errno::EXIST {
+            break;
+        }
+    }
+    Err(Error::File {
+        path: text(path),
+        problem: "cannot create a temporary file in its directory",
+        errno: error.raw_os_error(),
+    })
+}
+
+/// Whether two `stat`s are of one file (through any link).
+fn same_file(a: &Stat, b: &Stat) -> bool {
+    a.st_dev == b.st_dev && a.st_ino == b.st_ino
+}
 
 impl Output for File {
     fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
-            let n = rustix::io::write(&self.0, bytes).map_err(|e| Error::Io {
+            let n = rustix::io::write(&self.fd, bytes).map_err(|e| Error::Io {
                 what: "output file",
                 errno: e.raw_os_error(),
             })?;
@@ -140,6 +205,39 @@ fn peak_rss_bytes() -> u64 {
     }
 }
 
+/// Set by the SIGINT handler once interrupts are caught; taken by
+/// [`Host::interrupted`].
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The SIGINT handler: one atomic store, which is async-signal-safe.
+extern "C" fn on_interrupt(_signal: c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT on Linux and macOS.
+const SIGINT: c_int = 2;
+
+// SAFETY: the C library's `sighandler_t signal(int, sighandler_t)` and
+// `int siginterrupt(int, int)` (rustix has no wrappers); a handler is a
+// C function pointer, and the returned previous handler is an address.
+unsafe extern "C" {
+    fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> *const c_void;
+    fn siginterrupt(signum: c_int, flag: c_int) -> c_int;
+}
+
+/// The error of writing standard output: a closed pipe is its reader gone.
+fn stdout_error(e: std::io::Error) -> Error {
+    match e.kind() {
+        ErrorKind::BrokenPipe => Error::Closed {
+            what: "standard output",
+        },
+        _ => Error::Io {
+            what: "standard output",
+            errno: e.raw_os_error().unwrap_or(0),
+        },
+    }
+}
+
 impl Host for PosixHost {
     type File = File;
 
@@ -157,6 +255,7 @@ impl Host for PosixHost {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(fail("is not a regular file", 0));
         }
+        self.inputs.borrow_mut().push(st);
         let len =
             usize::try_from(st.st_size).map_err(|_| fail("is larger than the address space", 0))?;
         if len == 0 {
@@ -211,24 +310,63 @@ impl Host for PosixHost {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), bytes) })
     }
 
+    /// `stat` follows symbolic links, so a link to an input is refused as
+    /// the input itself is; a path that does not exist yet is new. A
+    /// symbolic link to anything else is replaced by the file, not
+    /// followed.
     fn create(&self, path: &[u8]) -> Result<File> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
-        let fd = open(path, flags, Mode::from_raw_mode(0o644)).map_err(|e| Error::File {
+        let fail = |problem, errno| Error::File {
             path: text(path),
-            problem: "cannot create",
-            errno: e.raw_os_error(),
-        })?;
-        Ok(File(fd))
+            problem,
+            errno,
+        };
+        if let Ok(st) = stat(path) {
+            if self.inputs.borrow().iter().any(|i| same_file(i, &st)) {
+                return Err(cli::same_file(path));
+            }
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => {}
+                FileType::Directory => return Err(fail("is a directory", 0)),
+                _ => {
+                    let flags = OFlags::WRONLY | OFlags::CLOEXEC;
+                    let fd = open(path, flags, Mode::empty())
+                        .map_err(|e| fail("cannot open", e.raw_os_error()))?;
+                    return Ok(File { fd, rename: None });
+                }
+            }
+        }
+        let (temp, fd) = temporary(path)?;
+        Ok(File {
+            fd,
+            rename: Some((temp, path.to_vec())),
+        })
     }
 
+    fn commit(&self, mut file: File) -> Result<()> {
+        let Some((temp, path)) = &file.rename else {
+            return Ok(());
+        };
+        let fail = |problem, e: Errno| Error::File {
+            path: text(path),
+            problem,
+            errno: e.raw_os_error(),
+        };
+        fsync(&file.fd).map_err(|e| fail("cannot flush to the disk", e))?;
+        rename(temp.as_slice(), path.as_slice()).map_err(|e| fail("cannot replace", e))?;
+        file.rename = None;
+        Ok(())
+    }
+
+    /// Through std's line-buffered stdout: a write per line.
     fn print(&self, bytes: &[u8]) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::Io {
-                what: "standard output",
-                errno: e.raw_os_error().unwrap_or(0),
-            })
+        std::io::stdout()
+            .lock()
+            .write_all(bytes)
+            .map_err(stdout_error)
+    }
+
+    fn flush(&self) -> Result<()> {
+        std::io::stdout().lock().flush().map_err(stdout_error)
     }
 
     fn eprint(&self, bytes: &[u8]) {
@@ -240,7 +378,37 @@ impl Host for PosixHost {
     }
 
     fn read_line(&self, line: &mut [u8]) -> Result<Option<usize>> {
-        read_line(&mut std::io::stdin().lock(), line)
+        read_line(&mut std::io::stdin().lock(), line, || self.interrupted())
+    }
+
+    fn read_stdin(&self) -> Result<&[u8]> {
+        let read = self.stdin.get_or_init(|| {
+            let mut all = Vec::new();
+            match std::io::stdin().lock().read_to_end(&mut all) {
+                Ok(_) => Ok(all),
+                Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+            }
+        });
+        read.as_deref().map_err(|&errno| Error::File {
+            path: text(b"standard input"),
+            problem: "cannot be read",
+            errno,
+        })
+    }
+
+    fn catch_interrupts(&self) {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; `siginterrupt` makes a read that the signal
+        // interrupts return EINTR instead of restarting, so a chat waiting
+        // at its prompt sees it.
+        unsafe {
+            signal(SIGINT, on_interrupt);
+            siginterrupt(SIGINT, 1);
+        }
+    }
+
+    fn interrupted(&self) -> bool {
+        INTERRUPTED.swap(false, Ordering::SeqCst)
     }
 
     fn now_ns(&self) -> u64 {
@@ -325,6 +493,36 @@ mod tests {
                 }
             ));
         }
+    }
+
+    /// An output replaces its path only when committed; dropped, it leaves
+    /// nothing behind. A mapped file, under any name, is never an output.
+    #[test]
+    fn outputs_replace_their_path_only_when_committed() {
+        let tmp = TempDir::new("posix-create");
+        let host = PosixHost::new(&ALLOC, Prefault::AdviseAndTouch);
+        let (out, link) = (tmp.path("out.bin"), tmp.path("link.bin"));
+        std::fs::write(&out, b"old").unwrap();
+        let count = || std::fs::read_dir(tmp.path("")).unwrap().count();
+        for commit in [false, true] {
+            let mut file = host.create(path(&out)).unwrap();
+            file.write(b"new").unwrap();
+            assert_eq!(
+                (std::fs::read(&out).unwrap(), count()),
+                (b"old".to_vec(), 2)
+            );
+            if commit {
+                host.commit(file).unwrap();
+            }
+        }
+        assert_eq!(
+            (std::fs::read(&out).unwrap(), count()),
+            (b"new".to_vec(), 1)
+        );
+        std::fs::hard_link(&out, &link).unwrap();
+        host.map(path(&out)).unwrap();
+        let err = host.create(path(&link)).map(drop).unwrap_err();
+        assert_eq!(err, cli::same_file(path(&link)));
     }
 
     #[test]

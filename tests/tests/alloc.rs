@@ -70,6 +70,7 @@ fn main() {
         topp: 0.9,
         topk: 0,
         seed: 42,
+        ..SamplerConfig::DEFAULT
     };
     decode_without_allocating("stories260K.bin", Some("tok512.bin"), sampled, 1);
     decode_without_allocating("stories260K.bin", Some("tok512.bin"), sampled, 2);

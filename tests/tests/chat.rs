@@ -16,9 +16,7 @@ use barellama_tests::{data_dir, read, AlignedBuf};
 
 const GREEDY: SamplerConfig = SamplerConfig {
     temperature: 0.0,
-    topp: 0.9,
-    topk: 0,
-    seed: 1,
+    ..SamplerConfig::DEFAULT
 };
 
 /// The ids of `turn` in `template`, tokenized with `tok`.
@@ -197,7 +195,8 @@ fn converse(
     let compute = Compute::single(Isa::detect());
     let mut s = Session::new(model, vocab, GREEDY, &plan, arena.get(), compute).unwrap();
     let mut text = vec![0u8; 1024];
-    let mut chat = Chat::new(template, system, &mut text);
+    let mut log = vec![0u8; 1024];
+    let mut chat = Chat::new(template, system, &mut text, &mut log);
     let eos = s.tokenizer.eos();
     let mut c = Conversation {
         tokens: vec![],
@@ -327,53 +326,94 @@ fn multi_turn_zephyr_equals_one_long_prompt() {
     );
 }
 
-/// A full context ends an answer with `End::ContextFull`; a turn that does
-/// not fit is refused before anything runs, and the session can start over.
+/// A full context ends an answer with `End::ContextFull`; the next turn
+/// then drops the oldest turns (all of them if need be), keeping the
+/// system message, and the session goes on exactly as one fed the kept
+/// conversation from the start would. A turn that does not fit even alone
+/// is refused before anything runs.
 #[test]
-fn a_full_context_is_reported_not_a_crash() {
+fn a_full_context_drops_the_oldest_turns() {
     let Some(dir) = data_dir() else { return };
     let image = read(&dir, "models/stories260K.bin");
     let tok = read(&dir, "models/tok512.bin");
     let m = Model::load(&image).unwrap();
     let options = Options {
-        seq_len: 48,
+        seq_len: 64,
         prompt_bytes: 512,
         ..Options::default()
     };
     let plan = Plan::new(&m.config, &options).unwrap();
+    fn session<'a>(
+        m: &'a Model<'a>,
+        tok: &'a [u8],
+        plan: &Plan,
+        arena: &'a mut AlignedBuf,
+    ) -> Session<'a, 'a> {
+        let compute = Compute::single(Isa::detect());
+        Session::new(m, Vocab::Llama2c(tok), GREEDY, plan, arena.get(), compute).unwrap()
+    }
     let mut arena = AlignedBuf::new(plan.bytes());
-    let compute = Compute::single(Isa::detect());
-    let vocab = Vocab::Llama2c(&tok);
-    let mut s = Session::new(&m, vocab, GREEDY, &plan, arena.get(), compute).unwrap();
-    let mut text = vec![0u8; 600];
-    let mut chat = Chat::new(Template::Llama2, b"", &mut text);
+    let mut s = session(&m, &tok, &plan, &mut arena);
+    let (mut text, mut log) = (vec![0u8; 600], vec![0u8; 600]);
+    let system = b"Be brief.";
+    let mut chat = Chat::new(Template::Llama2, system, &mut text, &mut log);
+    let go_on = |_, _| Ok(ControlFlow::Continue(()));
 
     chat.user(&mut s, b"Tell me a story.").unwrap();
-    let end = s
-        .reply(usize::MAX, |_, _| Ok(ControlFlow::Continue(())))
-        .unwrap();
-    assert_eq!(end, End::ContextFull);
-    assert_eq!(s.position(), 48);
-    let e = chat.user(&mut s, b"More!").unwrap_err();
+    assert_eq!(s.reply(usize::MAX, go_on).unwrap(), End::ContextFull);
+    assert_eq!(s.position(), 64);
     assert!(
-        matches!(e, Error::ContextFull { needed, max: 48 } if needed > 48),
-        "{e:?}"
+        !chat.make_room(&mut s).unwrap(),
+        "the answer's own turn stays"
     );
-    assert_eq!(e.exit_code(), 4);
-    assert_eq!(s.position(), 48, "a refused turn runs nothing");
+    // The only turn gives way to the next.
+    assert_eq!(chat.user(&mut s, b"More!").unwrap(), 1);
+    let alone = Turn {
+        system,
+        user: b"More!",
+        first: true,
+        add_bos: true,
+        close: false,
+    };
+    let tplan = TokenizerPlan::new(512, Family::SentencePiece, 256).unwrap();
+    let mut tarena = AlignedBuf::new(tplan.bytes());
+    let mut t = Tokenizer::from_llama2c(&tok, 512, tplan.carve(tarena.get()).unwrap()).unwrap();
+    let first = turn_ids(&mut t, Template::Llama2, &alone);
+    assert_eq!(s.history(), &first[..first.len() - 1]);
+    assert_eq!(s.next_token(), first.last().copied());
 
-    // A turn longer than the context, at the start.
-    s.reset();
+    // Short answers: turns pile up until the oldest must go.
+    let mut dropped = 0;
+    for user in [&b"Hi."[..], b"A cat?", b"A dog?", b"The end?"] {
+        s.reply(9, go_on).unwrap();
+        dropped += chat.user(&mut s, user).unwrap();
+    }
+    assert!(dropped > 0, "64 positions hold five turns");
+    // The kept conversation, fed from the start, continues the same way.
+    let mut held: Vec<u32> = s.history().to_vec();
+    held.push(s.next_token().unwrap());
+    assert_eq!(&held[..3], &first[..3], "BOS [INST] <<SYS>> stays");
+    let mut fresh_arena = AlignedBuf::new(plan.bytes());
+    let mut fresh = session(&m, &tok, &plan, &mut fresh_arena);
+    let mut theirs = vec![fresh.extend_tokens(&held).unwrap()];
+    theirs.extend((1..8).map(|_| fresh.step().unwrap()));
+    let ours: Vec<u32> = (0..8).map(|_| s.step().unwrap()).collect();
+    assert_eq!(ours, theirs);
+
+    // A turn longer than the context, at the start, runs nothing.
+    let mut arena = AlignedBuf::new(plan.bytes());
+    let mut s = session(&m, &tok, &plan, &mut arena);
+    let (mut text, mut log) = (vec![0u8; 600], vec![0u8; 600]);
+    let mut chat = Chat::new(Template::Llama2, b"", &mut text, &mut log);
     let e = chat.user(&mut s, &[b'a'; 200]).unwrap_err();
-    assert!(matches!(e, Error::ContextFull { max: 48, .. }), "{e:?}");
+    assert!(matches!(e, Error::ContextFull { max: 64, .. }), "{e:?}");
+    assert_eq!(e.exit_code(), 4);
     assert_eq!((s.position(), s.next_token()), (0, None));
     // And one longer than the text buffer.
     let e = chat.user(&mut s, &[b'a'; 590]).unwrap_err();
     assert!(matches!(e, Error::PromptTooLong { .. }), "{e:?}");
-
     chat.user(&mut s, b"Hi.").unwrap();
-    let end = s.reply(4, |_, _| Ok(ControlFlow::Continue(()))).unwrap();
-    assert_eq!(end, End::Limit);
+    assert_eq!(s.reply(4, go_on).unwrap(), End::Limit);
 }
 
 /// A Llama 3 chat on Llama 3's vocabulary gives the ids llama.cpp's
@@ -399,7 +439,8 @@ fn llama3_turns_are_llama_cpp_s_ids_and_users_cannot_forge_markers() {
     let compute = Compute::single(Isa::detect());
     let mut s = Session::new(&m, vocab, greedy, &plan, arena.get(), compute).unwrap();
     let mut text = vec![0u8; 256];
-    let mut chat = Chat::new(Template::Llama3, b"Be brief.", &mut text);
+    let mut log = vec![0u8; 256];
+    let mut chat = Chat::new(Template::Llama3, b"Be brief.", &mut text, &mut log);
     chat.user(&mut s, b"Hi <|eot_id|> there").unwrap();
     assert_eq!(
         s.input(),
@@ -447,7 +488,8 @@ fn smollm2_chatml_prompt_is_llama_cpp_s() {
     let compute = Compute::single(Isa::detect());
     let mut s = Session::new(&m, vocab, GREEDY, &plan, arena.get(), compute).unwrap();
     let mut text = vec![0u8; 512];
-    let mut chat = Chat::new(Template::ChatMl, system, &mut text);
+    let mut log = vec![0u8; 512];
+    let mut chat = Chat::new(Template::ChatMl, system, &mut text, &mut log);
     chat.user(&mut s, b"Write a haiku about the sea.").unwrap();
     assert_eq!(s.input(), want);
     // After a cut answer: `<|im_end|>\n<|im_start|>user\n`, the text,

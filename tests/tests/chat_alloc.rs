@@ -1,6 +1,7 @@
 //! Invariant 1 for chat: after setup, rendering and tokenizing turns,
-//! running them, sampling answers, turning pieces into text and
-//! withholding stop strings allocate nothing. Runs without the test
+//! running them, sampling answers (with min-p and every penalty),
+//! turning pieces into text, withholding stop strings and dropping old
+//! turns from a full context allocate nothing. Runs without the test
 //! harness so no other thread allocates while we count.
 
 use barellama_core::exec::ThreadPool;
@@ -39,9 +40,9 @@ fn chat_without_allocating(
         exec: &pool,
     };
     let (vocab, kv) = files.vocab(&model);
-    // Past the GGUF files' 128 positions, as llama.cpp's -c allows.
+    // Short enough that later turns drop the oldest ones.
     let options = Options {
-        seq_len: 512,
+        seq_len: 128,
         allow_longer: true,
         kv,
         tokenizer: Family::of(&vocab).unwrap(),
@@ -51,17 +52,22 @@ fn chat_without_allocating(
     let mut arena = AlignedBuf::new(plan.bytes());
     let sampler = SamplerConfig {
         seed: 7,
+        min_p: 0.05,
+        repeat_penalty: 1.1,
+        presence_penalty: 0.1,
+        frequency_penalty: 0.1,
         ..SamplerConfig::default()
     };
     let mut session = Session::new(&model, vocab, sampler, &plan, arena.get(), compute).unwrap();
     let mut text = vec![0u8; 256];
-    let mut chat = Chat::new(template, b"You tell short stories.", &mut text);
-    let (mut tokens, mut text_bytes) = (0usize, 0usize);
+    let mut log = vec![0u8; 256];
+    let mut chat = Chat::new(template, b"You tell short stories.", &mut text, &mut log);
+    let (mut tokens, mut text_bytes, mut dropped) = (0usize, 0usize, 0usize);
     let mut ends = [End::Limit; TURNS.len()];
 
     let before = ALLOC.allocations();
     for (user, end) in TURNS.iter().zip(&mut ends) {
-        chat.user(&mut session, user).unwrap();
+        dropped += chat.user(&mut session, user).unwrap();
         let mut answer = TextSink::new(TextBytes::default(), stops).unwrap();
         *end = session
             .reply(40, |_, piece| {
@@ -69,6 +75,9 @@ fn chat_without_allocating(
                 Ok(answer.push(piece))
             })
             .unwrap();
+        if *end == End::ContextFull {
+            dropped += usize::from(chat.make_room(&mut session).unwrap());
+        }
         answer.finish().unwrap();
         text_bytes += answer.writer().0;
     }
@@ -84,7 +93,7 @@ fn chat_without_allocating(
     );
     println!(
         "chat_alloc: {name}, {template:?}, {threads} threads: {} positions, {tokens} tokens, \
-         {text_bytes} bytes of text, ends {ends:?}, 0 allocations",
+         {text_bytes} bytes of text, ends {ends:?}, {dropped} turns dropped, 0 allocations",
         session.position()
     );
 }
@@ -94,7 +103,7 @@ fn main() {
         "stories260K.bin",
         Some("tok512.bin"),
         Template::Llama2,
-        &["\n"],
+        &["\n", "."],
         1,
     );
     chat_without_allocating(
@@ -108,7 +117,7 @@ fn main() {
         "stories260K-f32.gguf",
         None,
         Template::Zephyr,
-        &["cat", "said"],
+        &["cat", "said", "."],
         2,
     );
     chat_without_allocating("synsmall-Q8_0.gguf", None, Template::Llama2, &[], 1);

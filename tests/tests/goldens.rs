@@ -96,6 +96,7 @@ fn same_seed_same_tokens() {
             topp: 0.9,
             topk: 0,
             seed,
+            ..SamplerConfig::DEFAULT
         };
         generate(&dir, "The sun", 120, config, Isa::detect())
     };
@@ -107,6 +108,7 @@ fn same_seed_same_tokens() {
         topp: 0.0,
         topk: 5,
         seed: 7,
+        ..SamplerConfig::DEFAULT
     };
     let isa = Isa::detect();
     let once = generate(&dir, "The sun", 120, topk, isa);

@@ -10,9 +10,7 @@ use barellama_tests::{data_dir, read, AlignedBuf};
 
 const GREEDY: SamplerConfig = SamplerConfig {
     temperature: 0.0,
-    topp: 0.9,
-    topk: 0,
-    seed: 1,
+    ..SamplerConfig::DEFAULT
 };
 
 #[test]

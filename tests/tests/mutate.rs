@@ -787,6 +787,7 @@ fn sampler(rng: &mut Rng) -> SamplerConfig {
         topp,
         topk,
         seed,
+        ..SamplerConfig::DEFAULT
     }
 }
 

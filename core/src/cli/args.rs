@@ -9,7 +9,7 @@ use crate::arena::{KvType, Options, Plan};
 use crate::error::{Error, Result};
 use crate::exec::Compute;
 use crate::generate::Session;
-use crate::image::vocab::Vocab;
+use crate::image::vocab::{llama2c_vocab_size, Vocab};
 use crate::image::{Format, Model};
 use crate::kernels::Isa;
 use crate::sampler::SamplerConfig;
@@ -17,49 +17,82 @@ use crate::tokenizer::Family;
 
 use super::Host;
 
-/// A cursor over one command's arguments.
+/// A cursor over one command's arguments. A long flag may carry its
+/// value after `=` (`--threads=2`), as llama.cpp's do.
 pub(super) struct Args<'a> {
     rest: &'a [&'a [u8]],
     at: usize,
+    /// The value after the last flag's `=`, until [`Args::value`] takes it.
+    attached: Option<&'a [u8]>,
 }
 
 impl<'a> Args<'a> {
     pub fn new(rest: &'a [&'a [u8]]) -> Self {
-        Args { rest, at: 0 }
+        Args {
+            rest,
+            at: 0,
+            attached: None,
+        }
     }
 
+    /// The next argument: a flag without its `=value`, or a plain one.
     pub fn next(&mut self) -> Option<&'a [u8]> {
-        let a = self.rest.get(self.at)?;
+        let a: &'a [u8] = self.rest.get(self.at)?;
         self.at += 1;
-        Some(a)
+        let eq = a.iter().position(|&b| b == b'=');
+        match (a.starts_with(b"--"), eq) {
+            (true, Some(eq)) => {
+                self.attached = Some(&a[eq + 1..]);
+                Some(&a[..eq])
+            }
+            _ => Some(a),
+        }
     }
 
-    /// The value after `flag`.
+    /// The value after `flag`: its `=value`, else the next argument.
     pub fn value(&mut self, flag: &[u8]) -> Result<&'a [u8]> {
-        self.next()
-            .ok_or_else(|| Error::usage("missing value after", flag))
+        if let Some(v) = self.attached.take() {
+            return Ok(v);
+        }
+        let v = self.rest.get(self.at).copied();
+        self.at += usize::from(v.is_some());
+        v.ok_or_else(|| Error::usage("missing value after", flag))
     }
 
-    pub fn number<T: core::str::FromStr>(&mut self, flag: &[u8]) -> Result<T> {
+    /// The value the next [`Args::value`] would take, not taken.
+    pub fn peek(&self) -> Option<&'a [u8]> {
+        self.attached.or_else(|| self.rest.get(self.at).copied())
+    }
+
+    /// A `=value` that the flag before it did not take (`--chat=1`).
+    pub fn unused_value(&mut self) -> Option<&'a [u8]> {
+        self.attached.take()
+    }
+
+    /// The number after `flag`; `says` is the error when it is none, and
+    /// names the flag and what it takes.
+    pub fn number<T: core::str::FromStr>(&mut self, flag: &[u8], says: &'static str) -> Result<T> {
         let v = self.value(flag)?;
         core::str::from_utf8(v)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::usage("not a valid number", v))
+            .ok_or_else(|| Error::usage(says, v))
     }
 
-    /// A number that must satisfy `ok`, else "out of range".
+    /// A number that must also satisfy `ok`; `says` names the flag and
+    /// its range.
     pub fn number_in<T: core::str::FromStr + Copy>(
         &mut self,
         flag: &[u8],
+        says: &'static str,
         ok: impl Fn(T) -> bool,
     ) -> Result<T> {
-        let v = self.number(flag)?;
-        if ok(v) {
-            Ok(v)
-        } else {
-            Err(Error::usage("value out of range", self.rest[self.at - 1]))
-        }
+        let v = self.value(flag)?;
+        core::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&n| ok(n))
+            .ok_or_else(|| Error::usage(says, v))
     }
 }
 
@@ -144,9 +177,16 @@ impl<'a> Common<'a> {
                 b"-m" if model => c.model = Some(args.value(flag)?),
                 b"-z" if tokenizer => c.tokenizer = Some(args.value(flag)?),
                 b"--threads" if engine => {
-                    c.threads = Some(args.number_in(flag, |n| (1..=MAX_THREADS).contains(&n))?)
+                    c.threads = Some(args.number_in(flag, "--threads takes 1 to 1024", |n| {
+                        (1..=MAX_THREADS).contains(&n)
+                    })?)
                 }
-                b"--ctx" if engine => c.ctx = Some(args.number(flag)?),
+                b"--ctx" | b"-c" | b"--ctx-size" if engine => {
+                    c.ctx = Some(args.number(
+                        flag,
+                        "--ctx (-c, --ctx-size) takes a whole number of positions (0: the model's)",
+                    )?)
+                }
                 b"--kv" if engine => {
                     c.kv = Some(match args.value(flag)? {
                         b"f32" => KvType::F32,
@@ -161,6 +201,9 @@ impl<'a> Common<'a> {
                 }
                 _ if own(flag, args)? => {}
                 _ => return Err(Error::usage("unknown option", flag)),
+            }
+            if args.unused_value().is_some() {
+                return Err(Error::usage("takes no value", flag));
             }
         }
         Ok(c)
@@ -181,11 +224,28 @@ impl<'a> Common<'a> {
         host.map(required(self.model, "-m MODEL")?)
     }
 
+    /// `-m MODEL`, loaded.
+    pub fn model<'h, H: Host>(&self, host: &'h H) -> Result<Model<'h>> {
+        self.load(self.image(host)?)
+    }
+
+    /// `image`, the bytes of `-m MODEL`, loaded; a llama2.c tokenizer
+    /// given there is named as what it is.
+    pub fn load<'h>(&self, image: &'h [u8]) -> Result<Model<'h>> {
+        Model::load(image).map_err(|e| match llama2c_vocab_size(image) {
+            Ok(_) if !image.starts_with(b"GGUF") => Error::usage(
+                "this is a llama2.c tokenizer, not a model: give it with -z",
+                self.model.unwrap_or_default(),
+            ),
+            _ => e,
+        })
+    }
+
     /// The vocabulary: `-z`'s llama2.c tokenizer if given, else the one in
     /// a GGUF model.
     pub fn vocab<'h, H: Host>(&self, host: &'h H, model: &Model<'h>) -> Result<Vocab<'h>> {
         match (self.tokenizer, model.gguf) {
-            (Some(path), _) => Ok(Vocab::Llama2c(host.map(path)?)),
+            (Some(path), _) => tokenizer_bin(host, path).map(Vocab::Llama2c),
             (None, Some(g)) => Ok(Vocab::Gguf(g)),
             (None, None) => Err(Error::usage(
                 "a llama2.c model needs a tokenizer",
@@ -242,7 +302,21 @@ impl<'a> Common<'a> {
     }
 }
 
-/// The text of `-i TEXT` or `-f FILE`: FILE's bytes, mapped.
+/// The bytes of `-z TOKENIZER`, a llama2.c `tokenizer.bin`: a GGUF file
+/// there (whose vocabulary is inside it) is refused by name.
+pub(super) fn tokenizer_bin<'h, H: Host>(host: &'h H, path: &[u8]) -> Result<&'h [u8]> {
+    let bytes = host.map(path)?;
+    match bytes.starts_with(b"GGUF") {
+        true => Err(Error::usage(
+            "-z takes a llama2.c tokenizer.bin; a GGUF file carries its own vocabulary: give it with -m",
+            path,
+        )),
+        false => Ok(bytes),
+    }
+}
+
+/// The text of `-i TEXT` or `-f FILE`: FILE's bytes, mapped, or all of
+/// standard input for `-f -`.
 pub(super) fn prompt_text<'a, H: Host>(
     host: &'a H,
     text: Option<&'a [u8]>,
@@ -250,6 +324,7 @@ pub(super) fn prompt_text<'a, H: Host>(
 ) -> Result<Option<&'a [u8]>> {
     match (text, file) {
         (Some(_), Some(_)) => Err(Error::usage("give -i or -f, not both", b"-f")),
+        (_, Some(b"-")) => host.read_stdin().map(Some),
         (_, Some(path)) => host.map(path).map(Some),
         (text, None) => Ok(text),
     }

@@ -29,7 +29,7 @@ usage: barellama bench [-m MODEL | --format F] [-z TOKENIZER] [-n TOKENS] [--pro
                 groups of 64)
   -z TOKENIZER  also decode each token to text, as run does (default: a GGUF
                 model's own vocabulary)
-  -n TOKENS     tokens to generate (default 256)
+  -n TOKENS     tokens to generate (default 256, or as many as the context holds)
   --prompt-tokens P
                 first prefill a P-token prompt in batches and report its rate too
   --threads N   threads (default: every core)
@@ -41,8 +41,11 @@ allocations per token, and the fraction of this machine's streaming-read
 bandwidth the decode reaches (bytes read per token x tok/s / bandwidth)
 ";
 
+/// Tokens `bench` generates without `-n`, when the context holds them.
+const DEFAULT_TOKENS: usize = 256;
+
 pub(super) fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let (mut tokens, mut prompt_tokens, mut json, mut scalar) = (256usize, 0usize, false, false);
+    let (mut tokens, mut prompt_tokens, mut json, mut scalar) = (None, 0usize, false, false);
     let mut layout = Synthetic::Gguf(Layout::F32);
     let mut common = Common::parse(host, args, Takes::ALL, |flag, args| {
         match flag {
@@ -55,8 +58,16 @@ pub(super) fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
                     )
                 })?;
             }
-            b"-n" => tokens = args.number_in(flag, |n: usize| n > 0)?,
-            b"--prompt-tokens" => prompt_tokens = args.number(flag)?,
+            b"-n" => {
+                tokens = Some(args.number_in(
+                    flag,
+                    "-n takes a whole number of 1 or more",
+                    |n: usize| n > 0,
+                )?)
+            }
+            b"--prompt-tokens" => {
+                prompt_tokens = args.number(flag, "--prompt-tokens takes a whole number")?
+            }
             b"--scalar" => scalar = true,
             b"--json" => json = true,
             _ => return Ok(false),
@@ -79,8 +90,12 @@ pub(super) fn bench<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     let c = model.config;
     // The prompt (or BOS alone), then the decoded tokens.
     let prompt_len = prompt_tokens.max(1);
+    let context = common.context(&model);
+    // By default as many as fit, up to DEFAULT_TOKENS.
+    let room = context.saturating_sub(prompt_len).max(1);
+    let tokens = tokens.unwrap_or(DEFAULT_TOKENS.min(room));
     let positions = tokens.saturating_add(prompt_len);
-    if positions > common.context(&model) {
+    if positions > context {
         return Err(too_many(
             "-n plus --prompt-tokens exceeds the context (see --ctx)",
             positions,

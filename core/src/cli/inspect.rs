@@ -22,7 +22,8 @@ usage: barellama inspect -m MODEL
 ";
 
 pub(super) fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
-    let image = Common::parse(host, args, &[Takes::Model], |_, _| Ok(false))?.image(host)?;
+    let common = Common::parse(host, args, &[Takes::Model], |_, _| Ok(false))?;
+    let image = common.image(host)?;
     if image.starts_with(b"GGUF") {
         let g = Gguf::parse(image)?;
         gguf(host, &g)?;
@@ -37,7 +38,7 @@ pub(super) fn inspect<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             Err(e) => out!(host, "not runnable here: {e}\n"),
         };
     }
-    let m = Model::load(image)?;
+    let m = common.load(image)?;
     if let Format::Llama2c {
         version,
         shared_classifier,

@@ -2,7 +2,6 @@
 //! that the goldens use, to compare with llama2.c and llama.cpp.
 
 use crate::error::{Error, Result};
-use crate::image::Model;
 use crate::io::Output;
 use crate::kernels::cast_slice_mut;
 use crate::model::Transformer;
@@ -15,7 +14,8 @@ pub(super) const USAGE: &str = "\
 usage: barellama logits -m MODEL --tokens FILE -o OUT.bin [--threads N] [--ctx N] [--kv f32|f16]
   feeds the whitespace-separated ids of FILE one at a time from position 0 and
   writes the logits after each of the first (ids - 1) in L2CG format; the
-  logits are bitwise the same for every --threads
+  logits are bitwise the same for every --threads; OUT appears only when
+  complete (see quantize --help) and may not be MODEL or FILE
   --isa NAME    kernels up to this CPU's best: scalar, avx2, avx512 | neon, neon+dotprod
 ";
 
@@ -33,7 +33,7 @@ pub(super) fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         }
         Ok(true)
     })?;
-    let model = Model::load(common.image(host)?)?;
+    let model = common.model(host)?;
     let vocab = model.config.vocab_size;
     let ids = read_ids(host, required(tokens, "--tokens FILE")?, vocab)?;
     let output = required(output, "-o OUT")?;
@@ -70,7 +70,7 @@ pub(super) fn logits<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
         let logits = transformer.forward(id, pos)?;
         write_le(&mut file, logits.iter().map(|v| v.to_le_bytes()))?;
     }
-    Ok(())
+    host.commit(file)
 }
 
 /// Parses whitespace-separated token ids into host memory.

@@ -1,7 +1,7 @@
 //! The `barellama` command line, independent of the operating system.
 //!
-//! A host implements [`Host`] (map a file, hand out zeroed memory, create an
-//! output file, print, tell the time) and calls [`main`] with the arguments;
+//! A host implements [`Host`] (map a file, hand out zeroed memory, write
+//! an output file that appears only when complete, print, tell the time) and calls [`main`] with the arguments;
 //! everything else — parsing, loading, planning, generating, reporting — is
 //! here, written once for every host. Arguments are bytes, not `str`: a
 //! prompt need not be valid UTF-8.
@@ -49,11 +49,24 @@ pub trait Host {
     #[allow(clippy::mut_from_ref)]
     fn memory(&self, bytes: usize) -> Result<&mut [u8]>;
 
-    /// Creates (or truncates) an output file.
+    /// Starts writing the output file `path`. Nothing appears at `path`
+    /// until [`Host::commit`]: a command that fails half way, or returns
+    /// early, drops the file, which then vanishes and leaves whatever was at
+    /// `path` as it was. A `path` that is the same file as one this host has
+    /// mapped is refused: the command's own input would be destroyed.
     fn create(&self, path: &[u8]) -> Result<Self::File>;
 
-    /// Writes to standard output.
+    /// Puts a complete file from [`Host::create`] at its path, replacing
+    /// what was there.
+    fn commit(&self, file: Self::File) -> Result<()>;
+
+    /// Writes to standard output, buffered: whole lines go out as they
+    /// end, the rest at [`Host::flush`]. A reader that went away is
+    /// [`Error::Closed`].
     fn print(&self, bytes: &[u8]) -> Result<()>;
+
+    /// Sends what [`Host::print`] holds back.
+    fn flush(&self) -> Result<()>;
 
     /// Writes to standard error; failures there have nowhere to go.
     fn eprint(&self, bytes: &[u8]);
@@ -63,9 +76,20 @@ pub trait Host {
     fn interactive(&self) -> bool;
 
     /// Reads one line of standard input into `line`, without its newline;
-    /// `None` at the end of input. A longer line is read to its end and
-    /// refused with [`Error::PromptTooLong`].
+    /// `None` at the end of input, or when Ctrl-C interrupts the read
+    /// after [`Host::catch_interrupts`]. A longer line is read to its end
+    /// and refused with [`Error::PromptTooLong`].
     fn read_line(&self, line: &mut [u8]) -> Result<Option<usize>>;
+
+    /// All of standard input (`-f -`), read once.
+    fn read_stdin(&self) -> Result<&[u8]>;
+
+    /// From now on Ctrl-C does not end the process: it is noted for
+    /// [`Host::interrupted`] and ends a [`Host::read_line`] that waits.
+    fn catch_interrupts(&self);
+
+    /// Whether Ctrl-C came since the last call.
+    fn interrupted(&self) -> bool;
 
     /// A monotonic clock in nanoseconds.
     fn now_ns(&self) -> u64;
@@ -96,14 +120,16 @@ commands:
   inspect   print a model's configuration and tensors
   quantize  write a model as GGUF (F32 ... Q4_K) or llama2.c v2 (int8)
   convert   write a model as F32 GGUF (quantize --type f32)
-barellama <command> --help shows the command's options
+barellama <command> --help shows the command's options; --version the version
 ";
 
 /// Runs one command line and returns the process exit code; errors are
 /// printed as one line on stderr.
 pub fn main<H: Host>(host: &H, args: &[&[u8]]) -> i32 {
-    match dispatch(host, args) {
+    match dispatch(host, args).and_then(|()| host.flush()) {
         Ok(()) => 0,
+        // `| head` has what it wanted: not a failure, nothing to say.
+        Err(Error::Closed { .. }) => 0,
         Err(e) => {
             let mut line = Line::new();
             let _ = writeln!(line, "barellama: {e}");
@@ -130,12 +156,21 @@ fn dispatch<H: Host>(host: &H, args: &[&[u8]]) -> Result<()> {
         b"quantize" => (quantize::USAGE, quantize::quantize::<H>),
         b"convert" => (quantize::USAGE, quantize::convert::<H>),
         b"help" | b"--help" | b"-h" => return host.print(USAGE.as_bytes()),
+        b"--version" | b"version" => {
+            return out!(host, "barellama {}\n", env!("CARGO_PKG_VERSION"))
+        }
         _ => return Err(Error::usage("unknown command", command)),
     };
     if rest.iter().any(|&a| a == b"--help" || a == b"-h") {
         return host.print(usage.as_bytes());
     }
     run(host, &mut Args::new(rest))
+}
+
+/// What [`Host::create`] says when its path is a file the host has
+/// mapped, the same for every host.
+pub fn same_file(path: &[u8]) -> Error {
+    Error::usage("the output is the same file as an input", path)
 }
 
 /// A usage error naming a number the command line asked for.

@@ -1,6 +1,6 @@
 //! `quantize` and `convert`: a model rewritten as GGUF of another type or
 //! as llama2.c v2, a row at a time, everything refusable refused before
-//! the output exists.
+//! the output is created, and the output in place only once complete.
 
 use core::fmt::Write as _;
 
@@ -10,7 +10,8 @@ use crate::image::Model;
 use crate::io::Buffered;
 use crate::kernels::cast_slice_mut;
 use crate::write::export::{
-    check_float, check_groups, longest_row, write_gguf, write_llama2c_v2, Layout, Quantize,
+    check_float, check_groups, check_vocab, longest_row, write_gguf, write_llama2c_v2, Layout,
+    Quantize,
 };
 use crate::write::gguf::TensorSpec;
 
@@ -31,6 +32,9 @@ usage: barellama quantize IN OUT --type TYPE [-z TOKENIZER]
                 (default: IN's own vocabulary, when IN is GGUF)
   rows are read, quantized and written one at a time: memory stays a row
   whatever the model's size; progress goes to stderr
+  OUT is written as a temporary file beside it and renamed over it when
+  complete: a failed run leaves no file and an existing OUT as it was; OUT
+  may not be IN or TOKENIZER (by any name or link)
 ";
 
 pub(super) fn quantize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
@@ -93,7 +97,8 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
     let kind = kind.ok_or_else(|| Error::usage("missing required option", b"--type"))?;
     let model = Model::load(host.map(input)?)?;
     check_float(&model)?;
-    // Everything that can be refused is, before OUT exists.
+    // Everything that can be refused is, before OUT is created: the
+    // model's shape against the type, the vocabulary, the memory.
     let job = match (kind, common.tokenizer, model.gguf) {
         (Target::V2(group), _, _) => {
             check_groups(&model, group)?;
@@ -113,7 +118,16 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
     let widest = c.dim.max(c.hidden_dim);
     let row = cast_slice_mut::<f32>(host.memory(4 * widest)?)
         .ok_or(Error::OutOfMemory { bytes: 4 * widest })?;
-    let mut file = Buffered::new(host.create(output)?, host.memory(1 << 16)?);
+    let scratch = match &job {
+        Job::Gguf(layout, vocab) => {
+            check_vocab(vocab, c.vocab_size)?;
+            longest_row(&c, *layout)?
+        }
+        // A row's values and its scales (at most one per value).
+        Job::V2(_) => 5 * widest,
+    };
+    let (scratch, buffer) = (host.memory(scratch)?, host.memory(1 << 16)?);
+    let mut file = Buffered::new(host.create(output)?, buffer);
     let started = host.now_ns();
     let report = |index: usize, count: usize, name: &[u8], dtype: &str, shape: (usize, usize)| {
         let mut line = Line::new();
@@ -129,7 +143,6 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
     };
     match job {
         Job::Gguf(layout, vocab) => {
-            let scratch = host.memory(longest_row(&c, layout)?)?;
             let mut progress = |i: usize, n: usize, t: &TensorSpec<'_>| {
                 report(i, n, t.name, t.dtype.name(), (t.cols, t.rows))
             };
@@ -142,15 +155,13 @@ fn write_model<H: Host>(host: &H, args: &mut Args<'_>, fixed: Option<Target>) ->
             write_gguf(&c, layout, &mut source, &mut file, scratch)?;
         }
         Job::V2(group) => {
-            // A row's values and its scales (at most one per value).
-            let bytes = host.memory(5 * widest)?;
             let mut progress = |i: usize, n: usize, name: &'static str, shape: (usize, usize)| {
                 report(i, n, name.as_bytes(), "Q8_G", shape)
             };
-            write_llama2c_v2(&model, group, &mut file, row, bytes, &mut progress)?;
+            write_llama2c_v2(&model, group, &mut file, row, scratch, &mut progress)?;
         }
     }
-    file.flush()?;
+    host.commit(file.finish()?)?;
     let mut line = Line::new();
     let _ = writeln!(
         line,

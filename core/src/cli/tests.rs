@@ -6,7 +6,6 @@
 use std::boxed::Box;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::string::{String, ToString};
 use std::vec::Vec;
 use std::{format, vec};
@@ -90,13 +89,25 @@ impl Aligned {
     }
 }
 
-/// A file a command created: its bytes, shared with the host.
-#[derive(Clone, Default)]
-struct Created(Rc<RefCell<Vec<u8>>>);
+/// A file a command is writing: its path, its bytes, and how many more
+/// it takes before the disk is full. The bytes reach the host's files only
+/// through [`Host::commit`]; dropped before, they vanish, as a real host's
+/// temporary file does.
+struct Created {
+    path: Vec<u8>,
+    bytes: Vec<u8>,
+    room: usize,
+}
 
 impl Output for Created {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.0.borrow_mut().extend_from_slice(bytes);
+        if self.bytes.len() + bytes.len() > self.room {
+            return Err(Error::Io {
+                what: "output file",
+                errno: 28,
+            });
+        }
+        self.bytes.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -107,13 +118,22 @@ const MEMORY_LIMIT: usize = 3 << 29;
 
 struct TestHost {
     files: Vec<(String, Aligned)>,
-    created: RefCell<Vec<(Vec<u8>, Created)>>,
+    /// The paths of the files mapped so far: what `create` must not replace.
+    mapped: RefCell<Vec<Vec<u8>>>,
+    /// Committed files, by path; the latest of a path is the file.
+    created: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Bytes an output file takes before writing fails (a full disk).
+    disk_room: usize,
     stdin: RefCell<VecDeque<Vec<u8>>>,
     stdout: RefCell<Vec<u8>>,
     stderr: RefCell<Vec<u8>>,
     /// Bytes stdout takes before printing fails (a closed pipe).
     stdout_room: usize,
     clock: Cell<u64>,
+    /// Looks for Ctrl-C until it comes, counting this one (0: never).
+    interrupt_at: Cell<u64>,
+    /// Calls of [`Host::flush`].
+    flushes: Cell<usize>,
     isa: Isa,
     interactive: bool,
 }
@@ -123,12 +143,16 @@ impl TestHost {
     fn new() -> Self {
         TestHost {
             files: vec![],
+            mapped: RefCell::default(),
             created: RefCell::default(),
+            disk_room: usize::MAX,
             stdin: RefCell::default(),
             stdout: RefCell::default(),
             stderr: RefCell::default(),
             stdout_room: usize::MAX,
             clock: Cell::new(0),
+            interrupt_at: Cell::new(0),
+            flushes: Cell::new(0),
             isa: Isa::detect(),
             interactive: false,
         }
@@ -179,7 +203,7 @@ impl TestHost {
     fn created(&self, name: &str) -> Option<Vec<u8>> {
         let created = self.created.borrow();
         let file = created.iter().rev().find(|(n, _)| n == name.as_bytes());
-        file.map(|(_, bytes)| bytes.0.borrow().clone())
+        file.map(|(_, bytes)| bytes.clone())
     }
 }
 
@@ -188,11 +212,13 @@ impl Host for TestHost {
 
     fn map(&self, path: &[u8]) -> Result<&[u8]> {
         let file = self.files.iter().find(|(name, _)| name.as_bytes() == path);
-        file.map(|(_, bytes)| bytes.get()).ok_or(Error::File {
+        let bytes = file.map(|(_, bytes)| bytes.get()).ok_or(Error::File {
             path: text(path),
             problem: "cannot open",
             errno: 2,
-        })
+        })?;
+        self.mapped.borrow_mut().push(path.to_vec());
+        Ok(bytes)
     }
 
     /// Leaked: the memory must live as long as the host, and a test's
@@ -206,23 +232,36 @@ impl Host for TestHost {
         Ok(&mut buf[at..at + bytes])
     }
 
+    /// Paths are the files' identities here: no links.
     fn create(&self, path: &[u8]) -> Result<Created> {
-        let file = Created::default();
-        self.created
-            .borrow_mut()
-            .push((path.to_vec(), file.clone()));
-        Ok(file)
+        if self.mapped.borrow().iter().any(|m| m == path) {
+            return Err(super::same_file(path));
+        }
+        Ok(Created {
+            path: path.to_vec(),
+            bytes: Vec::new(),
+            room: self.disk_room,
+        })
+    }
+
+    fn commit(&self, file: Created) -> Result<()> {
+        self.created.borrow_mut().push((file.path, file.bytes));
+        Ok(())
     }
 
     fn print(&self, bytes: &[u8]) -> Result<()> {
         let mut out = self.stdout.borrow_mut();
         if out.len() + bytes.len() > self.stdout_room {
-            return Err(Error::Io {
+            return Err(Error::Closed {
                 what: "standard output",
-                errno: 32,
             });
         }
         out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.flushes.set(self.flushes.get() + 1);
         Ok(())
     }
 
@@ -245,6 +284,26 @@ impl Host for TestHost {
         })?;
         slot.copy_from_slice(&next);
         Ok(Some(next.len()))
+    }
+
+    /// Every scripted line, each followed by a newline.
+    fn read_stdin(&self) -> Result<&[u8]> {
+        let lines = self.stdin.borrow_mut().drain(..).collect::<Vec<_>>();
+        let all: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().chain(b"\n"))
+            .copied()
+            .collect();
+        Ok(Box::leak(all.into_boxed_slice()))
+    }
+
+    fn catch_interrupts(&self) {}
+
+    /// Ctrl-C comes at the `interrupt_at`-th look, once.
+    fn interrupted(&self) -> bool {
+        let at = self.interrupt_at.get();
+        self.interrupt_at.set(at.saturating_sub(1));
+        at == 1
     }
 
     fn now_ns(&self) -> u64 {
@@ -364,26 +423,70 @@ fn chat_answers_each_line_of_stdin() {
     let host = TestHost::new().stdin(&["how are you"]);
     assert_eq!(host.ok(&[&chat[..], &["-i", "hello"]].concat()), answers);
     // A person at a terminal sees prompts.
+    // A person at a terminal sees prompts, on stderr: stdout is answers.
     let mut host = TestHost::new().stdin(&["hello"]);
     host.interactive = true;
-    let shown = host.ok(&chat);
-    assert!(shown.starts_with("User: Assistant: ") && shown.ends_with("User: \n"));
-    // A line longer than the context could hold, and a full context.
+    let (code, shown, prompts) = host.run(&chat);
+    assert_eq!(code, 0);
+    assert!(
+        !shown.contains("User:") && shown.ends_with('\n'),
+        "{shown:?}"
+    );
+    assert!(
+        prompts.starts_with("User: Assistant: User: \n"),
+        "{prompts:?}"
+    );
+    // A line longer than the context could hold.
     let long = "a".repeat(129 * 8);
     let host = TestHost::new().stdin(&[&long]);
     assert!(host.fails(&chat, 4).contains("prompt too long"));
+    // A full context drops the oldest turns: every turn is answered.
     let host = TestHost::new().stdin(&["hello"; 40]);
-    let e = host.fails(&run_args(&["--chat", "-t", "0", "--ctx", "40"]), 4);
-    assert!(e.contains("context full"), "{e}");
+    let (code, out, err) = host.run(&run_args(&["--chat", "-t", "0", "--ctx", "40"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("turns dropped, oldest first"), "{err}");
+    assert!(err.contains("chat: 40 answer(s)"), "{err}");
+    assert!(out.lines().count() >= 40, "{out:?}");
+}
+
+/// Ctrl-C mid-answer ends that answer; the next turn is answered in full.
+#[test]
+fn ctrl_c_stops_one_answer() {
+    let chat = run_args(&["--chat", "-t", "0", "-n", "12"]);
+    let whole = TestHost::new().stdin(&["hello", "how are you"]).ok(&chat);
+    let host = TestHost::new().stdin(&["hello", "how are you"]);
+    // Looked for before each token: the third look comes after two.
+    host.interrupt_at.set(3);
+    let (code, cut, err) = host.run(&chat);
+    assert_eq!(code, 0, "{err}");
+    let (cut, whole) = (
+        cut.lines().collect::<Vec<_>>(),
+        whole.lines().collect::<Vec<_>>(),
+    );
+    assert_eq!(cut.len(), 2, "{cut:?}");
+    assert!(whole[0].starts_with(cut[0]) && cut[0].len() < whole[0].len());
+    assert!(err.contains("chat: 2 answer(s)"), "{err}");
+}
+
+/// Generated text goes out a piece at a time: one flush per token at most.
+#[test]
+fn output_is_flushed_once_per_piece() {
+    let host = TestHost::new();
+    let (code, _, err) = host.run(&run_args(&["-i", "hello", "-t", "0", "--n-predict", "20"]));
+    assert_eq!(code, 0);
+    assert!(err.contains("generated 20 tokens"), "{err}");
+    let flushes = host.flushes.get();
+    assert!((1..=22).contains(&flushes), "{flushes} flushes");
 }
 
 #[test]
 fn a_failed_print_stops_the_run() {
     let mut host = TestHost::new();
     host.stdout_room = 8;
-    let e = host.fails(&run_args(&["-i", "hello world", "-n", "100"]), 1);
-    assert!(e.contains("standard output"), "{e}");
-    assert!(host.stdout.borrow().len() <= 8);
+    // A reader gone (`| head -c 8`) ends the run quietly.
+    let (code, out, err) = host.run(&run_args(&["-i", "hello world", "-n", "100"]));
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(out.len() <= 8);
 }
 
 /// The one summary line and JSON object, exact: the clock ticks 1 ms per
@@ -563,10 +666,65 @@ fn quantize_and_convert_write_models_that_load() {
     let f32 = Aligned::new(&host.created("f.gguf").unwrap());
     let model = Model::load(f32.get()).unwrap();
     assert_eq!(model.weights.layers[0].wq.dtype(), DType::F32);
-    // Refusals come before the output exists.
+    // Refusals come before the output exists, and say why.
     host.fails(&["quantize", "model.bin", "no.gguf", "--type", "q8_0"], 2);
     host.fails(&["quantize", "model.bin", "no.gguf", "--type", "v2:5"], 3);
-    assert!(host.created("no.gguf").is_none());
+    let q4k = words("quantize model.bin no.gguf --type q4_k -z tok.bin");
+    assert!(host.fails(&q4k, 3).contains(
+        "tensor 'token_embd.weight' has rows of 64 values, not a multiple of Q4_K's block of 256"
+    ));
+    let short = TestHost::new().file("short.bin", &tokenizer_bin()[..100]);
+    let z_short = words("quantize model.bin no.gguf --type f16 -z short.bin");
+    assert!(short.fails(&z_short, 3).contains("input ends at byte 100"));
+    assert!(host.created("no.gguf").is_none() && short.created("no.gguf").is_none());
+}
+
+/// An output is committed whole or not at all: a command that fails while
+/// writing leaves no file, and an older file of the same path as it was.
+#[test]
+fn outputs_appear_only_when_complete() {
+    let mut host = TestHost::new().file("ids.txt", b"1 292 263");
+    let q8 = words("quantize model.bin q.gguf --type q8_0 -z tok.bin");
+    host.ok(&q8);
+    let before = host.created("q.gguf").unwrap();
+    host.disk_room = 1024;
+    let logits = words("logits -m model.bin --tokens ids.txt -o out.bin");
+    for args in [&q8, &logits] {
+        let (code, _, log) = host.run(args);
+        assert_eq!(code, 1, "{log}");
+        assert!(
+            log.ends_with("no space left on device, errno 28)\n"),
+            "{log}"
+        );
+    }
+    assert_eq!(host.created("q.gguf"), Some(before));
+    assert_eq!(host.created("out.bin"), None);
+}
+
+/// Every file a command reads is refused as its output, before anything
+/// is written.
+#[test]
+fn an_output_never_replaces_an_input() {
+    let host = TestHost::new().file("ids.txt", b"1 292 263");
+    for (args, out) in [
+        ("quantize model.bin model.bin --type v2", "model.bin"),
+        (
+            "quantize model.bin tok.bin --type q8_0 -z tok.bin",
+            "tok.bin",
+        ),
+        ("convert model.bin model.bin -z tok.bin", "model.bin"),
+        ("logits -m model.bin --tokens ids.txt -o ids.txt", "ids.txt"),
+        (
+            "logits -m model.bin --tokens ids.txt -o model.bin",
+            "model.bin",
+        ),
+    ] {
+        let args = words(args);
+        let e = host.fails(&args, 2);
+        let want = format!("the output is the same file as an input: '{out}'");
+        assert!(e.contains(&want), "{args:?}: {e}");
+    }
+    assert!(host.created.borrow().is_empty());
 }
 
 #[test]
@@ -589,10 +747,19 @@ fn help_and_usage_errors() {
             "unknown option: '--frobnicate'",
         ),
         (&run_args(&["-n"]), "missing value after: '-n'"),
-        (&run_args(&["-t", "-1"]), "out of range: '-1'"),
-        (&run_args(&["--threads", "0"]), "out of range: '0'"),
+        (
+            &run_args(&["-t", "-1"]),
+            "-t (--temp) takes a temperature of 0 or more: '-1'",
+        ),
+        (
+            &run_args(&["--threads", "0"]),
+            "--threads takes 1 to 1024: '0'",
+        ),
         (&run_args(&["--kv", "f8"]), "--kv takes f32 or f16: 'f8'"),
-        (&run_args(&["-n", "129"]), "-n exceeds the context"),
+        (
+            &run_args(&["--repeat-penalty", "0"]),
+            "--repeat-penalty takes a number above 0 (1: off): '0'",
+        ),
         (&run_args(&["-y", "hi"]), "only with --chat: '-y'"),
         (&["run", "-m", "model.bin"], "needs a tokenizer"),
         (

@@ -11,7 +11,7 @@ use crate::image::Model;
 use crate::tokenizer::Family;
 use crate::tokenizer::Tokenizer;
 
-use super::args::{prompt_text, required, Args, Common, Takes};
+use super::args::{prompt_text, required, tokenizer_bin, Args, Common, Takes};
 use super::{Host, Stdout};
 
 pub(super) const USAGE: &str = "\
@@ -35,7 +35,7 @@ pub(super) fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
     // The vocabulary alone: a GGUF file with no tensors is enough.
     let (vocab, vocab_size) = match (common.tokenizer, common.model) {
         (Some(z), model) => {
-            let bytes = host.map(z)?;
+            let bytes = tokenizer_bin(host, z)?;
             let n = match model {
                 Some(path) => Model::load(host.map(path)?)?.config.vocab_size,
                 None => llama2c_vocab_size(bytes)?,
@@ -43,7 +43,14 @@ pub(super) fn tokenize<H: Host>(host: &H, args: &mut Args<'_>) -> Result<()> {
             (Vocab::Llama2c(bytes), n)
         }
         (None, Some(path)) => {
-            let g = Gguf::parse(host.map(path)?)?;
+            let image = host.map(path)?;
+            if !image.starts_with(b"GGUF") {
+                return Err(Error::usage(
+                    "a llama2.c model has no vocabulary: give its tokenizer with -z",
+                    path,
+                ));
+            }
+            let g = Gguf::parse(image)?;
             let n = g
                 .array("tokenizer.ggml.tokens", ValueType::String)?
                 .map_or(0, |(n, _)| n as usize);

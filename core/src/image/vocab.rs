@@ -40,12 +40,20 @@ impl Record {
     }
 }
 
-/// The records of a llama2.c `tokenizer.bin`, in id order.
+/// The records of a llama2.c `tokenizer.bin`, in id order. A bad record
+/// ends them: the reader does not move past it, so yielding again would
+/// repeat its error for ever.
 pub fn llama2c_records(bytes: &[u8]) -> Result<impl Iterator<Item = Result<Record>> + '_> {
     let mut r = Reader::new(bytes);
     let max_len = max_token_length(&mut r)?;
+    let mut failed = false;
     Ok(core::iter::from_fn(move || {
-        (r.remaining() > 0).then(|| piece_record(&mut r, max_len))
+        if failed || r.remaining() == 0 {
+            return None;
+        }
+        let record = piece_record(&mut r, max_len);
+        failed = record.is_err();
+        Some(record)
     }))
 }
 
@@ -104,5 +112,17 @@ mod tests {
         assert_eq!(byte_piece(b"<0xff>"), Some(255));
         assert_eq!(byte_piece(b"<0xG0>"), None);
         assert_eq!(byte_piece(b"<0x0A>x"), None);
+    }
+
+    /// A record cut short is the last one: counting does not spin on it.
+    #[test]
+    fn records_end_at_the_first_bad_one() {
+        let mut bin = 4i32.to_le_bytes().to_vec();
+        bin.extend_from_slice(&1f32.to_le_bytes());
+        bin.extend_from_slice(&1i32.to_le_bytes());
+        bin.extend_from_slice(b"a\0\0");
+        let records: std::vec::Vec<_> = llama2c_records(&bin).unwrap().collect();
+        assert_eq!(records.len(), 2);
+        assert!(records[0].is_ok() && records[1].is_err());
     }
 }

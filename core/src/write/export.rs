@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::{text, Error, Result};
 use crate::image::gguf::{layer_name, ValueType, LAYER_TENSORS};
 use crate::image::llama2c::MAGIC;
-use crate::image::vocab::{byte_piece, llama2c_records, Vocab};
+use crate::image::vocab::{byte_piece, llama2c_records, llama2c_vocab_size, Vocab};
 use crate::image::{LayerWeights, Model};
 use crate::io::Output;
 use crate::kernels;
@@ -351,6 +351,33 @@ impl Source for Quantize<'_, '_> {
     }
 }
 
+/// Fails unless `vocab` can be written as the vocabulary of a model of
+/// `vocab_size` tokens: a llama2.c `tokenizer.bin` must read to its end and
+/// have that many pieces (a GGUF file's own vocabulary was read when it
+/// loaded). `quantize` asks before its output exists.
+pub fn check_vocab(vocab: &Vocab<'_>, vocab_size: usize) -> Result<()> {
+    match vocab {
+        Vocab::Llama2c(bytes) => llama2c_pieces(bytes, vocab_size).map(drop),
+        Vocab::Gguf(_) => Ok(()),
+    }
+}
+
+/// How many pieces the llama2.c `tokenizer.bin` in `bytes` has: all of
+/// them readable, and as many as the model's `vocab_size`.
+fn llama2c_pieces(bytes: &[u8], vocab_size: usize) -> Result<usize> {
+    let n = llama2c_vocab_size(bytes)?;
+    if n != vocab_size {
+        return Err(Error::Mismatch {
+            field: "tokenizer pieces",
+            value: n as i64,
+            rule: "differ from the model's",
+            other: "vocab_size",
+            other_value: vocab_size as i64,
+        });
+    }
+    Ok(n)
+}
+
 /// llama.cpp's SentencePiece types of `tokenizer.ggml.token_type`.
 const TYPE_NORMAL: i32 = 1;
 const TYPE_UNKNOWN: i32 = 2;
@@ -372,16 +399,7 @@ fn spm_piece(id: usize, piece: &[u8]) -> (&[u8], i32) {
 /// `tokenizer.ggml.*` entries llama.cpp's converter writes.
 fn llama2c_vocabulary(w: &mut Writer<'_>, bytes: &[u8], vocab_size: usize) -> Result<()> {
     let pieces = || llama2c_records(bytes);
-    let n = pieces()?.count();
-    if n != vocab_size {
-        return Err(Error::Mismatch {
-            field: "tokenizer pieces",
-            value: n as i64,
-            rule: "differ from the model's",
-            other: "vocab_size",
-            other_value: vocab_size as i64,
-        });
-    }
+    let n = llama2c_pieces(bytes, vocab_size)?;
     w.str("tokenizer.ggml.model", b"llama")?;
     w.array_start("tokenizer.ggml.tokens", ValueType::String, n as u64)?;
     for (id, p) in pieces()?.enumerate() {

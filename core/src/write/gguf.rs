@@ -24,7 +24,19 @@ pub struct TensorSpec<'n> {
 }
 
 impl TensorSpec<'_> {
+    /// The tensor's size; a row that is not whole blocks of its type is
+    /// refused naming the tensor, the row and the block, so that a `--type`
+    /// the model's shape cannot take is not mistaken for an overflow.
     pub fn bytes(&self) -> Result<usize> {
+        let (block, _) = self.dtype.block();
+        if !self.cols.is_multiple_of(block) {
+            return Err(Error::Blocks {
+                name: text(self.name),
+                cols: self.cols,
+                dtype: self.dtype.name(),
+                block,
+            });
+        }
         self.dtype
             .bytes(self.rows, self.cols)
             .ok_or(Error::Overflow { field: "tensor" })

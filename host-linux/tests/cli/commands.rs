@@ -83,6 +83,28 @@ fn logits_are_bitwise_identical_for_any_thread_count() {
     error(&["logits", "-m", s(&m), "--threads", "0"], 2);
 }
 
+/// `logits -o` naming its model or its token list, or a link to either,
+/// is refused and leaves both as they were; to `/dev/null`, which cannot
+/// be replaced, it writes in place.
+#[test]
+fn logits_never_writes_over_its_inputs() {
+    let Some(d) = Data::new() else { return };
+    let tmp = TempDir::new("logits-same");
+    let (m, ids, link) = (tmp.path("m.bin"), tmp.path("ids.txt"), tmp.path("link"));
+    std::fs::copy(d.model("stories260K.bin"), &m).unwrap();
+    std::fs::write(&ids, "1 403 407").unwrap();
+    std::os::unix::fs::symlink(&ids, &link).unwrap();
+    let model = std::fs::read(&m).unwrap();
+    let base = ["logits", "-m", s(&m), "--tokens", s(&ids), "-o"];
+    for out in [&m, &ids, &link] {
+        let e = error(&[&base[..], &[s(out)]].concat(), 2);
+        assert!(e.contains("the output is the same file as an input"), "{e}");
+        assert!(std::fs::read(&m).unwrap() == model);
+        assert_eq!(std::fs::read(&ids).unwrap(), b"1 403 407");
+    }
+    ok(&[&base[..], &["/dev/null"]].concat(), b"");
+}
+
 #[test]
 fn tokenize_prints_ids() {
     let Some(d) = Data::new() else { return };
@@ -167,16 +189,46 @@ fn bad_command_lines_exit_2() {
     let run = |extra: &[&str]| error(&d.run(extra), 2);
     assert!(run(&["--frobnicate"]).contains("unknown option: '--frobnicate'"));
     assert!(run(&["-n"]).contains("missing value after: '-n'"));
-    assert!(run(&["-n", "ten"]).contains("not a valid number: 'ten'"));
-    assert!(run(&["-t", "-1"]).contains("out of range: '-1'"));
-    assert!(run(&["-p", "1.5"]).contains("out of range: '1.5'"));
-    assert!(run(&["-k", "0"]).contains("out of range: '0'"));
-    assert!(run(&["-n", "513"]).contains("-n exceeds"));
-    assert!(run(&["--threads", "0"]).contains("out of range: '0'"));
-    assert!(run(&["--threads", "-2"]).contains("not a valid number: '-2'"));
-    assert!(run(&["--ctx", "-1"]).contains("not a valid number: '-1'"));
-    assert!(run(&["-s", "1e3"]).contains("not a valid number"));
-    assert!(run(&["-t", "nan"]).contains("out of range: 'nan'"));
+    // Each range error names its option and range.
+    for (args, says) in [
+        (
+            &["-n", "ten"][..],
+            "-n takes a whole number of positions: 'ten'",
+        ),
+        (
+            &["-t", "-1"],
+            "-t (--temp) takes a temperature of 0 or more: '-1'",
+        ),
+        (
+            &["-t", "nan"],
+            "-t (--temp) takes a temperature of 0 or more: 'nan'",
+        ),
+        (
+            &["-p", "1.5"],
+            "-p (--top-p) takes a number in [0, 1]: '1.5'",
+        ),
+        (
+            &["-k", "-1"],
+            "-k (--top-k) takes a whole number (0: off): '-1'",
+        ),
+        (&["--threads", "0"], "--threads takes 1 to 1024: '0'"),
+        (&["--threads", "-2"], "--threads takes 1 to 1024: '-2'"),
+        (
+            &["--ctx", "-1"],
+            "--ctx (-c, --ctx-size) takes a whole number of positions",
+        ),
+        (
+            &["-s", "1e3"],
+            "-s (--seed) takes a whole number of 0 or more: '1e3'",
+        ),
+        (
+            &["--n-predict", "x"],
+            "--n-predict takes a whole number of tokens: 'x'",
+        ),
+    ] {
+        let e = run(args);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
     assert!(run(&["-i", "a", "-f", s(&z)]).contains("-i or -f"));
     assert!(run(&["--isa", "mmx"]).contains("--isa takes"));
     assert!(error(&["run", "-m", s(&m)], 2).contains("needs a tokenizer"));
@@ -239,7 +291,7 @@ fn special_files_exit_3() {
 fn a_prompt_longer_than_the_context_exits_4() {
     let Some(d) = Data::new() else { return };
     let long = "Once upon a time there was a little girl named Lily.";
-    let e = error(&d.run(&["-n", "8", "-i", long]), 4);
+    let e = error(&d.run(&["--ctx", "8", "-i", long]), 4);
     assert!(e.contains("context full"), "{e}");
     let e = error(&d.run(&["--ctx", "4", "-n", "0", "-i", long]), 4);
     assert!(e.contains("context full"), "{e}");

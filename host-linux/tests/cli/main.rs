@@ -4,6 +4,7 @@
 
 mod chat;
 mod commands;
+mod habits;
 mod quantize;
 
 use std::ffi::OsStr;

@@ -191,3 +191,126 @@ fn refusals_come_before_the_output_exists() {
         assert!(!out.exists(), "{args:?} created the output");
     }
 }
+
+/// The names in the directory `dir`, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// OUT that is IN or the tokenizer, by name, through a symbolic link or a
+/// hard link, is refused before anything is written: the input was mapped,
+/// and truncating it killed the process with SIGBUS and left it empty.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let Some(d) = Data::new() else { return };
+    let tmp = TempDir::new("same-file");
+    let (m, z, f) = (tmp.path("s.bin"), tmp.path("tok.bin"), tmp.path("f.gguf"));
+    for (copy, name) in [
+        (&m, "stories260K.bin"),
+        (&z, "tok512.bin"),
+        (&f, "stories260K-f32.gguf"),
+    ] {
+        std::fs::copy(d.model(name), copy).unwrap();
+    }
+    let (soft, hard) = (tmp.path("soft.bin"), tmp.path("hard.bin"));
+    std::os::unix::fs::symlink("s.bin", &soft).unwrap();
+    std::fs::hard_link(&m, &hard).unwrap();
+    let before = listing(&tmp.path(""));
+    let (m, z, f, soft, hard) = (s(&m), s(&z), s(&f), s(&soft), s(&hard));
+    let cases: [(&[&str], &str); 7] = [
+        (&["quantize", m, m, "--type", "v2:4"], m),
+        (&["quantize", m, soft, "--type", "v2:4"], soft),
+        (&["quantize", m, hard, "--type", "v2:4"], hard),
+        (&["quantize", m, m, "--type", "f16", "-z", z], m),
+        (&["quantize", m, z, "--type", "f16", "-z", z], z),
+        (&["convert", f, f], f),
+        (&["convert", m, soft, "-z", z], soft),
+    ];
+    for (args, out) in cases {
+        let (_, err) = fails(args, b"", 2);
+        let want = format!("the output is the same file as an input: '{out}'");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        for (copy, name) in [
+            (m, "stories260K.bin"),
+            (z, "tok512.bin"),
+            (f, "stories260K-f32.gguf"),
+        ] {
+            assert!(
+                std::fs::read(copy).unwrap() == std::fs::read(d.model(name)).unwrap(),
+                "{args:?} changed {name}"
+            );
+        }
+        assert_eq!(listing(&tmp.path("")), before, "{args:?}");
+    }
+}
+
+/// A quantize that fails leaves no file, not even its temporary one, and
+/// an OUT that was there as it was: refused up front (rows of 172 values
+/// are no whole Q8_0 blocks; once an empty OUT and "size overflows the
+/// address space"), or cut off while writing (a file size limit, with
+/// SIGXFSZ ignored so that the write fails instead of killing).
+#[test]
+fn a_failing_quantize_leaves_no_file() {
+    let Some(d) = Data::new() else { return };
+    let tmp = TempDir::new("fail");
+    let out = tmp.path("o.gguf");
+    let (m, z) = (d.model("stories260K.bin"), d.model("tok512.bin"));
+    let q8 = ["quantize", s(&m), s(&out), "--type", "q8_0", "-z", s(&z)];
+    let limited = |args: &[&str]| {
+        std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; ulimit -f 100; exec \"$@\"", "sh"])
+            .arg(env!("CARGO_BIN_EXE_barellama"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let v2 = ["quantize", s(&m), s(&out), "--type", "v2:4"];
+    for existing in [None, Some(b"an older file".as_slice())] {
+        if let Some(bytes) = existing {
+            std::fs::write(&out, bytes).unwrap();
+        }
+        let (_, err) = fails(&q8, b"", 3);
+        assert!(
+            err.contains(
+                "tensor 'blk.0.ffn_down.weight' has rows of 172 values, \
+                 not a multiple of Q8_0's block of 32"
+            ),
+            "{err}"
+        );
+        let o = limited(&v2);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.ends_with("barellama: cannot write output file (file too large, errno 27)\n"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&out).ok().as_deref(), existing);
+        let left = if existing.is_some() {
+            &["o.gguf"][..]
+        } else {
+            &[]
+        };
+        assert_eq!(listing(&tmp.path("")), left);
+    }
+}
+
+/// A quantize that succeeds leaves OUT and nothing else, whether OUT was
+/// there before or not.
+#[test]
+fn a_successful_quantize_leaves_only_out() {
+    let Some(d) = Data::new() else { return };
+    let tmp = TempDir::new("only-out");
+    let out = tmp.path("q80.bin");
+    let m = d.model("stories260K.bin");
+    let want = read(&d.0, "models/stories260K-q80.bin");
+    for _ in 0..2 {
+        ok(&["quantize", s(&m), s(&out), "--type", "v2:4"], b"");
+        assert!(std::fs::read(&out).unwrap() == want);
+        assert_eq!(listing(&tmp.path("")), ["q80.bin"]);
+    }
+}
