@@ -42,6 +42,7 @@ pub mod hosted;
 pub mod image;
 pub mod io;
 pub mod kernels;
+pub mod libc;
 pub mod model;
 mod reader;
 pub mod rng;

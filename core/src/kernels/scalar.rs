@@ -71,19 +71,67 @@ pub fn rope(v: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Rotates the pairs of one head (or the tail of one, for SIMD twins).
+/// Rotates the pairs of one head (or the tail of one, for SIMD twins),
+/// each with one fused multiply-add as llama.cpp's compiled C does it:
+/// `v0·c − v1·s` with `v1·s` rounded first, `v0·s + v1·c` with `v1·c`.
 pub fn rope_pairs(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
         let (v0, v1) = (pair[0], pair[1]);
-        pair[0] = v0 * c - v1 * s;
-        pair[1] = v0 * s + v1 * c;
+        pair[0] = libm::fmaf(v0, c, -(v1 * s));
+        pair[1] = libm::fmaf(v0, s, v1 * c);
     }
 }
 
+/// SwiGLU as llama.cpp computes it, `x / (1 + e^−x) · g`, with its
+/// exponential ([`ggml_expf`]).
 pub fn swiglu(h: &mut [f32], g: &[f32]) {
     for (hv, &gv) in h.iter_mut().zip(g) {
         let v = *hv;
-        *hv = v * (1.0 / (1.0 + libm::expf(-v))) * gv;
+        *hv = v / (1.0 + ggml_expf(0.0 - v)) * gv;
+    }
+}
+
+/// The constants of [`ggml_expf`]: `log2 e`, ln 2 in two parts, and the
+/// polynomial, as f32 bits.
+pub const GGML_EXP: [u32; 8] = [
+    0x3fb8_aa3b,
+    0x3f31_7200,
+    0x35bf_be8e,
+    0x3c07_2010,
+    0x3d2b_9f17,
+    0x3e2a_af33,
+    0x3eff_fedb,
+    0x3f7f_fff6,
+];
+
+/// llama.cpp's vector `expf` (ggml's, after Arm's optimized routines)
+/// lane by lane, as its x86 build computes it: `n = round(x·log2 e)` by
+/// the 1.5·2^23 shift, `b = x − n·ln 2` in two fused steps, `2^n` from the
+/// exponent bits, a degree-5 polynomial in `b`; beyond |n| > 126 the
+/// scaling is split in two so that it neither overflows nor underflows
+/// early. All its steps are single-rounded f32 operations (fused where
+/// it fuses), so every level computes it bit for bit.
+pub fn ggml_expf(x: f32) -> f32 {
+    let c = GGML_EXP.map(f32::from_bits);
+    let fma = libm::fmaf;
+    let shift = 12_582_912.0f32;
+    let z = fma(x, c[0], shift);
+    let n = z - shift;
+    let b = fma(-n, c[2], fma(-n, c[1], x));
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let j = fma(fma(fma(c[3], b, c[4]), u, fma(c[5], b, c[6])), u, c[7] * b);
+    // Not far (NaN included): the plain scaling.
+    if n.abs().partial_cmp(&126.0) != Some(core::cmp::Ordering::Greater) {
+        return fma(k, j, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    match n.abs() > 192.0 {
+        true => s1 * s1,
+        false => fma(s2, j, s2) * s1,
     }
 }
 
@@ -563,47 +611,58 @@ pub fn f32_to_f16(out: &mut [u16], x: &[f32]) {
 }
 
 /// `x` rounded to the nearest f16, kept as f32.
-fn round16(x: f32) -> f32 {
+pub fn round16(x: f32) -> f32 {
     f16_to_f32(crate::tensor::f32_to_f16(x))
 }
 
-/// The score of an f16 query and key: their products are exact in f32 and
-/// summed in f64, in eight lanes (index mod 8) joined by [`join8`] — the
-/// order one AVX-512 register, two AVX2 or four NEON registers of f64 keep,
-/// each lane a chain of its own.
+/// The score of an f16 query and key, as llama.cpp's x86 `ggml_vec_dot_f16`
+/// sums it: their products (exact in f32) fused into four accumulators
+/// of eight f32 lanes, 32 values a step; the accumulators joined by
+/// [`join32`]; the values after the last whole step added in f64.
 fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
-    let mut lanes = [0.0f64; 8];
-    for (i, (&a, &b)) in q.iter().zip(k).enumerate() {
-        lanes[i % 8] += f64::from(round16(a) * f16_to_f32(b));
+    let whole = q.len() & !31;
+    let mut acc = [[0.0f32; 8]; 4];
+    for (q, k) in q[..whole].chunks_exact(32).zip(k.chunks_exact(32)) {
+        for (i, (&a, &b)) in q.iter().zip(k).enumerate() {
+            let lane = &mut acc[i / 8][i % 8];
+            *lane = libm::fmaf(f16_to_f32(b), round16(a), *lane);
+        }
     }
-    join8(lanes) as f32
+    let mut sum = f64::from(join32(acc));
+    for (&a, &b) in q[whole..].iter().zip(&k[whole..]) {
+        sum += f64::from(round16(a) * f16_to_f32(b));
+    }
+    sum as f32
 }
 
-/// The eight lanes of [`dot_f16`] added up: lane `l` and lane `l + 4`, then
-/// the pairs two apart, then the last two.
-pub fn join8(l: [f64; 8]) -> f64 {
-    let m: [f64; 4] = core::array::from_fn(|j| l[j] + l[j + 4]);
-    (m[0] + m[2]) + (m[1] + m[3])
+/// The four accumulators of [`dot_f16`] added up, in AVX's order: the
+/// first and third, the second and fourth, those two; then lanes `l` and
+/// `l + 4`, then the pairs next to each other, then the last two.
+pub fn join32(acc: [[f32; 8]; 4]) -> f32 {
+    let a: [f32; 8] = core::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let h: [f32; 4] = core::array::from_fn(|l| a[l] + a[l + 4]);
+    (h[0] + h[1]) + (h[2] + h[3])
 }
 
 /// llama.cpp's online softmax, as factors: walking the scores in order
 /// with a running maximum, a new maximum rescales everything accumulated so
 /// far by `exp(old − new)` and weighs its own value 1; any other score
-/// weighs its value `exp(s − max)`. Replaces each score with its rescale
-/// factor (1 when the maximum held), writes each weight, and returns
-/// `1/Σ`, the normalisation.
+/// weighs its value `exp(s − max)`, the C library's ([`crate::libc`]).
+/// The sum takes each factor with one fused multiply-add, as the compiled
+/// C does. Replaces each score with its rescale factor (1 when the
+/// maximum held), writes each weight, and returns `1/Σ`, the normalisation.
 pub fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
     let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
     for (s, w) in scores.iter_mut().zip(weights.iter_mut()) {
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if *s > max {
-            ms = libm::expf(max - *s);
+            ms = crate::libc::expf(max - *s);
             max = *s;
         } else {
-            vs = libm::expf(*s - max);
+            vs = crate::libc::expf(*s - max);
         }
         (*s, *w) = (ms, vs);
-        sum = sum * ms + vs;
+        sum = libm::fmaf(sum, ms, vs);
     }
     if sum == 0.0 {
         0.0
@@ -613,8 +672,8 @@ pub fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
 }
 
 /// Attention over an f16 KV cache, the way llama.cpp's CPU flash attention
-/// computes it: the query rounded to f16; each score an f64 sum of exact
-/// f16·f16 products ([`dot_f16`]), times `scale`; an [`online_softmax`];
+/// computes it on x86: the query rounded to f16; each score summed as
+/// its AVX2 build sums ([`dot_f16`]), times `scale`; an [`online_softmax`];
 /// and each output value accumulated in f16 over the positions (a rescale,
 /// then one fused multiply-add, each rounded to f16), then normalised.
 /// Skipping a rescale by exactly 1 changes nothing: the accumulator is

@@ -48,8 +48,8 @@ pub(super) trait Vector {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `c − a·b`, rounded once.
     unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// `−v` as the level's SiLU has always computed it.
-    unsafe fn neg(v: Self::V) -> Self::V;
+    /// The scalar twin's `ggml_expf`, lane by lane, bit for bit.
+    unsafe fn ggml_exp(x: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     /// Each lane rounded to the nearest integer, ties to even.
@@ -222,10 +222,10 @@ pub(super) unsafe fn swiglu<L: Vector>(h: &mut [f32], g: &[f32]) {
     let gp = g.as_ptr();
     // SAFETY: the caller's; `m` covers only values of `g`.
     unsafe {
-        let one = L::splat(1.0);
+        let (zero, one) = (L::splat(0.0), L::splat(1.0));
         map::<L>(h, |v, i, m| {
-            let sig = L::div(one, L::add(one, L::exp(L::neg(v))));
-            L::mul(L::mul(v, sig), L::load_part(gp.add(i), m))
+            let silu = L::div(v, L::add(one, L::ggml_exp(L::sub(zero, v))));
+            L::mul(silu, L::load_part(gp.add(i), m))
         });
     }
 }

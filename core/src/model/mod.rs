@@ -15,7 +15,7 @@ pub use kv::KvBuffers;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec::{for_each_head, for_row_blocks, for_rows, Compute, ROW_GRANULE};
-use crate::image::Model;
+use crate::image::{Format, Model};
 use crate::kernels::{
     add, batch_form, matmul, matvec, quantize, rmsnorm, rope, row, swiglu, Input, InputBuffers,
     InputForm, Isa,
@@ -45,8 +45,8 @@ pub struct StateBuffers<'a> {
     /// The logits of up to one row per KV cache (a beam step's).
     pub logits: &'a mut [f32],
     pub kv: KvBuffers<'a>,
-    /// RoPE: the frequency of each pair of a head, then each row's
-    /// rotation at its position.
+    /// RoPE: what each pair of a head's angle is made of (see [`Angles`]),
+    /// then each row's rotation at its position.
     pub inv_freq: &'a mut [f32],
     pub cos: &'a mut [f32],
     pub sin: &'a mut [f32],
@@ -55,11 +55,26 @@ pub struct StateBuffers<'a> {
     pub input: InputBuffers<'a>,
 }
 
+/// How a position's RoPE angles are computed: as the format's reference
+/// engine computes them, so that the rotations are bitwise theirs. Both
+/// take the C library's `cosf` and `sinf` of the angle ([`crate::libc`]).
+#[derive(Clone, Copy, Debug)]
+enum Angles {
+    /// llama2.c: pair `i`'s angle is `pos · f_i`, with `f_i` in
+    /// `inv_freq` (`1 / θ^(2i/d)`, divided by a Llama 3 factor and scaled).
+    Llama2c,
+    /// llama.cpp: an angle that starts at `pos` and is multiplied by
+    /// `step` (`θ^(−2/d)`, in f32) from pair to pair; pair `i` turns by
+    /// `scale · angle / factor_i`, the factors in `inv_freq`.
+    LlamaCpp { step: f32, scale: f32 },
+}
+
 /// A model plus its run state: the equivalent of llama2.c's `Transformer`.
 pub struct Transformer<'m, 'a> {
     model: &'m Model<'m>,
     /// The model's config with the planned (possibly shorter) `seq_len`.
     config: Config,
+    angles: Angles,
     compute: Compute<'m>,
     s: StateBuffers<'a>,
 }
@@ -168,11 +183,19 @@ fn check_input(p: &Config, tokens: &[u32], end: usize) -> Result<()> {
 }
 
 /// Position `pos`'s RoPE rotation, shared by every head.
-fn rope_tables(cos: &mut [f32], sin: &mut [f32], inv_freq: &[f32], pos: usize) {
+fn rope_tables(cos: &mut [f32], sin: &mut [f32], inv_freq: &[f32], angles: Angles, pos: usize) {
+    let mut theta = pos as f32;
     for ((c, sn), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
-        let val = pos as f32 * f;
-        *c = libm::cos(f64::from(val)) as f32;
-        *sn = libm::sin(f64::from(val)) as f32;
+        let angle = match angles {
+            Angles::Llama2c => pos as f32 * f,
+            Angles::LlamaCpp { step, scale } => {
+                let angle = scale * (theta / f);
+                theta *= step;
+                angle
+            }
+        };
+        *c = crate::libc::cosf(angle);
+        *sn = crate::libc::sinf(angle);
     }
 }
 
@@ -199,26 +222,43 @@ impl<'m, 'a> Transformer<'m, 'a> {
             });
         }
         let head_size = config.head_size();
-        // RoPE frequencies, as llama2.c computes them per pair, each divided
-        // by its Llama 3 frequency factor and scaled as the file asks (as
-        // llama.cpp applies both).
+        // RoPE: llama2.c's frequencies per pair, each divided by its Llama 3
+        // factor and scaled as the file asks; or, for GGUF, llama.cpp's
+        // running angle, which divides by the factors itself.
         let factors = model.weights.rope_freqs.map_or(&[][..], |f| f.data());
-        for (i, f) in s.inv_freq.iter_mut().enumerate() {
-            let head_dim = (2 * i) as f32;
-            let factor = factors
+        let factor = |i: usize| {
+            factors
                 .get(4 * i..4 * i + 4)
-                .map_or(1.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            *f = 1.0
-                / libm::pow(
+                .map_or(1.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let angles = match model.format {
+            Format::Llama2c { .. } => Angles::Llama2c,
+            Format::Gguf { .. } => Angles::LlamaCpp {
+                step: libm::pow(
                     f64::from(config.rope_theta),
-                    f64::from(head_dim / head_size as f32),
-                ) as f32
-                / factor
-                * config.rope_scale;
+                    f64::from(-2.0 / head_size as f32),
+                ) as f32,
+                scale: config.rope_scale,
+            },
+        };
+        for (i, f) in s.inv_freq.iter_mut().enumerate() {
+            *f = match angles {
+                Angles::LlamaCpp { .. } => factor(i),
+                Angles::Llama2c => {
+                    let head_dim = (2 * i) as f32;
+                    1.0 / libm::pow(
+                        f64::from(config.rope_theta),
+                        f64::from(head_dim / head_size as f32),
+                    ) as f32
+                        / factor(i)
+                        * config.rope_scale
+                }
+            };
         }
         Ok(Transformer {
             model,
             config: *config,
+            angles,
             compute,
             s,
         })
@@ -374,7 +414,7 @@ impl<'m, 'a> Transformer<'m, 'a> {
             .enumerate()
         {
             row(x, &w.token_embedding, tokens[t] as usize);
-            rope_tables(cos, sin, s.inv_freq, at.of(t).0);
+            rope_tables(cos, sin, s.inv_freq, self.angles, at.of(t).0);
         }
 
         let cache_len = p.n_layers * p.seq_len * kv_dim;

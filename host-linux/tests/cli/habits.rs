@@ -285,3 +285,21 @@ fn a_chat_outlives_its_context() {
     assert!(err.contains("turns dropped, oldest first"), "{err}");
     assert!(err.contains("chat: 8 answer(s)"), "{err}");
 }
+
+/// SmolLM2's greedy haiku is llama.cpp's, word for word, though four of
+/// its steps are near-ties: the chat prompt's ids and every step of the
+/// arithmetic are llama.cpp's. The answer ends at `<|im_end|>`.
+#[test]
+fn smollm2_greedy_haiku_is_llama_cpp_s() {
+    let Some(d) = Data::new() else { return };
+    let m = d.model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (out, _) = ok(
+        &["run", "-m", s(&m), "--chat", "-t", "0"],
+        b"Write a haiku about the sea.\n",
+    );
+    assert_eq!(
+        out,
+        "In the depths of the blue, a lone vessel sails, a reflection of the unending \
+         beauty of the sea.\n"
+    );
+}

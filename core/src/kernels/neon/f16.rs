@@ -4,7 +4,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{load, narrow, round16, widen};
+use super::{f16_at, load, narrow, round16, widen};
 use crate::kernels::vector::{mix_f16, Factors, MixF16};
 use crate::kernels::{scalar, F16Attention};
 
@@ -38,63 +38,43 @@ pub unsafe fn f32_to_f16(out: &mut [u16], x: &[f32]) {
     }
 }
 
-/// Loads `valid` (≤ 4) f16 values from `p` as f32, zero-filling the rest,
-/// without reading past them.
-///
-/// # Safety
-///
-/// `p` points at `valid` readable values.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn load_f16(p: *const u16, valid: usize) -> float32x4_t {
-    // SAFETY: the caller's: `valid` values at `p`.
-    unsafe {
-        if valid == 4 {
-            return widen(vld1_u16(p));
-        }
-        let mut buf = [0u16; 4];
-        core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), valid);
-        widen(vld1_u16(buf.as_ptr()))
-    }
-}
-
-/// The scalar twin's `dot_f16`: exact f32 products of the f16-rounded `q`
-/// and `k`, summed in eight f64 lanes (index mod 8) held as four registers
-/// of two, joined as the twin's `join8`. Zero padding past the end adds
-/// `+0.0`, which changes no lane (none can be `-0.0`: each starts `+0.0`).
+/// The scalar twin's `dot_f16`: 32 values a step, each of its four
+/// accumulators of eight lanes held as two registers of four and taking
+/// one fused product; joined as the twin's `join32`; the values after the
+/// last whole step added in f64.
 ///
 /// # Safety
 ///
 /// `k` points at `q.len()` values.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn dot_f16(q: &[f32], k: *const u16) -> f64 {
-    let (n, qp) = (q.len(), q.as_ptr());
-    let mut acc = [vdupq_n_f64(0.0); 4];
-    let mut i = 0;
-    // SAFETY: each load reads the values of `q` and `k` from `at` on that
-    // are below `n`.
+unsafe fn dot_f16(q: &[f32], k: *const u16) -> f32 {
+    let n = q.len();
+    let whole = n & !31;
+    let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
+    // SAFETY: the loads read values below `whole ≤ n` of `q` and `k`, the
+    // tail values below `n`.
     unsafe {
-        while i < n {
-            for half in 0..2 {
-                let at = i + 4 * half;
-                let valid = n.saturating_sub(at).min(4);
-                let p = match valid {
-                    0 => vdupq_n_f32(0.0),
-                    _ => vmulq_f32(round16(load(qp.add(at), valid)), load_f16(k.add(at), valid)),
-                };
-                acc[2 * half] = vaddq_f64(acc[2 * half], vcvt_f64_f32(vget_low_f32(p)));
-                acc[2 * half + 1] = vaddq_f64(acc[2 * half + 1], vcvt_high_f64_f32(p));
+        for i in (0..whole).step_by(32) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                for (h, a) in a.iter_mut().enumerate() {
+                    let at = i + 8 * j + 4 * h;
+                    let qv = round16(vld1q_f32(q.as_ptr().add(at)));
+                    *a = vfmaq_f32(*a, widen(vld1_u16(k.add(at))), qv);
+                }
             }
-            i += 8;
         }
+        let mut lanes = [[0.0f32; 8]; 4];
+        for (l, a) in lanes.iter_mut().zip(&acc) {
+            vst1q_f32(l.as_mut_ptr(), a[0]);
+            vst1q_f32(l.as_mut_ptr().add(4), a[1]);
+        }
+        let mut sum = f64::from(scalar::join32(lanes));
+        for (j, &x) in q.iter().enumerate().skip(whole) {
+            sum += f64::from(scalar::round16(x) * f16_at(k.add(j).cast()));
+        }
+        sum as f32
     }
-    let mut lanes = [0.0f64; 8];
-    for (j, a) in acc.iter().enumerate() {
-        // SAFETY: `lanes` has room for the two values written at `2j`.
-        unsafe { vst1q_f64(lanes.as_mut_ptr().add(2 * j), *a) };
-    }
-    scalar::join8(lanes)
 }
 
 /// The NEON f16 attention's vectors: four values, converted with `fcvtl`.
@@ -144,7 +124,7 @@ pub unsafe fn attention_f16(out: &mut [f32], a: F16Attention<'_>, scratch: &mut 
     let (rescale, weight) = scratch[..2 * positions].split_at_mut(positions);
     for (t, s) in rescale.iter_mut().enumerate() {
         // SAFETY: `t < positions`, whose keys the cache holds (contract 2).
-        *s = unsafe { dot_f16(a.q, a.keys.as_ptr().add(t * stride)) } as f32 * a.scale;
+        *s = unsafe { dot_f16(a.q, a.keys.as_ptr().add(t * stride)) } * a.scale;
     }
     let inv = scalar::online_softmax(rescale, weight);
     // SAFETY: the caller's contract.

@@ -6,7 +6,7 @@ use core::arch::aarch64::*;
 
 use super::{f16_at, load, widen, Neon};
 use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
-use crate::kernels::{store_rows, Input};
+use crate::kernels::{scalar, store_rows, Input};
 
 /// Matrix element types that `rows` widens to f32, four at a time. Their
 /// pointers may be unaligned: elements are only read with unaligned loads.
@@ -222,7 +222,7 @@ impl Vector for Neon {
         mul(a, b) = vmulq_f32(a, b); div(a, b) = vdivq_f32(a, b);
         min(a, b) = vminq_f32(a, b); max(a, b) = vmaxq_f32(a, b);
         fmadd(a, b, c) = vfmaq_f32(c, a, b); fnmadd(a, b, c) = vfmsq_f32(c, a, b);
-        neg(v) = vnegq_f32(v); round(v) = vrndnq_f32(v);
+        round(v) = vrndnq_f32(v);
         hsum(v) -> f32 = vaddvq_f32(v); hmax(v) -> f32 = vmaxvq_f32(v);
     }
 
@@ -303,7 +303,8 @@ impl Vector for Neon {
         unsafe { vector::exp::<Self>(x) }
     }
 
-    /// Four pairs, split into their first and second values (`vld2q`).
+    /// Four pairs, split into their first and second values (`vld2q`),
+    /// each rotated with the twin's fused multiply-adds.
     #[target_feature(enable = "neon")]
     #[inline]
     unsafe fn rope(p: *mut f32, cos: *const f32, sin: *const f32) {
@@ -311,10 +312,37 @@ impl Vector for Neon {
         unsafe {
             let pairs = vld2q_f32(p);
             let (c, s) = (vld1q_f32(cos), vld1q_f32(sin));
-            let r0 = vfmsq_f32(vmulq_f32(pairs.0, c), pairs.1, s);
+            let r0 = vfmaq_f32(vnegq_f32(vmulq_f32(pairs.1, s)), pairs.0, c);
             let r1 = vfmaq_f32(vmulq_f32(pairs.1, c), pairs.0, s);
             vst2q_f32(p, float32x4x2_t(r0, r1));
         }
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn ggml_exp(x: float32x4_t) -> float32x4_t {
+        let c = scalar::GGML_EXP.map(|b| vdupq_n_f32(f32::from_bits(b)));
+        let shift = vdupq_n_f32(12_582_912.0);
+        let z = vfmaq_f32(shift, x, c[0]);
+        let n = vsubq_f32(z, shift);
+        let b = vfmsq_f32(vfmsq_f32(x, n, c[1]), n, c[2]);
+        let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
+        let k = vreinterpretq_f32_u32(vaddq_u32(e, vdupq_n_u32(1.0f32.to_bits())));
+        let u = vmulq_f32(b, b);
+        let inner = vfmaq_f32(vfmaq_f32(c[6], c[5], b), vfmaq_f32(c[4], c[3], b), u);
+        let j = vfmaq_f32(vmulq_f32(c[7], b), inner, u);
+        let near = vfmaq_f32(k, k, j);
+        let far = vcagtq_f32(n, vdupq_n_f32(126.0));
+        if vmaxvq_u32(far) == 0 {
+            return near;
+        }
+        let down = vcleq_f32(n, vdupq_n_f32(0.0));
+        let g = vandq_u32(down, vdupq_n_u32(0x8200_0000));
+        let s1 = vreinterpretq_f32_u32(vaddq_u32(g, vdupq_n_u32(0x7f00_0000)));
+        let s2 = vreinterpretq_f32_u32(vsubq_u32(e, g));
+        let split = vmulq_f32(vfmaq_f32(s2, s2, j), s1);
+        let beyond = vcagtq_f32(n, vdupq_n_f32(192.0));
+        vbslq_f32(beyond, vmulq_f32(s1, s1), vbslq_f32(far, split, near))
     }
 }
 

@@ -6,7 +6,7 @@ use core::arch::x86_64::*;
 
 use super::{hmax8, hsum8, Level, ROWS, STREAMS};
 use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
-use crate::kernels::{store_rows, Input};
+use crate::kernels::{scalar, store_rows, Input};
 
 /// The AVX2 level.
 pub struct Avx2;
@@ -14,9 +14,6 @@ pub struct Avx2;
 impl Level for Avx2 {
     /// Q8_0 weights are signed: the sign trick keeps `pmaddubsw` exact.
     const Q8_0_BIAS: i8 = 0;
-
-    /// Two registers.
-    type Acc8 = [__m256d; 2];
 
     /// `pmaddubsw` saturates pairs at 2^15: callers keep `a` at most 128
     /// (|−128| as unsigned) and inputs are at most 127 in magnitude.
@@ -43,28 +40,6 @@ impl Level for Avx2 {
         // SAFETY: this level's features, which the caller guarantees.
         unsafe { Self::lanes_u(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
     }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_zero() -> Self::Acc8 {
-        [_mm256_setzero_pd(); 2]
-    }
-
-    /// Lanes 0–3 plus the first four products, lanes 4–7 the last four.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_add(a: Self::Acc8, p: __m256) -> Self::Acc8 {
-        [
-            _mm256_add_pd(a[0], _mm256_cvtps_pd(_mm256_castps256_ps128(p))),
-            _mm256_add_pd(a[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p))),
-        ]
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_half(a: Self::Acc8) -> __m256d {
-        _mm256_add_pd(a[0], a[1])
-    }
 }
 
 super::shared_kernels!("avx2,fma,f16c", Avx2, 4);
@@ -82,7 +57,6 @@ impl Vector for Avx2 {
         mul(a, b) = _mm256_mul_ps(a, b); div(a, b) = _mm256_div_ps(a, b);
         min(a, b) = _mm256_min_ps(a, b); max(a, b) = _mm256_max_ps(a, b);
         fmadd(a, b, c) = _mm256_fmadd_ps(a, b, c); fnmadd(a, b, c) = _mm256_fnmadd_ps(a, b, c);
-        neg(v) = _mm256_sub_ps(_mm256_setzero_ps(), v);
         round(v) = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
         hsum(v) -> f32 = hsum8(v); hmax(v) -> f32 = hmax8(v);
     }
@@ -157,8 +131,9 @@ impl Vector for Avx2 {
         unsafe { vector::exp::<Self>(x) }
     }
 
-    /// Four pairs: each cosine and sine spread to its pair's lanes, and
-    /// one `fmaddsub` (even lanes `v0·c − v1·s`, odd lanes `v1·c + v0·s`).
+    /// Four pairs: each cosine and sine spread to its pair's lanes; even
+    /// lanes `v0·c − (v1·s)`, odd lanes `v0·s + (v1·c)`, each one fused
+    /// multiply-add as the twin's.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn rope(p: *mut f32, cos: *const f32, sin: *const f32) {
@@ -169,8 +144,53 @@ impl Vector for Avx2 {
             let s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sin)), dup);
             let x = _mm256_loadu_ps(p);
             let swapped = _mm256_permute_ps::<0b1011_0001>(x);
-            _mm256_storeu_ps(p, _mm256_fmaddsub_ps(x, c, _mm256_mul_ps(swapped, s)));
+            let first = _mm256_fmsub_ps(x, c, _mm256_mul_ps(swapped, s));
+            let second = _mm256_fmadd_ps(swapped, s, _mm256_mul_ps(x, c));
+            _mm256_storeu_ps(p, _mm256_blend_ps::<0b1010_1010>(first, second));
         }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn ggml_exp(x: __m256) -> __m256 {
+        let c = scalar::GGML_EXP.map(f32::from_bits);
+        let set = _mm256_set1_ps;
+        let shift = set(12_582_912.0);
+        let z = _mm256_fmadd_ps(x, set(c[0]), shift);
+        let n = _mm256_sub_ps(z, shift);
+        let b = _mm256_fnmadd_ps(n, set(c[2]), _mm256_fnmadd_ps(n, set(c[1]), x));
+        let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(set(1.0))));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(set(c[3]), b, set(c[4])),
+                u,
+                _mm256_fmadd_ps(set(c[5]), b, set(c[6])),
+            ),
+            u,
+            _mm256_mul_ps(set(c[7]), b),
+        );
+        let near = _mm256_fmadd_ps(k, j, k);
+        let abs = _mm256_andnot_ps(set(-0.0), n);
+        let far = _mm256_cmp_ps::<_CMP_GT_OQ>(abs, set(126.0));
+        if _mm256_movemask_ps(far) == 0 {
+            return near;
+        }
+        let down = _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps());
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(down),
+            _mm256_set1_epi32(0x8200_0000_u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let split = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+        let beyond = _mm256_cmp_ps::<_CMP_GT_OQ>(abs, set(192.0));
+        _mm256_blendv_ps(
+            _mm256_blendv_ps(near, split, far),
+            _mm256_mul_ps(s1, s1),
+            beyond,
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use core::arch::x86_64::*;
 use super::blocks::{add_mins, blocks32_rows, with_mins, Format};
 use super::{f16_at, hsum8, prefetch, Level, ROWS, STREAMS};
 use crate::kernels::vector::{self, vector_kernels, vector_ops, Vector};
-use crate::kernels::Input;
+use crate::kernels::{scalar, Input};
 
 mod tile;
 
@@ -21,9 +21,6 @@ impl Level for Avx512 {
     /// Q8_0 weights as unsigned `w + 128` (flipping the sign bit), the
     /// offset taken back out through `corr`: one `vpdpbusd` per block.
     const Q8_0_BIAS: i8 = i8::MIN;
-
-    /// One register.
-    type Acc8 = __m512d;
 
     /// One `vpdpbusd`, exact for any bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -44,24 +41,6 @@ impl Level for Avx512 {
     #[inline]
     unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(corr, w, x)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_zero() -> Self::Acc8 {
-        _mm512_setzero_pd()
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_add(a: Self::Acc8, p: __m256) -> Self::Acc8 {
-        _mm512_add_pd(a, _mm512_cvtps_pd(p))
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn acc8_half(a: Self::Acc8) -> __m256d {
-        _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
     }
 
     /// [`blocks32_rows`] with the inputs in pairs, one per half of a
@@ -247,7 +226,6 @@ impl Vector for Avx512 {
         mul(a, b) = _mm512_mul_ps(a, b); div(a, b) = _mm512_div_ps(a, b);
         min(a, b) = _mm512_min_ps(a, b); max(a, b) = _mm512_max_ps(a, b);
         fmadd(a, b, c) = _mm512_fmadd_ps(a, b, c); fnmadd(a, b, c) = _mm512_fnmadd_ps(a, b, c);
-        neg(v) = _mm512_sub_ps(_mm512_setzero_ps(), v);
         round(v) = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
         scale2(p, n) = _mm512_scalef_ps(p, n);
         hsum(v) -> f32 = _mm512_reduce_add_ps(v); hmax(v) -> f32 = _mm512_reduce_max_ps(v);
@@ -323,8 +301,48 @@ impl Vector for Avx512 {
             let s = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(sin)));
             let x = _mm512_loadu_ps(p);
             let swapped = _mm512_permute_ps::<0b1011_0001>(x);
-            _mm512_storeu_ps(p, _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(swapped, s)));
+            let first = _mm512_fmsub_ps(x, c, _mm512_mul_ps(swapped, s));
+            let second = _mm512_fmadd_ps(swapped, s, _mm512_mul_ps(x, c));
+            _mm512_storeu_ps(p, _mm512_mask_blend_ps(0xaaaa, first, second));
         }
+    }
+
+    /// As AVX2 computes it, with masks.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn ggml_exp(x: __m512) -> __m512 {
+        let c = scalar::GGML_EXP.map(f32::from_bits);
+        let set = _mm512_set1_ps;
+        let shift = set(12_582_912.0);
+        let z = _mm512_fmadd_ps(x, set(c[0]), shift);
+        let n = _mm512_sub_ps(z, shift);
+        let b = _mm512_fnmadd_ps(n, set(c[2]), _mm512_fnmadd_ps(n, set(c[1]), x));
+        let e = _mm512_slli_epi32::<23>(_mm512_castps_si512(z));
+        let k = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_castps_si512(set(1.0))));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(set(c[3]), b, set(c[4])),
+                u,
+                _mm512_fmadd_ps(set(c[5]), b, set(c[6])),
+            ),
+            u,
+            _mm512_mul_ps(set(c[7]), b),
+        );
+        let near = _mm512_fmadd_ps(k, j, k);
+        let abs = _mm512_abs_ps(n);
+        let far = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs, set(126.0));
+        if far == 0 {
+            return near;
+        }
+        let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+        let g = _mm512_maskz_mov_epi32(down, _mm512_set1_epi32(0x8200_0000_u32 as i32));
+        let s1 = _mm512_castsi512_ps(_mm512_add_epi32(g, _mm512_set1_epi32(0x7f00_0000)));
+        let s2 = _mm512_castsi512_ps(_mm512_sub_epi32(e, g));
+        let split = _mm512_mul_ps(_mm512_fmadd_ps(s2, j, s2), s1);
+        let beyond = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs, set(192.0));
+        let v = _mm512_mask_blend_ps(far, near, split);
+        _mm512_mask_blend_ps(beyond, v, _mm512_mul_ps(s1, s1))
     }
 
     /// The rest goes into the first stream, a masked vector at a time,

@@ -79,9 +79,6 @@ trait Level: Sized {
     /// What a Q8_0 weight is biased by for [`Level::q8_0_biased_lanes`].
     const Q8_0_BIAS: i8;
 
-    /// The eight f64 lanes in which the f16 attention sums a score.
-    type Acc8: Copy;
-
     /// `acc` plus the eight sums of four `a` (unsigned) × `b` (signed) byte
     /// products.
     unsafe fn lanes_u_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
@@ -100,15 +97,6 @@ trait Level: Sized {
     /// weights as [`Level::q8_0_biased`] gives them and `corr`: the input's
     /// lane sums times `−Q8_0_BIAS` ([`blocks`]' `correction`).
     unsafe fn q8_0_biased_lanes(w: __m256i, x: __m256i, corr: __m256i) -> __m256i;
-
-    /// Eight f64 lanes of zero.
-    unsafe fn acc8_zero() -> Self::Acc8;
-
-    /// `a` plus eight products, lane by lane.
-    unsafe fn acc8_add(a: Self::Acc8, p: __m256) -> Self::Acc8;
-
-    /// Lane `l` plus lane `l + 4`, for `l` in 0..4.
-    unsafe fn acc8_half(a: Self::Acc8) -> __m256d;
 
     /// `R` rows of 32-value blocks in format `F` for `T` inputs:
     /// [`blocks::blocks32_rows`] itself, or a faster equal.
@@ -161,10 +149,7 @@ macro_rules! shared_kernels {
                 out: &mut [f32],
                 a: $crate::kernels::F16Attention<'_>,
                 scratch: &mut [f32],
-            ) = super::f16::attention_f16::<$level>;
-            #[cfg(test)]
-            fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32
-                = super::f16::online_softmax;
+            ) = super::f16::attention_f16;
         }
     };
 }
