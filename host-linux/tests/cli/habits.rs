@@ -45,7 +45,21 @@ fn llama_cpp_long_flags_are_aliases() {
     // -f - reads the prompt from standard input, as --file FILE from a file.
     let piped = d.run(&["-f", "-", "-t", "0", "-n", "30"]);
     let given = d.run(&["-i", "Once upon", "-t", "0", "-n", "30"]);
-    assert_eq!(ok(&piped, b"Once upon").0, ok(&given, b"").0);
+    let want = ok(&given, b"").0;
+    assert_eq!(ok(&piped, b"Once upon").0, want);
+    let tmp = barellama_tests::TempDir::new("aliases");
+    let file = tmp.path("prompt.txt");
+    std::fs::write(&file, "Once upon").unwrap();
+    assert_eq!(
+        ok(&d.run(&["--file", s(&file), "-t", "0", "-n", "30"]), b"").0,
+        want
+    );
+    // --system-prompt is -y.
+    let chat = |flag: &str| {
+        let args = d.run(&["--chat", "-t", "0", "-n", "20", flag, "Be brief."]);
+        ok(&args, b"Tell me a story.\n").0
+    };
+    assert_eq!(chat("--system-prompt"), chat("-y"));
     // --n-predict counts tokens after the prompt, as llama.cpp's -n.
     let (out, err) = ok(
         &d.run(&["-i", "Once upon", "-t", "0", "--n-predict", "5"]),
