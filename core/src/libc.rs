@@ -14,7 +14,7 @@
 
 /// `2^(i/32)` as f64 bits, less `i << 47`, for `i` in `0..32`: adding
 /// `k << 47` back gives `2^(k/32)` for any integer `k` in range.
-const EXP2_TABLE: [u64; 32] = [
+pub(crate) const EXP2_TABLE: [u64; 32] = [
     0x3ff0000000000000,
     0x3fefd9b0d3158574,
     0x3fefb5586cf9890f,
@@ -50,15 +50,20 @@ const EXP2_TABLE: [u64; 32] = [
 ];
 
 /// 32 / ln 2.
-const INV_LN2_32: f64 = f64::from_bits(0x4047_1547_652b_82fe);
+pub(crate) const INV_LN2_32: f64 = f64::from_bits(0x4047_1547_652b_82fe);
 /// 1.5 · 2^52: adding it rounds an f64 of magnitude below 2^51 to an integer.
-const SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
+pub(crate) const SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
 /// The polynomial for `2^(r/32) ≈ 1 + C2·r + C1·r² + C0·r³`, `|r| ≤ 1/2`.
-const EXP_POLY: [f64; 3] = [
+pub(crate) const EXP_POLY: [f64; 3] = [
     f64::from_bits(0x3ebc_6af8_4b91_2394),
     f64::from_bits(0x3f2e_bfce_50fa_c4f3),
     f64::from_bits(0x3f96_2e42_ff0c_52d6),
 ];
+
+/// Above this `expf` is infinite (`ln 2^128` rounded down).
+pub(crate) const EXP_OVERFLOW: f32 = f32::from_bits(0x42b1_7217);
+/// Below this `expf` is 0 (`ln 2^-150` rounded up).
+pub(crate) const EXP_UNDERFLOW: f32 = f32::from_bits(0xc2cf_f1b4);
 
 /// `e^x`, glibc's value.
 pub fn expf(x: f32) -> f32 {
@@ -71,10 +76,10 @@ pub fn expf(x: f32) -> f32 {
         if abs >= 0x7f80_0000 {
             return x + x;
         }
-        if x > f32::from_bits(0x42b1_7217) {
+        if x > EXP_OVERFLOW {
             return f32::INFINITY;
         }
-        if x < f32::from_bits(0xc2cf_f1b4) {
+        if x < EXP_UNDERFLOW {
             return 0.0;
         }
     }

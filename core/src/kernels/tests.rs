@@ -664,6 +664,62 @@ fn f16_conversion_and_attention_match_scalar_exactly() {
     }
 }
 
+/// The x86 online softmax against the scalar twin, bit for bit: its
+/// exponentials (glibc's `expf` in f64 lanes) over a sweep of every
+/// exponent and many mantissas of the floats of both signs, the ends of
+/// `expf`'s range and their neighbours, infinities and NaN; and its running
+/// maximum over random scores of several scales, growing and holding.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_online_softmax_is_the_scalar_twin_bitwise() {
+    let ends = [0x42b1_7217u32, 0xc2cf_f1b4, 0x42b0_0000, 0xc2b0_0000];
+    let mut xs: Vec<f32> = (0u32..=u32::MAX)
+        .step_by(1021)
+        .chain(ends.iter().flat_map(|&b| b - 3..=b + 3))
+        .chain([
+            0xff80_0000,
+            0x7f80_0000,
+            0xffc0_0000,
+            0x7fc0_0001,
+            0x8000_0000,
+            0,
+        ])
+        .map(f32::from_bits)
+        .collect();
+    for (seed, scale) in [0.5, 4.0, 60.0, 1e30].into_iter().enumerate() {
+        xs.extend(random(3001, seed as u64 + 7, scale));
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let run = |isa: Isa, scores: &[f32]| {
+        let (mut s, mut w) = (scores.to_vec(), std::vec![0.0f32; scores.len()]);
+        let inv = match isa.0 {
+            // SAFETY: the level was detected, so the CPU has its features.
+            Level::Avx2 => unsafe { x86::avx2::online_softmax(&mut s, &mut w) },
+            // SAFETY: as above.
+            Level::Avx512 => unsafe { x86::avx512::online_softmax(&mut s, &mut w) },
+            _ => scalar::online_softmax(&mut s, &mut w),
+        };
+        (bits(&s), bits(&w), inv.to_bits())
+    };
+    for isa in simd_levels() {
+        // After a leading 0 every weight is expf(x − 0) = expf(x).
+        for chunk in xs.chunks(4093) {
+            let scores: Vec<f32> = [0.0].iter().chain(chunk).copied().collect();
+            assert_eq!(
+                run(isa, &scores),
+                run(Isa::SCALAR, &scores),
+                "{}",
+                isa.name()
+            );
+        }
+        for n in 0..70 {
+            let scores = random(n, n as u64, 3.0 + n as f32);
+            let (got, want) = (run(isa, &scores), run(Isa::SCALAR, &scores));
+            assert_eq!(got, want, "{} {n}", isa.name());
+        }
+    }
+}
+
 /// The word-at-a-time unpacking against the Q4_K layout byte by byte.
 #[test]
 fn q4k_scale_words_unpack_the_byte_layout() {

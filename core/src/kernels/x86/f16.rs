@@ -204,6 +204,92 @@ impl MixF16 for F16x8 {
     }
 }
 
+/// `crate::libc::expf` of four values in f64 lanes, bit for bit: the same
+/// reduction and polynomial with the same fused steps, the table entry
+/// gathered; the ends (below ln 2^-150, above ln 2^128, NaN) blended in
+/// as the scalar's early returns give them.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn expf4(x: __m128) -> __m128 {
+    use crate::libc::{EXP2_TABLE, EXP_OVERFLOW, EXP_POLY, EXP_UNDERFLOW, INV_LN2_32, SHIFT};
+    let set = _mm256_set1_pd;
+    let xd = _mm256_cvtps_pd(x);
+    let kd = _mm256_fmadd_pd(set(INV_LN2_32), xd, set(SHIFT));
+    let ki = _mm256_castpd_si256(kd);
+    let r = _mm256_fmsub_pd(set(INV_LN2_32), xd, _mm256_sub_pd(kd, set(SHIFT)));
+    let at = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    // SAFETY: every index is below 32, the table's length.
+    let t = unsafe { _mm256_i64gather_epi64::<8>(EXP2_TABLE.as_ptr().cast(), at) };
+    let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+    let z = _mm256_fmadd_pd(set(EXP_POLY[0]), r, set(EXP_POLY[1]));
+    let y = _mm256_fmadd_pd(set(EXP_POLY[2]), r, set(1.0));
+    let y = _mm256_fmadd_pd(z, _mm256_mul_pd(r, r), y);
+    let e = _mm256_cvtpd_ps(_mm256_mul_pd(y, s));
+    let low = _mm_cmplt_ps(x, _mm_set1_ps(EXP_UNDERFLOW));
+    let high = _mm_cmpgt_ps(x, _mm_set1_ps(EXP_OVERFLOW));
+    let nan = _mm_cmpunord_ps(x, x);
+    let e = _mm_andnot_ps(low, e);
+    let e = _mm_blendv_ps(e, _mm_set1_ps(f32::INFINITY), high);
+    _mm_blendv_ps(e, _mm_add_ps(x, x), nan)
+}
+
+/// The scalar twin's `online_softmax`, its exponentials four at a time:
+/// the running maximum first decides, position by position, which factor
+/// each one's exponential is (the rescale when the maximum grows, else the
+/// weight); then the exponentials, which no longer depend on each other;
+/// then the sum, in order, each step fused.
+///
+/// # Safety
+///
+/// The [contract](super#safety).
+#[inline(always)]
+pub(super) unsafe fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for (s, w) in scores.iter_mut().zip(weights.iter_mut()) {
+        (*s, *w, max) = match *s > max {
+            true => (0.0, max - *s, *s),
+            false => (1.0, *s - max, max),
+        };
+    }
+    let n = scores.len().min(weights.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: the level's features (contract 1); `i + 4 ≤ n`, the
+        // length of both slices.
+        unsafe {
+            let (s, w) = (scores.as_mut_ptr().add(i), weights.as_mut_ptr().add(i));
+            let e = expf4(_mm_loadu_ps(w));
+            let held = _mm_cmpeq_ps(_mm_loadu_ps(s), _mm_set1_ps(1.0));
+            _mm_storeu_ps(s, _mm_blendv_ps(e, _mm_set1_ps(1.0), held));
+            _mm_storeu_ps(w, _mm_blendv_ps(_mm_set1_ps(1.0), e, held));
+        }
+        i += 4;
+    }
+    for (s, w) in scores[i..n].iter_mut().zip(&mut weights[i..n]) {
+        let e = crate::libc::expf(*w);
+        (*s, *w) = match *s == 1.0 {
+            true => (1.0, e),
+            false => (e, 1.0),
+        };
+    }
+    let mut sum = 0.0f32;
+    for (&ms, &vs) in scores[..n].iter().zip(&weights[..n]) {
+        // SAFETY: the level's features (contract 1).
+        sum = unsafe {
+            _mm_cvtss_f32(_mm_fmadd_ss(
+                _mm_set_ss(sum),
+                _mm_set_ss(ms),
+                _mm_set_ss(vs),
+            ))
+        };
+    }
+    if sum == 0.0 {
+        0.0
+    } else {
+        1.0 / sum
+    }
+}
+
 /// The scalar twin in its three passes: the scores (independent dot
 /// products, which the core overlaps), the softmax factors, then the
 /// values ([`mix_f16`]), eight vectors of outputs at a time.
@@ -237,7 +323,8 @@ pub(super) unsafe fn attention_f16(out: &mut [f32], a: F16Attention<'_>, scratch
         let [d] = unsafe { dot_f16::<1>(a.q, [key(t)]) };
         *s = d * a.scale;
     }
-    let inv = scalar::online_softmax(rescale, weight);
+    // SAFETY: the caller's contract.
+    let inv = unsafe { online_softmax(rescale, weight) };
     // SAFETY: the caller's contract.
     unsafe { mix_f16::<F16x8, 8>(out, a.values, stride, (rescale, weight), inv) };
 }

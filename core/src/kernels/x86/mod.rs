@@ -150,6 +150,9 @@ macro_rules! shared_kernels {
                 a: $crate::kernels::F16Attention<'_>,
                 scratch: &mut [f32],
             ) = super::f16::attention_f16;
+            #[cfg(test)]
+            fn online_softmax(scores: &mut [f32], weights: &mut [f32]) -> f32
+                = super::f16::online_softmax;
         }
     };
 }
