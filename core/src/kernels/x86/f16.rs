@@ -153,18 +153,20 @@ unsafe fn dot_f16<const R: usize>(q: &[f32], keys: [*const u16; R]) -> [f32; R] 
                 }
             }
         }
-        core::array::from_fn(|r| {
-            let a = &acc[r];
+        // A loop, not `array::from_fn`: its closure would not be inlined
+        // into this function's features, and each intrinsic would be a call.
+        let mut out = [0.0f32; R];
+        for (o, (a, k)) in out.iter_mut().zip(acc.iter().zip(keys)) {
             let v = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
             let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
             let h = _mm_hadd_ps(h, h);
             let mut sum = f64::from(_mm_cvtss_f32(_mm_hadd_ps(h, h)));
             for (j, &x) in q.iter().enumerate().skip(whole) {
-                let k = f16_at(keys[r].add(j).cast());
-                sum += f64::from(scalar::round16(x) * k);
+                sum += f64::from(scalar::round16(x) * f16_at(k.add(j).cast()));
             }
-            sum as f32
-        })
+            *o = sum as f32;
+        }
+        out
     }
 }
 
