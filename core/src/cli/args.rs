@@ -71,12 +71,12 @@ impl<'a> Args<'a> {
 
     /// The number after `flag`; `says` is the error when it is none, and
     /// names the flag and what it takes.
-    pub fn number<T: core::str::FromStr>(&mut self, flag: &[u8], says: &'static str) -> Result<T> {
-        let v = self.value(flag)?;
-        core::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::usage(says, v))
+    pub fn number<T: core::str::FromStr + Copy>(
+        &mut self,
+        flag: &[u8],
+        says: &'static str,
+    ) -> Result<T> {
+        self.number_in(flag, says, |_| true)
     }
 
     /// A number that must also satisfy `ok`; `says` names the flag and
