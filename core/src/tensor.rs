@@ -27,6 +27,38 @@ pub enum DType {
     /// bytes of 2-bit highs, 16 × i8 scales, f16 `d`;
     /// value = d·scale·(q − 32).
     Q6K,
+    /// 32 values: f16 `d`, a little-endian 32-bit word whose bit `j` is
+    /// value `j`'s fifth bit, then Q4_0's 16 bytes of nibbles;
+    /// value = d·(q − 16).
+    Q5_0,
+    /// 32 values: f16 `d`, f16 minimum `m`, then Q5_0's fifth bits and
+    /// nibbles; value = d·q + m.
+    Q5_1,
+    /// 256 values in 8 sub-blocks of 32: Q4_K's `d`, `dmin` and packed
+    /// scales and mins, 32 bytes of fifth bits (bit `j` of byte `l` is
+    /// value `32j + l`'s), then Q4_K's 128 bytes of nibbles;
+    /// value = d·scale·q − dmin·min.
+    Q5K,
+    /// 256 values in 16 sub-blocks of 16: 32 bytes of high bits (bit `j`
+    /// of byte `l` belongs to value `32j + l`), 64 bytes of 2-bit values
+    /// (byte `l` of each 32 holds values `l`, `l + 32`, `l + 64`, `l + 96`
+    /// of its 128, lowest bits first), 12 bytes of packed 6-bit scales,
+    /// f16 `d`; value = d·(scale − 32)·(q − 4 if the high bit is clear).
+    Q3K,
+    /// 256 values in 16 sub-blocks of 16: 16 bytes of 4-bit scale (low)
+    /// and min (high), 64 bytes of 2-bit values (as Q3_K's), f16 `d`, f16
+    /// `dmin`; value = d·scale·q − dmin·min.
+    Q2K,
+    /// 32 values: f16 `d`, 16 bytes of nibbles (as Q4_0's) that index the
+    /// non-linear [`IQ4_VALUES`]; value = d·IQ4_VALUES[q].
+    IQ4NL,
+    /// 256 values in 8 sub-blocks of 32: f16 `d`, a little-endian u16 of
+    /// the scales' top two bits (two per sub-block), 4 bytes of the scales'
+    /// low nibbles (sub-block `2i` low, `2i + 1` high), then 16 bytes of
+    /// IQ4_NL nibbles per sub-block; value = d·(scale − 32)·IQ4_VALUES[q].
+    IQ4XS,
+    /// bfloat16: the top half of an f32.
+    BF16,
     /// llama2.c v2 (`runq`): a matrix's i8 values row by row, then its f32
     /// scales, one per `group` consecutive values of a row; value = s·q.
     Q8G { group: u32 },
@@ -34,14 +66,22 @@ pub enum DType {
 
 impl DType {
     /// Every GGML type the engine computes with, in GGML's id order.
-    pub const GGML: [DType; 7] = [
+    pub const GGML: [DType; 15] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q8_0,
+        DType::Q2K,
+        DType::Q3K,
         DType::Q4K,
+        DType::Q5K,
         DType::Q6K,
+        DType::IQ4NL,
+        DType::IQ4XS,
+        DType::BF16,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +93,14 @@ impl DType {
             DType::Q4_1 => "Q4_1",
             DType::Q4K => "Q4_K",
             DType::Q6K => "Q6_K",
+            DType::Q5_0 => "Q5_0",
+            DType::Q5_1 => "Q5_1",
+            DType::Q5K => "Q5_K",
+            DType::Q3K => "Q3_K",
+            DType::Q2K => "Q2_K",
+            DType::IQ4NL => "IQ4_NL",
+            DType::IQ4XS => "IQ4_XS",
+            DType::BF16 => "BF16",
             DType::Q8G { .. } => "Q8_G",
         }
     }
@@ -68,6 +116,14 @@ impl DType {
             DType::Q4_1 => (32, 20),
             DType::Q4K => (256, 144),
             DType::Q6K => (256, 210),
+            DType::Q5_0 => (32, 22),
+            DType::Q5_1 => (32, 24),
+            DType::Q5K => (256, 176),
+            DType::Q3K => (256, 110),
+            DType::Q2K => (256, 84),
+            DType::IQ4NL => (32, 18),
+            DType::IQ4XS => (256, 136),
+            DType::BF16 => (1, 2),
             DType::Q8G { group } => (group as usize, group as usize),
         }
     }
@@ -82,6 +138,14 @@ impl DType {
             DType::Q8_0 => Some(8),
             DType::Q4K => Some(12),
             DType::Q6K => Some(14),
+            DType::Q5_0 => Some(6),
+            DType::Q5_1 => Some(7),
+            DType::Q2K => Some(10),
+            DType::Q3K => Some(11),
+            DType::Q5K => Some(13),
+            DType::IQ4NL => Some(20),
+            DType::IQ4XS => Some(23),
+            DType::BF16 => Some(30),
             DType::Q8G { .. } => None,
         }
     }
@@ -108,6 +172,12 @@ impl DType {
         }
     }
 }
+
+/// The 16 values an IQ4_NL or IQ4_XS nibble stands for (GGML's
+/// `kvalues_iq4nl`): denser near zero, where most weights are.
+pub const IQ4_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// A `rows × cols` row-major matrix (a vector has one row) borrowed from the
 /// image. The constructor guarantees `data.len()` matches the shape, which is
@@ -245,6 +315,22 @@ pub fn f16_to_f32(h: u16) -> f32 {
         _ => sign | ((exp + 112) << 23) | (man << 13),
     };
     f32::from_bits(bits)
+}
+
+/// bfloat16 bits to f32, exactly.
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// f32 to the nearest bfloat16 (ties to even), as GGML rounds: a NaN stays
+/// a quiet NaN, everything else rounds its bits (overflow goes to
+/// infinity, subnormals are kept).
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
 }
 
 /// f32 to the nearest IEEE binary16 (ties to even), as GGML stores scales.

@@ -487,8 +487,12 @@ fn bad_tensor_infos_name_the_tensor() {
         format!("{q} has GGML type 99 (unknown), which is not supported")
     );
     assert_eq!(
-        edit(&|t| t.ty = 6),
-        format!("{q} has GGML type 6 (Q5_0), which is not supported")
+        edit(&|t| t.ty = 16),
+        format!("{q} has GGML type 16 (IQ2_XXS), which is not supported")
+    );
+    assert_eq!(
+        edit(&|t| t.ty = 39),
+        format!("{q} has GGML type 39 (MXFP4), which is not supported")
     );
     // Rows must be whole blocks.
     assert_eq!(

@@ -115,6 +115,46 @@ fn synsmall_q4_k_m_matches_llama_cpp() {
 }
 
 #[test]
+fn synsmall_q5_0_with_q6_k_output_matches_llama_cpp() {
+    quantized_file("synsmall-Q5_0.gguf");
+}
+
+#[test]
+fn synsmall_q5_1_with_q6_k_output_matches_llama_cpp() {
+    quantized_file("synsmall-Q5_1.gguf");
+}
+
+#[test]
+fn synsmall_q5_k_m_matches_llama_cpp() {
+    quantized_file("synsmall-Q5_K_M.gguf");
+}
+
+#[test]
+fn synsmall_q3_k_m_matches_llama_cpp() {
+    quantized_file("synsmall-Q3_K_M.gguf");
+}
+
+#[test]
+fn synsmall_q2_k_matches_llama_cpp() {
+    quantized_file("synsmall-Q2_K.gguf");
+}
+
+#[test]
+fn synsmall_iq4_nl_with_q6_k_output_matches_llama_cpp() {
+    quantized_file("synsmall-IQ4_NL.gguf");
+}
+
+#[test]
+fn synsmall_iq4_xs_with_q6_k_output_matches_llama_cpp() {
+    quantized_file("synsmall-IQ4_XS.gguf");
+}
+
+#[test]
+fn synsmall_bf16_matches_llama_cpp() {
+    float_file("synsmall-BF16.gguf");
+}
+
+#[test]
 fn the_exact_f32_cache_is_no_further_from_fp32_than_llama_cpp() {
     let Some(dir) = data_dir() else { return };
     let fp32 = Golden::read(&dir, "golden/synsmall.once.l2c.bin");

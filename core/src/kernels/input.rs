@@ -54,6 +54,8 @@ pub enum InputForm {
     /// f32 copied to start this many bytes past a 64-byte boundary, where
     /// the weights start (see [`batch_form`]).
     F32Phase(u8),
+    /// f32 rounded to bfloat16 (for BF16 weights, as llama.cpp pairs them).
+    Bf16,
     Q8_0,
     Q8_1,
     Q8K,
@@ -64,16 +66,19 @@ impl InputForm {
     pub fn of(dtype: DType) -> InputForm {
         match dtype {
             DType::F32 | DType::F16 => InputForm::F32,
-            DType::Q8_0 | DType::Q4_0 => InputForm::Q8_0,
-            DType::Q4_1 => InputForm::Q8_1,
-            DType::Q4K | DType::Q6K => InputForm::Q8K,
+            DType::BF16 => InputForm::Bf16,
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4NL => InputForm::Q8_0,
+            DType::Q4_1 | DType::Q5_1 => InputForm::Q8_1,
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::IQ4XS => {
+                InputForm::Q8K
+            }
             DType::Q8G { group } => InputForm::Q8G(group),
         }
     }
 
     fn block(self) -> usize {
         match self {
-            InputForm::F32 | InputForm::F32Phase(_) => 1,
+            InputForm::F32 | InputForm::F32Phase(_) | InputForm::Bf16 => 1,
             InputForm::Q8_0 | InputForm::Q8_1 => 32,
             InputForm::Q8K => 256,
             InputForm::Q8G(group) => group as usize,
@@ -123,6 +128,8 @@ pub fn quantize(isa: Isa, form: InputForm, x: &[f32], buf: &mut InputBuffers<'_>
             let at = phase_start(buf.d, phase);
             buf.d[at..at + n].copy_from_slice(x);
         }
+        // Once per vector and cheap: scalar everywhere.
+        InputForm::Bf16 => scalar::round_bf16(x, &mut buf.d[..n]),
         InputForm::Q8_0 => {
             let (qs, d) = (&mut buf.qs[..n], &mut buf.d[..n / 32]);
             dispatch!(isa, quantize_q8_0(x, qs, d))
@@ -190,6 +197,7 @@ fn input_in<'s>(
             let at = phase_start(d, phase);
             Input::F32(&d[at..at + n])
         }
+        InputForm::Bf16 => Input::F32(&d[..n]),
         InputForm::Q8_0 => Input::Q8_0 {
             qs: &qs[..n],
             d: &d[..n / 32],
@@ -229,16 +237,17 @@ pub fn prepare<'a>(
 pub(super) fn fits(w: &WeightRef<'_>, x: &Input<'_>) -> bool {
     let cols = w.cols();
     match (w.dtype(), *x) {
-        (DType::F32 | DType::F16, Input::F32(x)) => x.len() == cols,
-        (DType::Q8_0 | DType::Q4_0, Input::Q8_0 { qs, d }) => {
+        (DType::F32 | DType::F16 | DType::BF16, Input::F32(x)) => x.len() == cols,
+        (DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4NL, Input::Q8_0 { qs, d }) => {
             qs.len() == cols && d.len() == cols / 32
         }
-        (DType::Q4_1, Input::Q8_1 { qs, d, s }) => {
+        (DType::Q4_1 | DType::Q5_1, Input::Q8_1 { qs, d, s }) => {
             qs.len() == cols && d.len() == cols / 32 && s.len() == cols / 32
         }
-        (DType::Q4K | DType::Q6K, Input::Q8K { qs, d, bsums }) => {
-            qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16
-        }
+        (
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::IQ4XS,
+            Input::Q8K { qs, d, bsums },
+        ) => qs.len() == cols && d.len() == cols / 256 && bsums.len() == cols / 16,
         (DType::Q8G { group: g }, Input::Q8G { qs, d, group }) => {
             g as usize == group && qs.len() == cols && d.len() == cols / group
         }

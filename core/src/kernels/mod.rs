@@ -395,6 +395,14 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
         // A K-quant matvec is the tile kernel with one input: the same code.
         DType::Q4K => dispatch!(isa, matmul_q4k(&mut [out], data, slice::from_ref(x))),
         DType::Q6K => dispatch!(isa, matmul_q6k(&mut [out], data, slice::from_ref(x))),
+        DType::Q5_0 => scalar::matvec_q5_0(out, data, qs, d),
+        DType::Q5_1 => scalar::matvec_q5_1(out, data, qs, d, x.block_sums()),
+        DType::IQ4NL => scalar::matvec_iq4nl(out, data, qs, d),
+        DType::Q5K => scalar::matvec_q5k(out, data, qs, d, x.bsums()),
+        DType::Q3K => scalar::matvec_q3k(out, data, qs, d, x.bsums()),
+        DType::Q2K => scalar::matvec_q2k(out, data, qs, d, x.bsums()),
+        DType::IQ4XS => scalar::matvec_iq4xs(out, data, qs, d, x.bsums()),
+        DType::BF16 => scalar::matvec_bf16(out, data, xs),
         DType::Q8G { group } => {
             let (scales, group) = (w.scales(), group as usize);
             // Whole 32-value blocks per group take the integer kernels;
@@ -440,6 +448,14 @@ pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_
         DType::Q4_1 => dispatch!(isa, matmul_q4_1(out, data, x)),
         DType::Q4K => dispatch!(isa, matmul_q4k(out, data, x)),
         DType::Q6K => dispatch!(isa, matmul_q6k(out, data, x)),
+        DType::Q5_0 => scalar::matmul_q5_0(out, data, x),
+        DType::Q5_1 => scalar::matmul_q5_1(out, data, x),
+        DType::IQ4NL => scalar::matmul_iq4nl(out, data, x),
+        DType::Q5K => scalar::matmul_q5k(out, data, x),
+        DType::Q3K => scalar::matmul_q3k(out, data, x),
+        DType::Q2K => scalar::matmul_q2k(out, data, x),
+        DType::IQ4XS => scalar::matmul_iq4xs(out, data, x),
+        DType::BF16 => scalar::matmul_bf16(out, data, x),
         DType::Q8G { group } => {
             let (scales, group) = (w.scales(), group as usize);
             if group.is_multiple_of(32) {

@@ -176,7 +176,7 @@ pub fn sum(data: &[u8]) -> f32 {
 
 // ---- Half precision and the quantized types (GGML block layouts) ----
 
-use crate::tensor::f16_to_f32;
+use crate::tensor::{bf16_to_f32, f16_to_f32, IQ4_VALUES};
 
 fn f16_at(bytes: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
@@ -314,6 +314,54 @@ pub fn matmul_q6k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
     }
 }
 
+pub fn matmul_q5_0(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q5_0(o, w, x.qs(), x.scales());
+    }
+}
+
+pub fn matmul_q5_1(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q5_1(o, w, x.qs(), x.scales(), x.block_sums());
+    }
+}
+
+pub fn matmul_iq4nl(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_iq4nl(o, w, x.qs(), x.scales());
+    }
+}
+
+pub fn matmul_q5k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q5k(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_q3k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q3k(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_q2k(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_q2k(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_iq4xs(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_iq4xs(o, w, x.qs(), x.scales(), x.bsums());
+    }
+}
+
+pub fn matmul_bf16(out: &mut [&mut [f32]], w: &[u8], x: &[Input<'_>]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        matvec_bf16(o, w, x.f32s());
+    }
+}
+
 pub fn matmul_q8g(out: &mut [&mut [f32]], w: &[u8], scales: &[u8], x: &[Input<'_>], group: usize) {
     for (o, x) in out.iter_mut().zip(x) {
         matvec_q8g(o, w, scales, x.qs(), x.scales(), group);
@@ -430,6 +478,33 @@ pub fn matvec_q4_1(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], s: &[f32]) {
     matvec_blocks32(out, w, (qs, d, Some(s)), 20, |b| nibbles(&b[4..]));
 }
 
+/// The 32 values of Q5_0's and Q5_1's fifth bits (a little-endian word,
+/// bit `j` for value `j`) over their nibbles.
+fn five_bits(b: &[u8]) -> [i32; 32] {
+    let high = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let low = nibbles(&b[4..]);
+    core::array::from_fn(|i| low[i] | (((high >> i) & 1) << 4) as i32)
+}
+
+/// Q5_0: an f16 scale, the fifth bits and the nibbles, stored as value + 16.
+pub fn matvec_q5_0(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+    matvec_blocks32(out, w, (qs, d, None), 22, |b| {
+        five_bits(&b[2..]).map(|q| q - 16)
+    });
+}
+
+/// Q5_1: an f16 scale, an f16 minimum, the fifth bits and the nibbles.
+pub fn matvec_q5_1(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], s: &[f32]) {
+    matvec_blocks32(out, w, (qs, d, Some(s)), 24, |b| five_bits(&b[4..]));
+}
+
+/// IQ4_NL: an f16 scale and 16 bytes of nibbles indexing [`IQ4_VALUES`].
+pub fn matvec_iq4nl(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32]) {
+    matvec_blocks32(out, w, (qs, d, None), 18, |b| {
+        nibbles(&b[2..]).map(|q| i32::from(IQ4_VALUES[q as usize]))
+    });
+}
+
 /// A Q4_K block's eight 6-bit sub-block scales and eight 6-bit mins, from
 /// the 12 bytes that pack them, as four little-endian words of four bytes:
 /// scales 0..4, scales 4..8, mins 0..4, mins 4..8. Bytes 0..4 hold scales
@@ -490,6 +565,138 @@ pub fn matvec_q4k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]
         }
         *o = sum;
     }
+}
+
+/// The 256 quantized values (0..32) of a Q5_K block, in order: Q4_K's
+/// nibbles (which sit at the same place from the block's end) and the
+/// fifth bits.
+fn q5k_values(block: &[u8]) -> [u8; 256] {
+    let mut v = q4k_values(&block[32..]);
+    for (i, q) in v.iter_mut().enumerate() {
+        *q |= ((block[16 + i % 32] >> (i / 32)) & 1) << 4;
+    }
+    v
+}
+
+/// A K-quant row: per 256-value block, `isum` and `msum` from `block_sums`
+/// (the exact integer sums of scale × value products, and of min × input
+/// sums), then `(d·d_x)·isum − (dmin·d_x)·msum` added in order; `dd` gives
+/// a block's `d` and `dmin` (0 for types without mins).
+fn matvec_k(
+    out: &mut [f32],
+    w: &[u8],
+    (qs, d, bsums): (&[i8], &[f32], &[i16]),
+    block_bytes: usize,
+    dd: impl Fn(&[u8]) -> (f32, f32),
+    block_sums: impl Fn(&[u8], &[i8], &[i16]) -> (i32, i32),
+) {
+    let row_bytes = w.len() / out.len().max(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut sum = 0.0f32;
+        let blocks = row.chunks_exact(block_bytes).zip(qs.chunks_exact(256));
+        for (((block, xq), &xd), bs) in blocks.zip(d).zip(bsums.chunks_exact(16)) {
+            let (isum, msum) = block_sums(block, xq, bs);
+            let (dw, dmin) = dd(block);
+            sum += (dw * xd) * isum as f32 - (dmin * xd) * msum as f32;
+        }
+        *o = sum;
+    }
+}
+
+/// The integer sums of a block of `N` sub-blocks of `256 / N` values,
+/// sub-block `j` scaled by `scale[j]`, with mins `min[j]` against the
+/// input's 16-value sums.
+fn sub_block_sums<const N: usize>(
+    v: &[i32; 256],
+    scale: [i32; N],
+    min: [i32; N],
+    xq: &[i8],
+    bs: &[i16],
+) -> (i32, i32) {
+    let n = 256 / N;
+    let (mut isum, mut msum) = (0i32, 0i32);
+    for j in 0..N {
+        let vals = v[n * j..n * (j + 1)].iter().copied();
+        isum += scale[j] * dot_i8(vals, &xq[n * j..n * (j + 1)]);
+        let sums = &bs[j * n / 16..(j + 1) * n / 16];
+        msum += min[j] * sums.iter().map(|&s| i32::from(s)).sum::<i32>();
+    }
+    (isum, msum)
+}
+
+pub fn matvec_q5k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+    let dd = |b: &[u8]| (f16_at(b, 0), f16_at(b, 1));
+    matvec_k(out, w, (qs, d, bsums), 176, dd, |b, xq, bs| {
+        let (sc, m) = q4k_scales(&b[4..16]);
+        let v = q5k_values(b).map(i32::from);
+        sub_block_sums(&v, sc.map(i32::from), m.map(i32::from), xq, bs)
+    });
+}
+
+/// A Q3_K block's sixteen 6-bit scales (stored + 32), from the 12 bytes
+/// that pack them: the low nibbles of bytes 0..8 are scales 0..8 and
+/// their high nibbles scales 8..16; bytes 8..12 hold the top two bits,
+/// byte `i`'s bit pair `k` for scale `4k + i`.
+pub fn q3k_scales(s: &[u8]) -> [i32; 16] {
+    core::array::from_fn(|j| {
+        let low = (s[j % 8] >> (4 * (j / 8))) & 0xf;
+        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        i32::from(low | high << 4) - 32
+    })
+}
+
+/// The 256 2-bit values of a Q2_K or Q3_K block, in order, from their
+/// 64 bytes.
+fn two_bits(qs: &[u8]) -> [i32; 256] {
+    core::array::from_fn(|i| {
+        let (half, j, l) = (i / 128, i / 32 % 4, i % 32);
+        i32::from((qs[32 * half + l] >> (2 * j)) & 3)
+    })
+}
+
+pub fn matvec_q3k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+    let dd = |b: &[u8]| (f16_at(b, 54), 0.0);
+    matvec_k(out, w, (qs, d, bsums), 110, dd, |b, xq, bs| {
+        let low = two_bits(&b[32..96]);
+        let v = core::array::from_fn(|i| low[i] - 4 * i32::from((b[i % 32] >> (i / 32)) & 1 == 0));
+        sub_block_sums(&v, q3k_scales(&b[96..108]), [0; 16], xq, bs)
+    });
+}
+
+pub fn matvec_q2k(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+    let dd = |b: &[u8]| (f16_at(b, 40), f16_at(b, 41));
+    matvec_k(out, w, (qs, d, bsums), 84, dd, |b, xq, bs| {
+        let scale: [i32; 16] = core::array::from_fn(|j| i32::from(b[j] & 0xf));
+        let min: [i32; 16] = core::array::from_fn(|j| i32::from(b[j] >> 4));
+        sub_block_sums(&two_bits(&b[16..80]), scale, min, xq, bs)
+    });
+}
+
+/// An IQ4_XS block's eight scales (stored + 32).
+pub fn iq4xs_scales(b: &[u8]) -> [i32; 8] {
+    let high = u16::from_le_bytes([b[2], b[3]]);
+    core::array::from_fn(|j| {
+        let low = (b[4 + j / 2] >> (4 * (j % 2))) & 0xf;
+        i32::from(low) | i32::from((high >> (2 * j)) & 3) << 4
+    })
+    .map(|s| s - 32)
+}
+
+/// The 256 values of an IQ4_XS block, in order.
+fn iq4xs_values(b: &[u8]) -> [i32; 256] {
+    core::array::from_fn(|i| {
+        let byte = b[8 + 16 * (i / 32) + i % 16];
+        let q = if i % 32 < 16 { byte & 0xf } else { byte >> 4 };
+        i32::from(IQ4_VALUES[q as usize])
+    })
+}
+
+pub fn matvec_iq4xs(out: &mut [f32], w: &[u8], qs: &[i8], d: &[f32], bsums: &[i16]) {
+    let dd = |b: &[u8]| (f16_at(b, 0), 0.0);
+    matvec_k(out, w, (qs, d, bsums), 136, dd, |b, xq, bs| {
+        sub_block_sums(&iq4xs_values(b), iq4xs_scales(b), [0; 8], xq, bs)
+    });
 }
 
 /// The 256 quantized values (−32..32) of a Q6_K block, in order.
@@ -579,6 +786,68 @@ pub fn dequantize_row(dtype: crate::tensor::DType, row: &[u8], out: &mut [f32]) 
                 }
             }
         }
+        DType::Q5_0 | DType::Q5_1 | DType::IQ4NL => {
+            let bytes = dtype.block().1;
+            for (block, ob) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(32)) {
+                let d = f16_at(block, 0);
+                let v = match dtype {
+                    DType::Q5_0 => five_bits(&block[2..]).map(|q| q - 16),
+                    DType::Q5_1 => five_bits(&block[4..]),
+                    _ => nibbles(&block[2..]).map(|q| i32::from(IQ4_VALUES[q as usize])),
+                };
+                for (o, q) in ob.iter_mut().zip(v) {
+                    *o = match dtype {
+                        DType::Q5_1 => q as f32 * d + f16_at(block, 1),
+                        _ => d * q as f32,
+                    };
+                }
+            }
+        }
+        DType::Q5K => {
+            for (block, ob) in row.chunks_exact(176).zip(out.chunks_exact_mut(256)) {
+                let (d, dmin) = (f16_at(block, 0), f16_at(block, 1));
+                let (sc, m) = q4k_scales(&block[4..16]);
+                for (i, (o, &q)) in ob.iter_mut().zip(q5k_values(block).iter()).enumerate() {
+                    let j = i / 32;
+                    *o = d * f32::from(sc[j]) * f32::from(q) - dmin * f32::from(m[j]);
+                }
+            }
+        }
+        DType::Q3K => {
+            for (block, ob) in row.chunks_exact(110).zip(out.chunks_exact_mut(256)) {
+                let (d, sc, low) = (
+                    f16_at(block, 54),
+                    q3k_scales(&block[96..108]),
+                    two_bits(&block[32..96]),
+                );
+                for (i, o) in ob.iter_mut().enumerate() {
+                    let q = low[i] - 4 * i32::from((block[i % 32] >> (i / 32)) & 1 == 0);
+                    *o = d * sc[i / 16] as f32 * q as f32;
+                }
+            }
+        }
+        DType::Q2K => {
+            for (block, ob) in row.chunks_exact(84).zip(out.chunks_exact_mut(256)) {
+                let (d, dmin) = (f16_at(block, 40), f16_at(block, 41));
+                for (i, (o, q)) in ob.iter_mut().zip(two_bits(&block[16..80])).enumerate() {
+                    let s = block[i / 16];
+                    *o = d * f32::from(s & 0xf) * q as f32 - dmin * f32::from(s >> 4);
+                }
+            }
+        }
+        DType::IQ4XS => {
+            for (block, ob) in row.chunks_exact(136).zip(out.chunks_exact_mut(256)) {
+                let (d, sc) = (f16_at(block, 0), iq4xs_scales(block));
+                for (i, (o, q)) in ob.iter_mut().zip(iq4xs_values(block)).enumerate() {
+                    *o = d * sc[i / 32] as f32 * q as f32;
+                }
+            }
+        }
+        DType::BF16 => {
+            for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            }
+        }
         DType::Q6K => {
             for (block, ob) in row.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
                 let d = f16_at(block, 104);
@@ -616,32 +885,76 @@ pub fn round16(x: f32) -> f32 {
 }
 
 /// The score of an f16 query and key, as llama.cpp's x86 `ggml_vec_dot_f16`
-/// sums it: their products (exact in f32) fused into four accumulators
-/// of eight f32 lanes, 32 values a step; the accumulators joined by
-/// [`join32`]; the values after the last whole step added in f64.
+/// sums it: [`dot_halves`] of the query rounded to f16 and the key.
 fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
-    let whole = q.len() & !31;
+    dot_halves(q.len(), join32, |i| (round16(q[i]), f16_to_f32(k[i])))
+}
+
+/// The dot product of two 16-bit float vectors (f16 or bf16) of length
+/// `n`, `pair(i)` giving element `i` of each as f32, as llama.cpp's AVX2
+/// build sums them (`ggml_vec_dot_f16`, `ggml_vec_dot_bf16`): the
+/// products (exact in f32) fused into four accumulators of eight f32
+/// lanes, 32 values a step; the accumulators joined by `join` ([`join32`]
+/// for f16, [`join32_bf16`]); the values after the last whole step added
+/// in f64.
+fn dot_halves(n: usize, join: fn([[f32; 8]; 4]) -> f32, pair: impl Fn(usize) -> (f32, f32)) -> f32 {
+    let whole = n & !31;
     let mut acc = [[0.0f32; 8]; 4];
-    for (q, k) in q[..whole].chunks_exact(32).zip(k.chunks_exact(32)) {
-        for (i, (&a, &b)) in q.iter().zip(k).enumerate() {
-            let lane = &mut acc[i / 8][i % 8];
-            *lane = libm::fmaf(f16_to_f32(b), round16(a), *lane);
-        }
+    for i in 0..whole {
+        let (a, b) = pair(i);
+        let lane = &mut acc[i % 32 / 8][i % 8];
+        *lane = libm::fmaf(a, b, *lane);
     }
-    let mut sum = f64::from(join32(acc));
-    for (&a, &b) in q[whole..].iter().zip(&k[whole..]) {
-        sum += f64::from(round16(a) * f16_to_f32(b));
+    let mut sum = f64::from(join(acc));
+    for i in whole..n {
+        let (a, b) = pair(i);
+        sum += f64::from(a * b);
     }
     sum as f32
+}
+
+/// BF16 rows against an input already rounded to bf16 (llama.cpp pairs
+/// BF16 weights with BF16 activations): [`dot_halves`] row by row.
+pub fn matvec_bf16(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let row_bytes = 2 * x.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        *o = dot_halves(x.len(), join32_bf16, |i| {
+            (
+                x[i],
+                bf16_to_f32(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])),
+            )
+        });
+    }
+}
+
+/// Rounds `x` to bfloat16 (kept as f32): the input of BF16 weights.
+pub fn round_bf16(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = bf16_to_f32(crate::tensor::f32_to_bf16(v));
+    }
 }
 
 /// The four accumulators of [`dot_f16`] added up, in AVX's order: the
 /// first and third, the second and fourth, those two; then lanes `l` and
 /// `l + 4`, then the pairs next to each other, then the last two.
 pub fn join32(acc: [[f32; 8]; 4]) -> f32 {
-    let a: [f32; 8] = core::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let a = join_lanes(acc);
     let h: [f32; 4] = core::array::from_fn(|l| a[l] + a[l + 4]);
     (h[0] + h[1]) + (h[2] + h[3])
+}
+
+/// The four accumulators of a BF16 dot product added up as
+/// `ggml_vec_dot_bf16` does on AVX2: lane by lane as [`join32`], then
+/// [`hsum8`] (its last two steps pair lanes two apart, not neighbours).
+pub fn join32_bf16(acc: [[f32; 8]; 4]) -> f32 {
+    hsum8(join_lanes(acc))
+}
+
+/// Lane `l` of four accumulators: the first and third, the second and
+/// fourth, those two.
+fn join_lanes(acc: [[f32; 8]; 4]) -> [f32; 8] {
+    core::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]))
 }
 
 /// llama.cpp's online softmax, as factors: walking the scores in order

@@ -355,6 +355,26 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, seed: u64, offset: usiz
                 scale(blk, 2, v / 3.0);
             }
             DType::Q6K => scale(blk, 208, v / 4.0),
+            DType::Q5_0 | DType::IQ4NL | DType::IQ4XS => scale(blk, 0, v),
+            DType::Q5_1 => {
+                scale(blk, 0, v);
+                scale(blk, 2, -15.5 * v);
+            }
+            DType::Q5K => {
+                scale(blk, 0, v);
+                scale(blk, 2, v / 3.0);
+            }
+            DType::Q3K => scale(blk, 108, v),
+            DType::Q2K => {
+                scale(blk, 80, v);
+                scale(blk, 82, v / 3.0);
+            }
+            DType::BF16 => {
+                let x = crate::tensor::bf16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                if !x.is_finite() || x.abs() > 4.0 {
+                    blk.copy_from_slice(&crate::tensor::f32_to_bf16(v).to_le_bytes());
+                }
+            }
             DType::F16 => {
                 let x = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
                 if !x.is_finite() || x.abs() > 4.0 {
@@ -466,21 +486,23 @@ fn check_quantized(isa: Isa, dtype: DType, rows: usize, cols: usize, seed: u64) 
     matvec(isa, &mut got, &w, &input);
     let what = || std::format!("{} {} {rows}x{cols}", isa.name(), dtype.name());
     match dtype {
-        // Exact integer sums and the spec's float order: the same bits.
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q6K | DType::Q8G { .. } => {
-            let (g, w): (Vec<u32>, Vec<u32>) = (
-                got.iter().map(|v| v.to_bits()).collect(),
-                want.iter().map(|v| v.to_bits()).collect(),
-            );
-            assert_eq!(g, w, "{}", what());
-        }
-        _ => {
+        // Rounded float sums, each level in an order of its own.
+        DType::F32 | DType::F16 => {
             let xv = input_values(&input);
             for r in 0..rows {
                 let bound = 2.0 * cols as f32 * U * abs_products(&w, r, &xv) + 1e-30;
                 let err = (got[r] - want[r]).abs();
                 assert!(err <= bound, "{} row {r}: {err} > {bound}", what());
             }
+        }
+        // Exact integer sums and the spec's float order (BF16: llama.cpp's
+        // order on every level): the same bits.
+        _ => {
+            let (g, w): (Vec<u32>, Vec<u32>) = (
+                got.iter().map(|v| v.to_bits()).collect(),
+                want.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(g, w, "{}", what());
         }
     }
 }
@@ -493,15 +515,23 @@ fn quantized_matvec_matches_scalar() {
                 check_quantized(isa, DType::Q8_0, rows, 32 * k, (k * rows) as u64);
                 check_quantized(isa, DType::Q4_0, rows, 32 * k, (k * rows + 1) as u64);
                 check_quantized(isa, DType::Q4_1, rows, 32 * k, (k * rows + 4) as u64);
+                check_quantized(isa, DType::Q5_0, rows, 32 * k, (k * rows + 5) as u64);
+                check_quantized(isa, DType::Q5_1, rows, 32 * k, (k * rows + 6) as u64);
+                check_quantized(isa, DType::IQ4NL, rows, 32 * k, (k * rows + 7) as u64);
             }
         }
         for cols in (1..=300).chain([768, 2048]) {
             check_quantized(isa, DType::F16, 1 + cols % 11, cols, cols as u64);
+            check_quantized(isa, DType::BF16, 1 + cols % 11, cols, cols as u64);
         }
         for k in 1..=8 {
             for rows in [1, 2, 8, 13] {
                 check_quantized(isa, DType::Q4K, rows, 256 * k, (k * rows + 2) as u64);
                 check_quantized(isa, DType::Q6K, rows, 256 * k, (k * rows + 3) as u64);
+                check_quantized(isa, DType::Q5K, rows, 256 * k, (k * rows + 8) as u64);
+                check_quantized(isa, DType::Q3K, rows, 256 * k, (k * rows + 9) as u64);
+                check_quantized(isa, DType::Q2K, rows, 256 * k, (k * rows + 10) as u64);
+                check_quantized(isa, DType::IQ4XS, rows, 256 * k, (k * rows + 11) as u64);
             }
         }
         // llama2.c v2: the integer kernels for whole blocks, the general
@@ -515,15 +545,7 @@ fn quantized_matvec_matches_scalar() {
             }
         }
         let q8g = DType::Q8G { group: 64 };
-        for dtype in [
-            DType::Q8_0,
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q4K,
-            DType::Q6K,
-            DType::F16,
-            q8g,
-        ] {
+        for dtype in DType::GGML.into_iter().skip(1).chain([q8g]) {
             check_quantized(isa, dtype, 2048, 768, 99);
             check_quantized(isa, dtype, 768, 2048, 98);
         }
@@ -758,18 +780,8 @@ fn matmul_is_matvec_for_each_input_bitwise() {
         (6, 48),
     ];
     for isa in Isa::available() {
-        let dtypes = [
-            DType::F32,
-            DType::F16,
-            DType::Q8_0,
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q4K,
-            DType::Q6K,
-            DType::Q8G { group: 64 },
-            DType::Q8G { group: 48 },
-        ];
-        for dtype in dtypes {
+        let groups = [64, 48].map(|group| DType::Q8G { group });
+        for dtype in DType::GGML.into_iter().chain(groups) {
             for (i, &(rows, cols)) in shapes.iter().enumerate() {
                 let (values, _) = dtype.block();
                 let cols = cols.next_multiple_of(values);

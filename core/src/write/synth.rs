@@ -193,6 +193,26 @@ fn random_blocks(dtype: DType, out: &mut [u8], scale: f32, rng: &mut u64) {
                 b[2..4].copy_from_slice(&half(scale / 63.0));
             }
             DType::Q6K => b[208..210].copy_from_slice(&half(scale / 32.0 / 127.0)),
+            DType::BF16 => {
+                let unit = (u16::from_le_bytes([b[0], b[1]]) as f32) / 32768.0 - 1.0;
+                b.copy_from_slice(&crate::tensor::f32_to_bf16(unit * scale).to_le_bytes());
+            }
+            DType::Q5_0 => b[..2].copy_from_slice(&half(scale / 16.0)),
+            DType::Q5_1 => {
+                b[..2].copy_from_slice(&half(scale / 15.5));
+                b[2..4].copy_from_slice(&half(-scale));
+            }
+            DType::IQ4NL => b[..2].copy_from_slice(&half(scale / 127.0)),
+            DType::IQ4XS => b[..2].copy_from_slice(&half(scale / 127.0 / 32.0)),
+            DType::Q5K => {
+                b[..2].copy_from_slice(&half(scale / 16.0 / 63.0));
+                b[2..4].copy_from_slice(&half(scale / 63.0));
+            }
+            DType::Q3K => b[108..110].copy_from_slice(&half(scale / 4.0 / 32.0)),
+            DType::Q2K => {
+                b[80..82].copy_from_slice(&half(scale / 3.0 / 15.0));
+                b[82..84].copy_from_slice(&half(scale / 15.0));
+            }
             // Values stay random bytes; the scales are set below.
             DType::Q8G { .. } => {}
         }
