@@ -137,6 +137,22 @@ macro_rules! int8_wrappers {
     };
 }
 
+/// Scaffolding while the new weight types get their SIMD twins: a level's
+/// `matmul_*` that is the scalar specification.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! spec_kernels {
+    ($($name:ident),* $(,)?) => {$(
+        /// The scalar specification, until this level has its own.
+        ///
+        /// # Safety
+        ///
+        /// None beyond the lengths the entry point checked.
+        pub unsafe fn $name(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>]) {
+            $crate::kernels::scalar::$name(out, w, x)
+        }
+    )*};
+}
+
 /// Stores a tile's results: `v[k][t]` is row `r + k`'s for input `t`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn store_rows<const T: usize>(out: &mut [&mut [f32]], r: usize, v: &[[f32; T]]) {
@@ -395,14 +411,14 @@ pub fn matvec(isa: Isa, out: &mut [f32], w: &WeightRef<'_>, x: &Input<'_>) {
         // A K-quant matvec is the tile kernel with one input: the same code.
         DType::Q4K => dispatch!(isa, matmul_q4k(&mut [out], data, slice::from_ref(x))),
         DType::Q6K => dispatch!(isa, matmul_q6k(&mut [out], data, slice::from_ref(x))),
-        DType::Q5_0 => scalar::matvec_q5_0(out, data, qs, d),
-        DType::Q5_1 => scalar::matvec_q5_1(out, data, qs, d, x.block_sums()),
-        DType::IQ4NL => scalar::matvec_iq4nl(out, data, qs, d),
-        DType::Q5K => scalar::matvec_q5k(out, data, qs, d, x.bsums()),
-        DType::Q3K => scalar::matvec_q3k(out, data, qs, d, x.bsums()),
-        DType::Q2K => scalar::matvec_q2k(out, data, qs, d, x.bsums()),
-        DType::IQ4XS => scalar::matvec_iq4xs(out, data, qs, d, x.bsums()),
-        DType::BF16 => scalar::matvec_bf16(out, data, xs),
+        DType::Q5_0 => dispatch!(isa, matmul_q5_0(&mut [out], data, slice::from_ref(x))),
+        DType::Q5_1 => dispatch!(isa, matmul_q5_1(&mut [out], data, slice::from_ref(x))),
+        DType::IQ4NL => dispatch!(isa, matmul_iq4nl(&mut [out], data, slice::from_ref(x))),
+        DType::Q5K => dispatch!(isa, matmul_q5k(&mut [out], data, slice::from_ref(x))),
+        DType::Q3K => dispatch!(isa, matmul_q3k(&mut [out], data, slice::from_ref(x))),
+        DType::Q2K => dispatch!(isa, matmul_q2k(&mut [out], data, slice::from_ref(x))),
+        DType::IQ4XS => dispatch!(isa, matmul_iq4xs(&mut [out], data, slice::from_ref(x))),
+        DType::BF16 => dispatch!(isa, matmul_bf16(&mut [out], data, slice::from_ref(x))),
         DType::Q8G { group } => {
             let (scales, group) = (w.scales(), group as usize);
             // Whole 32-value blocks per group take the integer kernels;
@@ -448,14 +464,14 @@ pub fn matmul(isa: Isa, out: &mut [&mut [f32]], w: &WeightRef<'_>, x: &[Input<'_
         DType::Q4_1 => dispatch!(isa, matmul_q4_1(out, data, x)),
         DType::Q4K => dispatch!(isa, matmul_q4k(out, data, x)),
         DType::Q6K => dispatch!(isa, matmul_q6k(out, data, x)),
-        DType::Q5_0 => scalar::matmul_q5_0(out, data, x),
-        DType::Q5_1 => scalar::matmul_q5_1(out, data, x),
-        DType::IQ4NL => scalar::matmul_iq4nl(out, data, x),
-        DType::Q5K => scalar::matmul_q5k(out, data, x),
-        DType::Q3K => scalar::matmul_q3k(out, data, x),
-        DType::Q2K => scalar::matmul_q2k(out, data, x),
-        DType::IQ4XS => scalar::matmul_iq4xs(out, data, x),
-        DType::BF16 => scalar::matmul_bf16(out, data, x),
+        DType::Q5_0 => dispatch!(isa, matmul_q5_0(out, data, x)),
+        DType::Q5_1 => dispatch!(isa, matmul_q5_1(out, data, x)),
+        DType::IQ4NL => dispatch!(isa, matmul_iq4nl(out, data, x)),
+        DType::Q5K => dispatch!(isa, matmul_q5k(out, data, x)),
+        DType::Q3K => dispatch!(isa, matmul_q3k(out, data, x)),
+        DType::Q2K => dispatch!(isa, matmul_q2k(out, data, x)),
+        DType::IQ4XS => dispatch!(isa, matmul_iq4xs(out, data, x)),
+        DType::BF16 => dispatch!(isa, matmul_bf16(out, data, x)),
         DType::Q8G { group } => {
             let (scales, group) = (w.scales(), group as usize);
             if group.is_multiple_of(32) {

@@ -135,6 +135,10 @@ impl Dot for NeonDot {
 macro_rules! int8_kernels {
     ($features:literal, $level:ident) => {
         int8_wrappers!($features, neon, $level, $crate::kernels::neon::blocks::BLOCKS32_TILE_ROWS, []);
+        spec_kernels!(
+            matmul_q5_0, matmul_q5_1, matmul_iq4nl, matmul_q5k, matmul_q3k, matmul_q2k,
+            matmul_iq4xs, matmul_bf16,
+        );
         level_wrappers! { $features;
             fn matmul_q4k(out: &mut [&mut [f32]], w: &[u8], x: &[$crate::kernels::Input<'_>])
                 = $crate::kernels::neon::kquants::matmul::<$level, $crate::kernels::neon::kquants::Q4k>;

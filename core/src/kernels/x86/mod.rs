@@ -131,6 +131,10 @@ trait Rows<const T: usize> {
 macro_rules! shared_kernels {
     ($features:literal, $level:ident, $tile:literal) => {
         int8_wrappers!($features, x86, $level, $tile, [, { $tile / 2 }]);
+        spec_kernels!(
+            matmul_q5_0, matmul_q5_1, matmul_iq4nl, matmul_q5k, matmul_q3k, matmul_q2k,
+            matmul_iq4xs, matmul_bf16,
+        );
         level_wrappers! { $features;
             fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) = super::blocks::quantize_q8_0;
             fn quantize_q8_1(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32])
